@@ -1,0 +1,160 @@
+// Blocked matrix products: the forward pass, the backward pass and the
+// Fisher reductions of an MLP are all C[m, n] = Σ_k A(m, k) · B(k, n), with
+// the operands read in different layouts and different epilogues. One core,
+// four entry points:
+//
+//   linear_forward    Z = X Wᵀ + b, Y = act(Z)       X [M, K], W [N, K]
+//   linear_backward   D' = (D W) ⊙ act'(Z')           D [M, K], W [K, N]
+//   squared_gradient  S = (D²)ᵀ [A², 1]               D [K, M], A [K, N-1]
+//   gram              F = G[:, r0:r0+M]ᵀ G            G [K, ld]
+//
+// Letters: m, n index C's rows and columns, k the summed index. Every buffer
+// is row-major; `lda`/`ldb` are the row strides of a and b as stored.
+//
+// Each invocation owns a TM × TN block of C and keeps it in registers: per
+// step of k it loads TM values of A and TN of B and does TM·TN FMAs, instead
+// of 2 loads per FMA of a one-thread-per-output kernel. Out-of-range rows and
+// columns load a clamped (valid) address and are not stored, so the inner
+// loop has no branches. Block and workgroup sizes are overrides, set by the
+// host at pipeline creation.
+
+override WG_M: u32 = 8u;   // invocations per workgroup along m
+override WG_N: u32 = 8u;   // invocations per workgroup along n
+override TM: u32 = 4u;     // rows of C per invocation, 1 ≤ TM ≤ MAX_T
+override TN: u32 = 4u;     // columns of C per invocation, 1 ≤ TN ≤ MAX_T
+override ACTIVATION: u32 = 0u;  // an ACT_* code of activation.wgsl
+
+const MAX_T: u32 = 8u;
+
+struct Dims {
+  m: u32,         // rows of C
+  n: u32,         // columns of C
+  k: u32,         // length of the sum
+  lda: u32,       // row stride of a
+  ldb: u32,       // row stride of b
+  a_offset: u32,  // first column of a in use (gram's row tile)
+}
+
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> z_in: array<f32>;
+@group(0) @binding(5) var<storage, read_write> c: array<f32>;
+@group(0) @binding(6) var<storage, read_write> c_act: array<f32>;
+
+// How A(m, k) and B(k, n) are read. Constant at every call site, so each
+// entry point compiles to straight-line loads.
+const A_MK: u32 = 0u;         // a[m·lda + k]
+const A_KM: u32 = 1u;         // a[k·lda + a_offset + m]
+const A_KM_SQUARED: u32 = 2u; // a[k·lda + m]²
+const B_NK: u32 = 0u;         // b[n·ldb + k]
+const B_KN: u32 = 1u;         // b[k·ldb + n]
+const B_KN_SQUARED_ONE: u32 = 2u; // b[k·ldb + n]², and 1 in the last column (the bias)
+
+fn load_a(form: u32, m: u32, k: u32) -> f32 {
+  switch form {
+    case A_KM: { return a[k * dims.lda + dims.a_offset + m]; }
+    case A_KM_SQUARED: { let v = a[k * dims.lda + m]; return v * v; }
+    default: { return a[m * dims.lda + k]; }
+  }
+}
+
+fn load_b(form: u32, k: u32, n: u32) -> f32 {
+  switch form {
+    case B_KN: { return b[k * dims.ldb + n]; }
+    case B_KN_SQUARED_ONE: {
+      // Column n = N-1 is the constant input 1 of the bias; clamp its load.
+      let last = dims.n - 1u;
+      let v = b[k * dims.ldb + min(n, last - 1u)];
+      return select(v * v, 1.0, n == last);
+    }
+    default: { return b[n * dims.ldb + k]; }
+  }
+}
+
+struct Block {
+  v: array<f32, 64>,  // MAX_T × MAX_T, [i·MAX_T + j] = C[row0 + i, col0 + j]
+}
+
+// The TM × TN block of C at (row0, col0).
+fn block_product(row0: u32, col0: u32, a_layout: u32, b_layout: u32) -> Block {
+  var acc: Block;
+  var rows: array<u32, MAX_T>;
+  var cols: array<u32, MAX_T>;
+  for (var i = 0u; i < TM; i++) { rows[i] = min(row0 + i, dims.m - 1u); }
+  for (var j = 0u; j < TN; j++) { cols[j] = min(col0 + j, dims.n - 1u); }
+  for (var k = 0u; k < dims.k; k++) {
+    var av: array<f32, MAX_T>;
+    var bv: array<f32, MAX_T>;
+    for (var i = 0u; i < TM; i++) { av[i] = load_a(a_layout, rows[i], k); }
+    for (var j = 0u; j < TN; j++) { bv[j] = load_b(b_layout, k, cols[j]); }
+    for (var i = 0u; i < TM; i++) {
+      for (var j = 0u; j < TN; j++) {
+        acc.v[i * MAX_T + j] = fma(av[i], bv[j], acc.v[i * MAX_T + j]);
+      }
+    }
+  }
+  return acc;
+}
+
+fn block_origin(id: vec3u) -> vec2u {
+  return vec2u(id.y * TM, id.x * TN);
+}
+
+@compute @workgroup_size(WG_N, WG_M)
+fn linear_forward(@builtin(global_invocation_id) id: vec3u) {
+  let o = block_origin(id);
+  let blk = block_product(o.x, o.y, A_MK, B_NK);
+  for (var i = 0u; i < TM; i++) {
+    let m = o.x + i;
+    if (m >= dims.m) { break; }
+    for (var j = 0u; j < TN; j++) {
+      let n = o.y + j;
+      if (n >= dims.n) { break; }
+      let z = blk.v[i * MAX_T + j] + bias[n];
+      c[m * dims.n + n] = z;
+      c_act[m * dims.n + n] = activate(ACTIVATION, z);
+    }
+  }
+}
+
+@compute @workgroup_size(WG_N, WG_M)
+fn linear_backward(@builtin(global_invocation_id) id: vec3u) {
+  let o = block_origin(id);
+  let blk = block_product(o.x, o.y, A_MK, B_KN);
+  for (var i = 0u; i < TM; i++) {
+    let m = o.x + i;
+    if (m >= dims.m) { break; }
+    for (var j = 0u; j < TN; j++) {
+      let n = o.y + j;
+      if (n >= dims.n) { break; }
+      c[m * dims.n + n] = blk.v[i * MAX_T + j] * activate_derivative(ACTIVATION, z_in[m * dims.n + n]);
+    }
+  }
+}
+
+// Stores a block as it is (the reductions have no epilogue).
+fn store_block(o: vec2u, blk: Block) {
+  for (var i = 0u; i < TM; i++) {
+    let m = o.x + i;
+    if (m >= dims.m) { break; }
+    for (var j = 0u; j < TN; j++) {
+      let n = o.y + j;
+      if (n >= dims.n) { break; }
+      c[m * dims.n + n] = blk.v[i * MAX_T + j];
+    }
+  }
+}
+
+@compute @workgroup_size(WG_N, WG_M)
+fn squared_gradient(@builtin(global_invocation_id) id: vec3u) {
+  let o = block_origin(id);
+  store_block(o, block_product(o.x, o.y, A_KM_SQUARED, B_KN_SQUARED_ONE));
+}
+
+@compute @workgroup_size(WG_N, WG_M)
+fn gram(@builtin(global_invocation_id) id: vec3u) {
+  let o = block_origin(id);
+  store_block(o, block_product(o.x, o.y, A_KM, B_KN));
+}

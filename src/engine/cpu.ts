@@ -1,0 +1,176 @@
+/**
+ * The reference engine: float64, plain loops, one sample at a time, written
+ * to be read and trusted, not to be fast. Every GPU result is checked against
+ * it. Conventions as in engine.ts: W row-major [out, in], z = W a + b,
+ * a' = act(z); δ = ∂ℓ/∂z; ∂ℓ/∂W[o, i] = δ[o] · a[i], ∂ℓ/∂b[o] = δ[o].
+ */
+import { ACTIVATIONS } from '../model/activations.js';
+import type { Dataset } from '../model/data.js';
+import type { Mlp } from '../model/mlp.js';
+import type { BatchStructure, Engine, GramTile, LoadedModel } from './engine.js';
+
+interface Layer64 {
+  in: number;
+  out: number;
+  w: Float64Array;
+  b: Float64Array;
+  f: (z: number) => number;
+  df: (z: number) => number;
+}
+
+/** One sample's forward pass: inputs a[0] = x, pre-activations z[l], outputs a[l + 1]. */
+interface Trace {
+  a: Float64Array[];
+  z: Float64Array[];
+}
+
+export class CpuModel implements LoadedModel {
+  readonly #layers: Layer64[];
+
+  constructor(readonly model: Mlp) {
+    this.#layers = model.layers.map((l, k) => ({
+      in: l.in,
+      out: l.out,
+      w: Float64Array.from(model.weights[k]!.weight),
+      b: Float64Array.from(model.weights[k]!.bias),
+      f: ACTIVATIONS[l.activation].f,
+      df: ACTIVATIONS[l.activation].df,
+    }));
+  }
+
+  maxBatch(structure: BatchStructure): number {
+    // Bounded only by host memory for the [n, P] gradients of one batch.
+    const p = this.model.parameterCount;
+    return structure === 'diag' ? 1024 : Math.max(1, Math.min(1024, Math.floor(2 ** 26 / p)));
+  }
+
+  /** Forward pass of one input row. */
+  trace(x: ArrayLike<number>): Trace {
+    const a: Float64Array[] = [Float64Array.from(x)];
+    const z: Float64Array[] = [];
+    for (const L of this.#layers) {
+      const input = a[a.length - 1]!;
+      const zl = new Float64Array(L.out);
+      const al = new Float64Array(L.out);
+      for (let o = 0; o < L.out; o++) {
+        let s = L.b[o]!;
+        for (let i = 0; i < L.in; i++) s += L.w[o * L.in + i]! * input[i]!;
+        zl[o] = s;
+        al[o] = L.f(s);
+      }
+      z.push(zl);
+      a.push(al);
+    }
+    return { a, z };
+  }
+
+  /**
+   * ∇θ of a loss whose gradient with respect to the network output f is
+   * `outputGrad`, back-propagated through a recorded trace, into `g` [P].
+   */
+  backpropagate(t: Trace, outputGrad: Float64Array, g: Float64Array): void {
+    const slices = this.model.layout.layers;
+    let delta = outputGrad;
+    for (let l = this.#layers.length - 1; l >= 0; l--) {
+      const L = this.#layers[l]!;
+      const { weightOffset, biasOffset } = slices[l]!;
+      const input = t.a[l]!;
+      for (let o = 0; o < L.out; o++) {
+        for (let i = 0; i < L.in; i++) g[weightOffset + o * L.in + i] = delta[o]! * input[i]!;
+        g[biasOffset + o] = delta[o]!;
+      }
+      if (l === 0) break;
+      const below = this.#layers[l - 1]!;
+      const zPrev = t.z[l - 1]!;
+      const next = new Float64Array(L.in);
+      for (let i = 0; i < L.in; i++) {
+        let s = 0;
+        for (let o = 0; o < L.out; o++) s += L.w[o * L.in + i]! * delta[o]!;
+        next[i] = s * below.df(zPrev[i]!);
+      }
+      delta = next;
+    }
+  }
+
+  /** g_n for sample row `x` with target row `y`, into `g` [P]. */
+  sampleGradient(x: ArrayLike<number>, y: ArrayLike<number>, g: Float64Array): void {
+    const t = this.trace(x);
+    const f = t.z[t.z.length - 1]!;
+    const dF = new Float64Array(f.length);
+    this.model.likelihood.outputGradient(f, y, dF);
+    this.backpropagate(t, dF, g);
+  }
+
+  /** ℓ_n = −log p(y | x, θ) of one sample. */
+  sampleLoss(x: ArrayLike<number>, y: ArrayLike<number>): number {
+    const t = this.trace(x);
+    return this.model.likelihood.loss(t.z[t.z.length - 1]!, y);
+  }
+
+  async forward(x: Float32Array, n: number): Promise<Float64Array> {
+    const out = new Float64Array(n * this.model.outputs);
+    for (let s = 0; s < n; s++) {
+      const t = this.trace(x.subarray(s * this.model.inputs, (s + 1) * this.model.inputs));
+      out.set(t.z[t.z.length - 1]!, s * this.model.outputs);
+    }
+    return out;
+  }
+
+  async gradients(batch: Dataset): Promise<Float64Array> {
+    const p = this.model.parameterCount;
+    const out = new Float64Array(batch.n * p);
+    for (let s = 0; s < batch.n; s++) this.sampleGradient(...rows(batch, s), out.subarray(s * p, (s + 1) * p));
+    return out;
+  }
+
+  async squaredGradientSum(batch: Dataset): Promise<Float64Array> {
+    const p = this.model.parameterCount;
+    const sum = new Float64Array(p);
+    const g = new Float64Array(p);
+    for (let s = 0; s < batch.n; s++) {
+      this.sampleGradient(...rows(batch, s), g);
+      for (let k = 0; k < p; k++) sum[k]! += g[k]! * g[k]!;
+    }
+    return sum;
+  }
+
+  async gramSum(batch: Dataset, onTile: (tile: GramTile) => void): Promise<void> {
+    const p = this.model.parameterCount;
+    const sum = new Float64Array(p * p);
+    const g = new Float64Array(p);
+    for (let s = 0; s < batch.n; s++) {
+      this.sampleGradient(...rows(batch, s), g);
+      // Upper triangle, mirrored below: half the work, same numbers.
+      for (let r = 0; r < p; r++) {
+        const gr = g[r]!;
+        if (gr === 0) continue;
+        for (let c = r; c < p; c++) sum[r * p + c]! += gr * g[c]!;
+      }
+    }
+    for (let r = 0; r < p; r++) for (let c = 0; c < r; c++) sum[r * p + c] = sum[c * p + r]!;
+    onTile({ row0: 0, rows: p, values: sum });
+  }
+
+  release(): void {}
+}
+
+function rows(batch: Dataset, s: number): [Float32Array, Float32Array] {
+  return [
+    batch.x.subarray(s * batch.inputs, (s + 1) * batch.inputs),
+    batch.y.subarray(s * batch.targetWidth, (s + 1) * batch.targetWidth),
+  ];
+}
+
+export class CpuEngine implements Engine {
+  readonly backend = 'cpu' as const;
+
+  describe(): string {
+    return 'CPU reference (float64, single-threaded)';
+  }
+
+  async load(model: Mlp): Promise<CpuModel> {
+    return new CpuModel(model);
+  }
+
+  dispose(): void {}
+}

@@ -1,0 +1,57 @@
+/**
+ * The one engine interface, with two implementations: `gpu` (WGSL kernels,
+ * the product) and `cpu` (float64 plain loops, the reference). An estimator
+ * in src/fisher streams batches through an engine and accumulates what it
+ * returns; engines never see the whole dataset and never reduce across
+ * batches (that is the estimator's compensated sum).
+ *
+ * Conventions, used by both engines and their callers:
+ * - n indexes samples, o a layer's outputs, i its inputs, p parameters;
+ * - per-sample gradient g_n = ∇θ ℓ_n, ℓ_n = −log p(y_n | x_n, θ), in the
+ *   parameter order of src/model/layout.ts;
+ * - matrices are row-major.
+ */
+import type { Dataset } from '../model/data.js';
+import type { Mlp } from '../model/mlp.js';
+
+export type Backend = 'gpu' | 'cpu';
+
+/** What an engine is asked to accumulate per batch. */
+export type BatchStructure = 'diag' | 'full';
+
+/** A partial Gram matrix: rows [row0, row0 + rows) × all P columns of Σ_n g_n g_nᵀ. */
+export interface GramTile {
+  row0: number;
+  rows: number;
+  /** rows × P, row-major. */
+  values: Float32Array | Float64Array;
+}
+
+export interface Engine {
+  readonly backend: Backend;
+  /** One line naming the device (adapter and driver, or the CPU reference). */
+  describe(): string;
+  /** Prepares a model (uploads its weights, plans its buffers). */
+  load(model: Mlp): Promise<LoadedModel>;
+  /** Releases everything the engine holds. */
+  dispose(): void;
+}
+
+export interface LoadedModel {
+  readonly model: Mlp;
+  /**
+   * The largest batch the engine handles at once for this structure, from
+   * its memory and binding limits.
+   */
+  maxBatch(structure: BatchStructure): number;
+  /** Network outputs f (the last layer's pre-activation), [n, out]. */
+  forward(x: Float32Array, n: number): Promise<Float32Array | Float64Array>;
+  /** Per-sample gradients g_n, [n, P]. */
+  gradients(batch: Dataset): Promise<Float32Array | Float64Array>;
+  /** Σ_n g_n ⊙ g_n over the batch, [P]. */
+  squaredGradientSum(batch: Dataset): Promise<Float32Array | Float64Array>;
+  /** Σ_n g_n g_nᵀ over the batch, handed over tile by tile of rows. */
+  gramSum(batch: Dataset, onTile: (tile: GramTile) => void): Promise<void>;
+  /** Releases the model's buffers. */
+  release(): void;
+}

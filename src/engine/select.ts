@@ -1,0 +1,35 @@
+/**
+ * Choosing an engine: the GPU when a device is given or can be opened, the
+ * CPU reference when asked, or (for 'auto') when no adapter exists.
+ */
+import { openDevice, type GpuDevice } from '../gpu/device.js';
+import { NoAdapterError } from '../gpu/errors.js';
+import { CpuEngine } from './cpu.js';
+import type { Engine } from './engine.js';
+import { GpuEngine } from './gpu.js';
+
+export type BackendChoice = 'auto' | 'gpu' | 'cpu';
+
+export interface SelectedEngine {
+  engine: Engine;
+  /** The device opened for this engine, to dispose with it (none for the CPU). */
+  device: GpuDevice | undefined;
+  /** Why the choice fell back to the CPU, when it did. */
+  fallback: string | undefined;
+}
+
+export async function selectEngine(choice: BackendChoice): Promise<SelectedEngine> {
+  if (choice === 'cpu') return { engine: new CpuEngine(), device: undefined, fallback: undefined };
+  try {
+    const device = await openDevice();
+    return { engine: new GpuEngine(device), device, fallback: undefined };
+  } catch (e) {
+    if (choice === 'auto' && e instanceof NoAdapterError) return { engine: new CpuEngine(), device: undefined, fallback: e.message };
+    throw e;
+  }
+}
+
+/** An engine for a device or an engine (the library's `fisher(gpu, …)` accepts either). */
+export function engineFor(target: Engine | GpuDevice): Engine {
+  return 'backend' in target ? target : new GpuEngine(target);
+}

@@ -1,0 +1,218 @@
+/**
+ * Fisher matrices as objects with their operations. Values are float64 (the
+ * estimator's compensated sums); files hold float32 unless asked otherwise.
+ * Vectors are flat, in the parameter order of src/model/layout.ts.
+ */
+import type { Tensor } from '../io/dtypes.js';
+import { writeSafetensors } from '../io/safetensors.js';
+import type { ParameterLayout } from '../model/layout.js';
+import type { FisherKind, FisherStructure, Reduction } from './options.js';
+
+/** What a Fisher matrix records of how it was computed (the file's metadata). */
+export interface FisherInfo {
+  kind: FisherKind;
+  structure: FisherStructure;
+  reduction: Reduction;
+  /** Samples N. */
+  n: number;
+  /** Label samples per input M (1 for empirical). */
+  samples: number;
+  seed: number | undefined;
+  backend: string;
+}
+
+export type FileDtype = 'F32' | 'F64';
+
+export interface FisherMatrix {
+  readonly info: FisherInfo;
+  readonly layout: ParameterLayout;
+  /** P. */
+  readonly size: number;
+  /** diag(F), [P]. */
+  diagonal(): Float64Array;
+  /** F v. */
+  mv(v: ArrayLike<number>): Float64Array;
+  /** tr F. */
+  trace(): number;
+  /** x with (F + damping·I) x = g. */
+  solve(g: ArrayLike<number>, options?: { damping?: number }): Float64Array;
+  /** EWC penalty (λ/2) dᵀ F d, d = θ − θ*: Σ_i F_ii d_i² for a diagonal F. */
+  ewcPenalty(theta: ArrayLike<number>, thetaStar: ArrayLike<number>, lambda: number): number;
+  /** Its gradient in θ: λ F d. */
+  ewcGradient(theta: ArrayLike<number>, thetaStar: ArrayLike<number>, lambda: number): Float64Array;
+  /** The tensors of the output file (DESIGN.md §4). */
+  tensors(dtype?: FileDtype): Map<string, Tensor>;
+  /** Writes the safetensors file, atomically. */
+  save(path: string, options?: { dtype?: FileDtype }): Promise<void>;
+}
+
+function checkLength(v: ArrayLike<number>, p: number, what: string): void {
+  if (v.length !== p) throw new RangeError(`${what} has length ${v.length}, expected P = ${p}`);
+}
+
+function cast(values: Float64Array, dtype: FileDtype): Float32Array | Float64Array {
+  return dtype === 'F64' ? values : Float32Array.from(values);
+}
+
+function difference(theta: ArrayLike<number>, thetaStar: ArrayLike<number>, p: number): Float64Array {
+  checkLength(theta, p, 'θ');
+  checkLength(thetaStar, p, 'θ*');
+  return Float64Array.from({ length: p }, (_, i) => theta[i]! - thetaStar[i]!);
+}
+
+/** The file metadata: strings, as safetensors requires. */
+export function fisherMetadata(info: FisherInfo, layout: ParameterLayout): Record<string, string> {
+  return {
+    format: 'fisher-gpu/1',
+    kind: info.kind,
+    structure: info.structure,
+    reduction: info.reduction,
+    n: String(info.n),
+    samples: String(info.samples),
+    seed: info.seed === undefined ? 'none' : String(info.seed),
+    backend: info.backend,
+    parameters: JSON.stringify(layout.entries.map((e) => ({ name: e.name, shape: e.shape }))),
+  };
+}
+
+abstract class BaseFisher implements FisherMatrix {
+  constructor(
+    readonly info: FisherInfo,
+    readonly layout: ParameterLayout,
+  ) {}
+
+  get size(): number {
+    return this.layout.total;
+  }
+
+  abstract diagonal(): Float64Array;
+  abstract mv(v: ArrayLike<number>): Float64Array;
+  abstract solve(g: ArrayLike<number>, options?: { damping?: number }): Float64Array;
+  abstract tensors(dtype?: FileDtype): Map<string, Tensor>;
+
+  trace(): number {
+    return this.diagonal().reduce((a, b) => a + b, 0);
+  }
+
+  ewcPenalty(theta: ArrayLike<number>, thetaStar: ArrayLike<number>, lambda: number): number {
+    const d = difference(theta, thetaStar, this.size);
+    const fd = this.mv(d);
+    let s = 0;
+    for (let i = 0; i < d.length; i++) s += d[i]! * fd[i]!;
+    return 0.5 * lambda * s;
+  }
+
+  ewcGradient(theta: ArrayLike<number>, thetaStar: ArrayLike<number>, lambda: number): Float64Array {
+    return this.mv(difference(theta, thetaStar, this.size)).map((x) => lambda * x);
+  }
+
+  async save(path: string, options: { dtype?: FileDtype } = {}): Promise<void> {
+    await writeSafetensors(path, this.tensors(options.dtype ?? 'F32'), fisherMetadata(this.info, this.layout));
+  }
+}
+
+/** diag(F) only; off-diagonal entries are taken as 0 by mv and solve. */
+export class DiagonalFisher extends BaseFisher {
+  constructor(
+    info: FisherInfo,
+    layout: ParameterLayout,
+    readonly values: Float64Array,
+  ) {
+    super(info, layout);
+    checkLength(values, layout.total, 'diagonal');
+  }
+
+  diagonal(): Float64Array {
+    return this.values.slice();
+  }
+
+  mv(v: ArrayLike<number>): Float64Array {
+    checkLength(v, this.size, 'v');
+    return this.values.map((f, i) => f * v[i]!);
+  }
+
+  solve(g: ArrayLike<number>, options: { damping?: number } = {}): Float64Array {
+    checkLength(g, this.size, 'g');
+    const damping = options.damping ?? 0;
+    return this.values.map((f, i) => {
+      const d = f + damping;
+      if (!(d > 0)) throw new RangeError(`F + damping·I is singular at parameter ${i} (value ${d}); pass a positive damping`);
+      return g[i]! / d;
+    });
+  }
+
+  /** One tensor per parameter, named and shaped as the parameter. */
+  tensors(dtype: FileDtype = 'F32'): Map<string, Tensor> {
+    const out = new Map<string, Tensor>();
+    for (const e of this.layout.entries) {
+      out.set(e.name, { dtype, shape: e.shape, data: cast(this.values.subarray(e.offset, e.offset + e.size), dtype) });
+    }
+    return out;
+  }
+}
+
+/** All of F, P × P row-major. */
+export class DenseFisher extends BaseFisher {
+  constructor(
+    info: FisherInfo,
+    layout: ParameterLayout,
+    readonly values: Float64Array,
+  ) {
+    super(info, layout);
+    checkLength(values, layout.total * layout.total, 'dense Fisher');
+  }
+
+  diagonal(): Float64Array {
+    const p = this.size;
+    return Float64Array.from({ length: p }, (_, i) => this.values[i * p + i]!);
+  }
+
+  mv(v: ArrayLike<number>): Float64Array {
+    const p = this.size;
+    checkLength(v, p, 'v');
+    const out = new Float64Array(p);
+    for (let r = 0; r < p; r++) {
+      let s = 0;
+      for (let c = 0; c < p; c++) s += this.values[r * p + c]! * v[c]!;
+      out[r] = s;
+    }
+    return out;
+  }
+
+  /** Cholesky factorisation of F + damping·I, then two triangular solves. */
+  solve(g: ArrayLike<number>, options: { damping?: number } = {}): Float64Array {
+    const p = this.size;
+    checkLength(g, p, 'g');
+    const damping = options.damping ?? 0;
+    const l = new Float64Array(p * p);
+    for (let j = 0; j < p; j++) {
+      let d = this.values[j * p + j]! + damping;
+      for (let k = 0; k < j; k++) d -= l[j * p + k]! ** 2;
+      if (!(d > 0)) throw new RangeError(`F + damping·I is not positive definite (pivot ${j} is ${d}); pass a larger damping`);
+      const ljj = Math.sqrt(d);
+      l[j * p + j] = ljj;
+      for (let i = j + 1; i < p; i++) {
+        let s = this.values[i * p + j]!;
+        for (let k = 0; k < j; k++) s -= l[i * p + k]! * l[j * p + k]!;
+        l[i * p + j] = s / ljj;
+      }
+    }
+    const y = new Float64Array(p);
+    for (let i = 0; i < p; i++) {
+      let s = g[i]!;
+      for (let k = 0; k < i; k++) s -= l[i * p + k]! * y[k]!;
+      y[i] = s / l[i * p + i]!;
+    }
+    const x = new Float64Array(p);
+    for (let i = p - 1; i >= 0; i--) {
+      let s = y[i]!;
+      for (let k = i + 1; k < p; k++) s -= l[k * p + i]! * x[k]!;
+      x[i] = s / l[i * p + i]!;
+    }
+    return x;
+  }
+
+  tensors(dtype: FileDtype = 'F32'): Map<string, Tensor> {
+    return new Map([['fisher', { dtype, shape: [this.size, this.size], data: cast(this.values, dtype) }]]);
+  }
+}

@@ -1,0 +1,301 @@
+/**
+ * Device acquisition and the runtime around it: the adapter's limits asked
+ * for at their maxima, a shader-module and pipeline cache, the buffer pool,
+ * steps of dispatches run inside error scopes, reads that fail (never hang)
+ * when the device is lost, and dispose() that releases everything so a Node
+ * process exits by itself.
+ *
+ * In Node the device comes from Dawn (the `webgpu` package); where
+ * `navigator.gpu` exists (a browser), from there.
+ */
+import { BufferPool } from './buffers.js';
+import { DeviceLostError, GpuError, GpuInternalError, GpuLimitError, GpuOutOfMemoryError, GpuValidationError, NoAdapterError, ShaderError } from './errors.js';
+import { ComputeKernel, type DispatchRecord, type KernelSpec } from './kernel.js';
+import { trace, TRACE_ENABLED } from './trace.js';
+
+export interface OpenDeviceOptions {
+  powerPreference?: GPUPowerPreference;
+}
+
+/** The limits fisher-gpu asks for at the adapter's maximum. */
+const MAXIMISED_LIMITS = [
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxStorageBuffersPerShaderStage',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupsPerDimension',
+] as const;
+
+/** Optional features used where present. */
+const WANTED_FEATURES = ['timestamp-query', 'subgroups', 'shader-f16'] as const;
+
+export interface AdapterDescription {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  features: string[];
+  limits: Record<string, number>;
+}
+
+/** One step of work: a command encoder with one compute pass. */
+export interface Step {
+  readonly pass: GPUComputePassEncoder;
+  readonly encoder: GPUCommandEncoder;
+  uniformBuffer(bytes: ArrayBuffer, label: string): GPUBuffer;
+  record(d: DispatchRecord): void;
+  /** Queues a buffer copy to run after the step's compute pass. */
+  copyAfter(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void;
+}
+
+export class GpuDevice {
+  readonly buffers: BufferPool;
+  /** Keeps Dawn's GPU object alive as long as the device: if it is collected first, the process crashes. */
+  readonly #gpu: GPU;
+  readonly #modules = new Map<string, GPUShaderModule>();
+  readonly #kernels = new Map<string, Promise<ComputeKernel>>();
+  #lostReason: string | undefined;
+  readonly #lost: Promise<never>;
+  #disposed = false;
+
+  private constructor(
+    gpu: GPU,
+    readonly device: GPUDevice,
+    readonly adapter: AdapterDescription,
+  ) {
+    this.#gpu = gpu;
+    this.buffers = new BufferPool(device);
+    this.#lost = device.lost.then((info) => {
+      this.#lostReason = this.#disposed ? 'the device was disposed' : `${info.reason}: ${info.message}`;
+      throw new DeviceLostError(`GPU device lost (${this.#lostReason})`);
+    });
+    // Nobody may be waiting on #lost; keep an unobserved rejection quiet.
+    this.#lost.catch(() => undefined);
+    device.addEventListener('uncapturederror', (ev) => {
+      console.warn(`[fisher-gpu] uncaptured GPU error: ${(ev as GPUUncapturedErrorEvent).error.message}`);
+    });
+  }
+
+  /** Opens the default adapter's device, or throws NoAdapterError saying what to install. */
+  static async open(options: OpenDeviceOptions = {}): Promise<GpuDevice> {
+    const gpu = await findGpu();
+    const adapter = await gpu.requestAdapter(options.powerPreference ? { powerPreference: options.powerPreference } : {});
+    if (!adapter) {
+      throw new NoAdapterError(
+        'no WebGPU adapter found: install a Vulkan driver (without a GPU: Mesa lavapipe 24+, e.g. `sudo bash tools/install-software-gpu.sh` on Debian), or use --backend cpu',
+      );
+    }
+    const requiredLimits: Record<string, number> = {};
+    for (const name of MAXIMISED_LIMITS) requiredLimits[name] = adapter.limits[name];
+    const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
+    const device = await adapter.requestDevice({ requiredLimits, requiredFeatures, label: 'fisher-gpu' });
+    const info = adapter.info;
+    const limits: Record<string, number> = {};
+    for (const name of MAXIMISED_LIMITS) limits[name] = device.limits[name];
+    const description: AdapterDescription = {
+      vendor: info.vendor,
+      architecture: info.architecture,
+      device: info.device,
+      description: info.description,
+      features: [...device.features].sort(),
+      limits,
+    };
+    return new GpuDevice(gpu, device, description);
+  }
+
+  get limits(): GPUSupportedLimits {
+    return this.device.limits;
+  }
+
+  /** One line: the adapter's description, vendor and architecture. */
+  describe(): string {
+    const a = this.adapter;
+    const parts = [a.description || a.device, a.vendor, a.architecture].filter((s) => s);
+    return parts.join(' / ') || 'unknown adapter';
+  }
+
+  /** A pipeline for one entry point with its overrides, built once and cached. */
+  kernel(spec: KernelSpec): Promise<ComputeKernel> {
+    const key = `${spec.family}\u0000${spec.entry}\u0000${JSON.stringify(Object.entries(spec.overrides ?? {}).sort())}\u0000${spec.source.length}`;
+    let k = this.#kernels.get(key);
+    if (!k) {
+      k = this.#buildKernel(spec);
+      this.#kernels.set(key, k);
+      k.catch(() => this.#kernels.delete(key));
+    }
+    return k;
+  }
+
+  async #buildKernel(spec: KernelSpec): Promise<ComputeKernel> {
+    this.#assertAlive();
+    let module = this.#modules.get(spec.source);
+    if (!module) {
+      // The scope keeps a compile error from also being reported as uncaptured.
+      this.device.pushErrorScope('validation');
+      module = this.device.createShaderModule({ label: spec.family, code: spec.source });
+      await this.device.popErrorScope();
+      const info = await module.getCompilationInfo();
+      const errors = info.messages.filter((m) => m.type === 'error');
+      if (errors.length > 0) {
+        throw new ShaderError(`${spec.family}: WGSL does not compile: ${errors.map((m) => `${m.lineNum}:${m.linePos} ${m.message}`).join('; ')}`);
+      }
+      this.#modules.set(spec.source, module);
+    }
+    try {
+      return await ComputeKernel.create(this.device, module, spec);
+    } catch (e) {
+      throw new ShaderError(`${spec.family}.${spec.entry} ${JSON.stringify(spec.overrides ?? {})}: pipeline creation failed: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * Runs one step: `encode` records dispatches into a compute pass; the step
+   * is submitted inside validation, out-of-memory and internal error scopes,
+   * and any error is thrown typed, naming the step and its dispatches.
+   */
+  async step<T>(label: string, encode: (step: Step) => T): Promise<T> {
+    this.#assertAlive();
+    const device = this.device;
+    const records: DispatchRecord[] = [];
+    const uniforms: GPUBuffer[] = [];
+    const copies: [GPUBuffer, number, GPUBuffer, number, number][] = [];
+    device.pushErrorScope('validation');
+    device.pushErrorScope('out-of-memory');
+    device.pushErrorScope('internal');
+    let result: T | undefined;
+    let thrown: unknown;
+    const t0 = TRACE_ENABLED ? performance.now() : 0;
+    try {
+      const encoder = device.createCommandEncoder({ label });
+      const pass = encoder.beginComputePass({ label });
+      const step: Step = {
+        pass,
+        encoder,
+        uniformBuffer: (bytes, ulabel) => {
+          const b = device.createBuffer({ size: bytes.byteLength, usage: GPUBufferUsage.UNIFORM, mappedAtCreation: true, label: ulabel });
+          new Uint8Array(b.getMappedRange()).set(new Uint8Array(bytes));
+          b.unmap();
+          uniforms.push(b);
+          return b;
+        },
+        record: (d) => records.push(d),
+        copyAfter: (...c) => copies.push(c),
+      };
+      try {
+        result = encode(step);
+      } finally {
+        pass.end();
+      }
+      for (const c of copies) if (c[4] > 0) encoder.copyBufferToBuffer(...c);
+      device.queue.submit([encoder.finish()]);
+    } catch (e) {
+      thrown = e;
+    }
+    const [internal, oom, validation] = await Promise.all([device.popErrorScope(), device.popErrorScope(), device.popErrorScope()]);
+    // Destroying after submit is allowed: the buffers live until the queued work is done.
+    for (const b of uniforms) b.destroy();
+    if (TRACE_ENABLED) trace(`step ${label}: ${records.length} dispatches encoded in ${(performance.now() - t0).toFixed(2)} ms`);
+    const what = () => `${label} [${records.map((r) => `${r.kernel} ${JSON.stringify(r.sizes)}`).join('; ')}]`;
+    if (validation) throw new GpuValidationError(`${what()}: ${validation.message}`);
+    if (oom) throw new GpuOutOfMemoryError(`${what()}: out of device memory: ${oom.message}`);
+    if (internal) throw new GpuInternalError(`${what()}: ${internal.message}`);
+    if (thrown) throw thrown;
+    return result as T;
+  }
+
+  /** A storage buffer from the pool, filled with `data` when given; allocation failures throw typed. */
+  async storage(bytes: number, label: string, data?: ArrayBufferView): Promise<GPUBuffer> {
+    this.#assertAlive();
+    const max = this.device.limits.maxStorageBufferBindingSize;
+    if (bytes > max) throw new GpuLimitError(`${label}: ${bytes} bytes exceed the device's ${max}-byte storage binding limit`);
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    this.device.pushErrorScope('validation');
+    this.device.pushErrorScope('out-of-memory');
+    const buffer = this.buffers.acquire(bytes, usage, label);
+    const [oom, validation] = [await this.device.popErrorScope(), await this.device.popErrorScope()];
+    if (oom || validation) {
+      this.buffers.release(buffer);
+      this.buffers.trim();
+      if (oom) throw new GpuOutOfMemoryError(`${label}: out of device memory allocating ${bytes} bytes`);
+      throw new GpuValidationError(`${label}: allocating ${bytes} bytes: ${validation!.message}`);
+    }
+    if (data) this.write(buffer, data);
+    return buffer;
+  }
+
+  write(buffer: GPUBuffer, data: ArrayBufferView, offset = 0): void {
+    this.device.queue.writeBuffer(buffer, offset, data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  /** Reads `bytes` bytes of `buffer` from `offset` as float32. */
+  async readF32(buffer: GPUBuffer, bytes: number, offset = 0): Promise<Float32Array> {
+    this.#assertAlive();
+    const size = Math.ceil(bytes / 4) * 4;
+    const staging = this.device.createBuffer({ size: Math.max(4, size), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: `read ${buffer.label}` });
+    try {
+      const encoder = this.device.createCommandEncoder();
+      if (size > 0) encoder.copyBufferToBuffer(buffer, offset, staging, 0, size);
+      this.device.queue.submit([encoder.finish()]);
+      await Promise.race([staging.mapAsync(GPUMapMode.READ), this.#lost]);
+      return new Float32Array(staging.getMappedRange().slice(0, size));
+    } catch (e) {
+      if (e instanceof GpuError) throw e;
+      if (this.#lostReason) throw new DeviceLostError(`GPU device lost (${this.#lostReason}) while reading ${buffer.label}`);
+      throw new GpuInternalError(`reading ${buffer.label}: ${(e as Error).message}`);
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  /** Waits until the queue has finished all submitted work. */
+  async finish(): Promise<void> {
+    await Promise.race([this.device.queue.onSubmittedWorkDone(), this.#lost]);
+  }
+
+  /** Releases every buffer and the device. Safe to call twice. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.buffers.dispose();
+    this.#kernels.clear();
+    this.#modules.clear();
+    this.device.destroy();
+  }
+
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** Dawn's GPU object, held for the device's lifetime. */
+  get gpu(): GPU {
+    return this.#gpu;
+  }
+
+  #assertAlive(): void {
+    if (this.#disposed) throw new DeviceLostError('the GPU device was disposed');
+    if (this.#lostReason) throw new DeviceLostError(`GPU device lost (${this.#lostReason})`);
+  }
+}
+
+/** navigator.gpu where it exists; else Dawn's Node bindings. */
+async function findGpu(): Promise<GPU> {
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
+  if (nav?.gpu) return nav.gpu;
+  let dawn: { create(flags: string[]): GPU; globals: object };
+  try {
+    dawn = (await import('webgpu')) as unknown as typeof dawn;
+  } catch (e) {
+    throw new NoAdapterError(`the "webgpu" package (Dawn for Node) did not load: ${(e as Error).message}`);
+  }
+  // GPUBufferUsage, GPUMapMode, … as globals, as in a browser.
+  for (const [k, v] of Object.entries(dawn.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
+  return dawn.create([]);
+}
+
+/** Opens a GPU device (Dawn in Node, navigator.gpu in a browser). */
+export function openDevice(options: OpenDeviceOptions = {}): Promise<GpuDevice> {
+  return GpuDevice.open(options);
+}

@@ -1,0 +1,106 @@
+/**
+ * What the host knows of a WGSL module comes from the module itself, read
+ * with wgsl_reflect: each entry point's bindings (name, group, binding,
+ * kind), the layout of its uniform struct, the module's overrides, and u32
+ * constants. No binding table is kept by hand anywhere else.
+ */
+import { WgslReflect } from 'wgsl_reflect/wgsl_reflect.module.js';
+
+export interface BindingInfo {
+  name: string;
+  binding: number;
+  kind: 'uniform' | 'read-only-storage' | 'storage';
+}
+
+export interface UniformMember {
+  name: string;
+  offset: number;
+  type: 'u32' | 'i32' | 'f32';
+}
+
+export interface EntryInfo {
+  name: string;
+  /** Group 0 bindings, sorted by binding index. */
+  bindings: BindingInfo[];
+  /** The uniform struct's members, if the entry uses one. */
+  uniform?: { name: string; size: number; members: UniformMember[] };
+}
+
+const cache = new Map<string, WgslReflect>();
+
+function reflect(source: string): WgslReflect {
+  let r = cache.get(source);
+  if (!r) {
+    r = new WgslReflect(source);
+    cache.set(source, r);
+  }
+  return r;
+}
+
+/** Reflects one compute entry point of `source`. */
+export function entryInfo(source: string, entry: string): EntryInfo {
+  const r = reflect(source);
+  const fn = r.entry.compute.find((e) => e.name === entry);
+  if (!fn) throw new Error(`no @compute entry point "${entry}" (have ${r.entry.compute.map((e) => e.name).join(', ')})`);
+  const bindings: BindingInfo[] = [];
+  let uniform: EntryInfo['uniform'];
+  for (const res of fn.resources) {
+    if (res.group !== 0) throw new Error(`${entry}: binding ${res.name} is in group ${res.group}; kernels use group 0 only`);
+    if (res.resourceType === 0 /* Uniform */) {
+      bindings.push({ name: res.name, binding: res.binding, kind: 'uniform' });
+      const members = (res.type as { members?: { name: string; offset: number; type: { name: string } }[] }).members ?? [];
+      uniform = {
+        name: res.name,
+        size: res.type.size,
+        members: members.map((m) => {
+          const t = m.type.name;
+          if (t !== 'u32' && t !== 'i32' && t !== 'f32') throw new Error(`${entry}: uniform member ${m.name} has type ${t}; only scalars are supported`);
+          return { name: m.name, offset: m.offset, type: t };
+        }),
+      };
+    } else if (res.resourceType === 1 /* Storage */) {
+      bindings.push({ name: res.name, binding: res.binding, kind: res.access === 'read' ? 'read-only-storage' : 'storage' });
+    } else {
+      throw new Error(`${entry}: binding ${res.name} is not a buffer`);
+    }
+  }
+  bindings.sort((a, b) => a.binding - b.binding);
+  return { name: entry, bindings, ...(uniform ? { uniform } : {}) };
+}
+
+/** Every override the module declares. */
+export function moduleOverrides(source: string): string[] {
+  return reflect(source).overrides.map((o) => o.name);
+}
+
+/**
+ * The value of `const NAME: u32 = Ku;` in a WGSL source: how the host learns
+ * the codes a shader switches on (activation and likelihood ids) from the
+ * shader itself.
+ */
+export function u32Constant(source: string, name: string): number {
+  const m = new RegExp(`\\bconst\\s+${name}\\s*(?::\\s*u32\\s*)?=\\s*(\\d+)u?\\s*;`).exec(source);
+  if (!m) throw new Error(`WGSL source declares no u32 constant ${name}`);
+  return Number(m[1]);
+}
+
+/** Packs named values into a uniform struct's bytes, checking every member is given. */
+export function packUniform(info: NonNullable<EntryInfo['uniform']>, values: Readonly<Record<string, number>>): ArrayBuffer {
+  const bytes = new ArrayBuffer(Math.max(16, Math.ceil(info.size / 16) * 16));
+  const view = new DataView(bytes);
+  const known = new Set(info.members.map((m) => m.name));
+  for (const key of Object.keys(values)) if (!known.has(key)) throw new Error(`uniform ${info.name} has no member "${key}"`);
+  for (const m of info.members) {
+    const v = values[m.name];
+    if (v === undefined) throw new Error(`uniform ${info.name}.${m.name} not given`);
+    if (m.type === 'f32') view.setFloat32(m.offset, v, true);
+    else {
+      if (!Number.isInteger(v) || (m.type === 'u32' ? v < 0 || v > 0xffffffff : v < -0x80000000 || v > 0x7fffffff)) {
+        throw new RangeError(`uniform ${info.name}.${m.name} = ${v} does not fit ${m.type}`);
+      }
+      if (m.type === 'u32') view.setUint32(m.offset, v, true);
+      else view.setInt32(m.offset, v, true);
+    }
+  }
+  return bytes;
+}

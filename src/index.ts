@@ -1,0 +1,52 @@
+/**
+ * fisher-gpu: Fisher Information Matrices of neural networks on the GPU.
+ *
+ * ```ts
+ * const gpu = await openDevice();
+ * const model = await Mlp.load('model.json', 'weights.safetensors');
+ * const data = await Dataset.load('data.safetensors', model);
+ * const F = await fisher(gpu, model, data, { kind: 'empirical', structure: 'diag' });
+ * await F.save('fisher.safetensors');
+ * gpu.dispose();
+ * ```
+ *
+ * This module is the public API; nothing inside the package imports it.
+ */
+export { openDevice, GpuDevice, type OpenDeviceOptions, type AdapterDescription } from './gpu/device.js';
+export {
+  GpuError,
+  NoAdapterError,
+  ShaderError,
+  GpuValidationError,
+  GpuOutOfMemoryError,
+  GpuInternalError,
+  DeviceLostError,
+  GpuLimitError,
+} from './gpu/errors.js';
+export { Mlp, type LayerWeights } from './model/mlp.js';
+export { Dataset } from './model/data.js';
+export { parseSpec, type ModelSpec, type LinearLayer } from './model/spec.js';
+export { InputError } from './model/errors.js';
+export { ACTIVATION_NAMES, type ActivationName } from './model/activations.js';
+export { LIKELIHOOD_TYPES, type LikelihoodSpec, type LikelihoodType } from './model/likelihoods.js';
+export { parameterLayout, type ParameterLayout, type ParameterEntry } from './model/layout.js';
+export { Rng } from './model/random.js';
+export type { Engine, LoadedModel, Backend } from './engine/engine.js';
+export { CpuEngine } from './engine/cpu.js';
+export { GpuEngine } from './engine/gpu.js';
+export { selectEngine, type BackendChoice } from './engine/select.js';
+export { fisher } from './fisher/estimate.js';
+export {
+  KINDS,
+  STRUCTURES,
+  REDUCTIONS,
+  SUPPORTED_KINDS,
+  SUPPORTED_STRUCTURES,
+  type FisherOptions,
+  type FisherKind,
+  type FisherStructure,
+  type Reduction,
+} from './fisher/options.js';
+export { DiagonalFisher, DenseFisher, type FisherMatrix, type FisherInfo, type FileDtype } from './fisher/result.js';
+export { readSafetensors, writeSafetensors, decodeSafetensors, encodeSafetensors, SafetensorsError, type SafetensorsFile } from './io/safetensors.js';
+export type { Tensor, Dtype } from './io/dtypes.js';

@@ -1,0 +1,179 @@
+/**
+ * safetensors reading and writing, validated the way the reference
+ * implementation (huggingface/safetensors) does: a capped header length, a
+ * JSON object header, known dtypes, checked size arithmetic, offsets that are
+ * contiguous from 0 with no gap or overlap, and a file exactly as long as the
+ * header says. Each failure is one typed error.
+ *
+ * Layout: u64 little-endian header length H, then H bytes of JSON
+ * `{ "__metadata__": {str: str}, name: {dtype, shape, data_offsets: [begin, end]} }`,
+ * then the data buffer; offsets are relative to the buffer's start.
+ */
+import { readFile } from 'node:fs/promises';
+import { DTYPES, dtypeOf, isDtype, numel, type Dtype, type Tensor, type TensorData } from './dtypes.js';
+import { writeFileAtomic } from './atomic.js';
+
+/** Same cap as the reference implementation: 100 MB of header. */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+export type SafetensorsErrorCode =
+  | 'HeaderTooSmall'
+  | 'HeaderTooLarge'
+  | 'InvalidHeaderLength'
+  | 'InvalidHeaderStart'
+  | 'InvalidHeaderJson'
+  | 'InvalidMetadata'
+  | 'InvalidTensorInfo'
+  | 'InvalidDtype'
+  | 'InvalidShape'
+  | 'InvalidOffset'
+  | 'SizeMismatch'
+  | 'UnorderedOffsets'
+  | 'FileLengthMismatch';
+
+export class SafetensorsError extends Error {
+  constructor(
+    readonly code: SafetensorsErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'SafetensorsError';
+  }
+}
+
+export interface SafetensorsFile {
+  tensors: Map<string, Tensor>;
+  metadata: Record<string, string>;
+}
+
+function fail(code: SafetensorsErrorCode, message: string): never {
+  throw new SafetensorsError(code, message);
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isIndex(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+/** Parses a whole safetensors file held in memory. */
+export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
+  if (bytes.length < 8) fail('HeaderTooSmall', `file is ${bytes.length} bytes, shorter than the 8-byte header length`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLen64 = view.getBigUint64(0, true);
+  if (headerLen64 > BigInt(MAX_HEADER_BYTES)) fail('HeaderTooLarge', `header length ${headerLen64} exceeds the ${MAX_HEADER_BYTES}-byte cap`);
+  const headerLen = Number(headerLen64);
+  if (8 + headerLen > bytes.length) fail('InvalidHeaderLength', `header length ${headerLen} runs past the end of the ${bytes.length}-byte file`);
+  const headerText = new TextDecoder('utf-8', { fatal: false }).decode(bytes.subarray(8, 8 + headerLen));
+  if (!headerText.startsWith('{')) fail('InvalidHeaderStart', 'header does not start with "{"');
+  let header: unknown;
+  try {
+    header = JSON.parse(headerText);
+  } catch (e) {
+    fail('InvalidHeaderJson', `header is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!isRecord(header)) fail('InvalidHeaderJson', 'header is not a JSON object');
+
+  const metadata: Record<string, string> = {};
+  const entries: { name: string; dtype: Dtype; shape: number[]; begin: number; end: number }[] = [];
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__') {
+      if (!isRecord(info)) fail('InvalidMetadata', '__metadata__ is not an object of strings');
+      for (const [k, v] of Object.entries(info)) {
+        if (typeof v !== 'string') fail('InvalidMetadata', `__metadata__.${k} is not a string`);
+        metadata[k] = v;
+      }
+      continue;
+    }
+    if (!isRecord(info)) fail('InvalidTensorInfo', `tensor "${name}": entry is not an object`);
+    const { dtype, shape, data_offsets: offsets } = info;
+    if (typeof dtype !== 'string' || !isDtype(dtype)) {
+      fail('InvalidDtype', `tensor "${name}": dtype ${JSON.stringify(dtype)} is not one of ${Object.keys(DTYPES).join(', ')}`);
+    }
+    if (!Array.isArray(shape) || !shape.every(isIndex)) fail('InvalidShape', `tensor "${name}": shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isIndex)) {
+      fail('InvalidOffset', `tensor "${name}": data_offsets ${JSON.stringify(offsets)} is not [begin, end]`);
+    }
+    const [begin, end] = offsets as [number, number];
+    if (end < begin) fail('InvalidOffset', `tensor "${name}": data_offsets [${begin}, ${end}] end before they begin`);
+    const elements = numel(shape as number[]);
+    const size = elements * DTYPES[dtype].bytes;
+    if (!Number.isSafeInteger(size)) fail('InvalidShape', `tensor "${name}": shape ${JSON.stringify(shape)} overflows`);
+    if (end - begin !== size) {
+      fail('SizeMismatch', `tensor "${name}": ${dtype} ${JSON.stringify(shape)} needs ${size} bytes but data_offsets span ${end - begin}`);
+    }
+    entries.push({ name, dtype, shape: shape as number[], begin, end });
+  }
+
+  // Offsets must tile the buffer: sorted, starting at 0, no gaps, no overlaps.
+  const data = bytes.subarray(8 + headerLen);
+  const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let cursor = 0;
+  for (const e of sorted) {
+    if (e.begin !== cursor) {
+      fail('UnorderedOffsets', `tensor "${e.name}": data begins at ${e.begin}, expected ${cursor} (offsets overlap or leave a gap)`);
+    }
+    cursor = e.end;
+  }
+  if (cursor !== data.length) {
+    fail('FileLengthMismatch', `tensors cover ${cursor} data bytes but the file holds ${data.length}`);
+  }
+
+  const tensors = new Map<string, Tensor>();
+  for (const e of entries) {
+    // Copy: the data may start at any byte, and typed arrays need alignment.
+    const chunk = data.slice(e.begin, e.end);
+    const Ctor = DTYPES[e.dtype].array;
+    tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: new Ctor(chunk.buffer, 0, numel(e.shape)) });
+  }
+  return { tensors, metadata };
+}
+
+/** Encodes tensors (in the given order) and string metadata. */
+export function encodeSafetensors(tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (Object.keys(metadata).length > 0) header['__metadata__'] = metadata;
+  const parts: TensorData[] = [];
+  let offset = 0;
+  for (const [name, t] of tensors) {
+    if (name === '__metadata__') throw new SafetensorsError('InvalidTensorInfo', 'a tensor cannot be named __metadata__');
+    if (t.dtype !== dtypeOf(t.data)) throw new SafetensorsError('InvalidDtype', `tensor "${name}": dtype ${t.dtype} does not match its ${t.data.constructor.name}`);
+    if (numel(t.shape) !== t.data.length) {
+      throw new SafetensorsError('InvalidShape', `tensor "${name}": shape ${JSON.stringify(t.shape)} has ${numel(t.shape)} elements, data has ${t.data.length}`);
+    }
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
+    offset += t.data.byteLength;
+    parts.push(t.data);
+  }
+  let json = JSON.stringify(header);
+  // Pad with spaces so the data starts 8-byte aligned (the reference does the same).
+  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
+  const headerBytes = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + headerBytes.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+  out.set(headerBytes, 8);
+  let at = 8 + headerBytes.length;
+  for (const p of parts) {
+    out.set(new Uint8Array(p.buffer, p.byteOffset, p.byteLength), at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+/** Reads and validates a safetensors file; errors name the file. */
+export async function readSafetensors(path: string): Promise<SafetensorsFile> {
+  const bytes = await readFile(path);
+  try {
+    return decodeSafetensors(bytes);
+  } catch (e) {
+    if (e instanceof SafetensorsError) throw new SafetensorsError(e.code, `${path}: ${e.message}`);
+    throw e;
+  }
+}
+
+/** Writes a safetensors file atomically: it appears only when complete. */
+export async function writeSafetensors(path: string, tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Promise<void> {
+  await writeFileAtomic(path, encodeSafetensors(tensors, metadata));
+}

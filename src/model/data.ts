@@ -1,0 +1,80 @@
+/**
+ * A dataset checked against a model: inputs x [N, in] float32 and targets,
+ * either class labels y [N] (int32 or int64) or values y [N, out] float32
+ * (DESIGN.md §4). Targets are held as float32 rows of the model's target
+ * width (1 for labels; integers up to 2^24 are exact), the form both engines
+ * and the GPU kernels read.
+ */
+import type { Tensor } from '../io/dtypes.js';
+import { readSafetensors } from '../io/safetensors.js';
+import { assertFinite, formatIndex, InputError } from './errors.js';
+import type { Mlp } from './mlp.js';
+
+export class Dataset {
+  constructor(
+    /** Inputs, row-major [n, inputs]. */
+    readonly x: Float32Array,
+    /** Targets, row-major [n, targetWidth]. */
+    readonly y: Float32Array,
+    readonly n: number,
+    readonly inputs: number,
+    readonly targetWidth: number,
+  ) {}
+
+  /** Rows [start, end) as views, no copy. */
+  slice(start: number, end: number): Dataset {
+    return new Dataset(
+      this.x.subarray(start * this.inputs, end * this.inputs),
+      this.y.subarray(start * this.targetWidth, end * this.targetWidth),
+      end - start,
+      this.inputs,
+      this.targetWidth,
+    );
+  }
+
+  /** Validates tensors `x` and `y` against the model; `source` names them in errors. */
+  static fromTensors(tensors: ReadonlyMap<string, Tensor>, model: Mlp, source = 'data'): Dataset {
+    const x = tensors.get('x');
+    const y = tensors.get('y');
+    if (!x) throw new InputError(`${source}: missing tensor "x" [N, ${model.inputs}]`);
+    if (!y) throw new InputError(`${source}: missing tensor "y"`);
+    if (x.dtype !== 'F32') throw new InputError(`${source}: tensor "x" is ${x.dtype}, expected F32`);
+    if (x.shape.length !== 2 || x.shape[1] !== model.inputs) {
+      throw new InputError(`${source}: tensor "x" has shape [${x.shape.join(', ')}], expected [N, ${model.inputs}] for model input width ${model.inputs}`);
+    }
+    const n = x.shape[0]!;
+    if (n === 0) throw new InputError(`${source}: tensor "x" has no samples`);
+    assertFinite(x.data as Float32Array, `${source}: tensor "x"`, x.shape);
+
+    const lik = model.likelihood;
+    const width = model.targetWidth;
+    let targets: Float32Array;
+    if (lik.targets === 'labels' || (y.shape.length === 1 && model.outputs === 1)) {
+      // Class labels [N] (or, for one output, one value per sample).
+      if (y.shape.length !== 1 || y.shape[0] !== n) throw new InputError(`${source}: tensor "y" has shape [${y.shape.join(', ')}], expected [${n}]`);
+      if (lik.targets === 'labels' && y.dtype !== 'I32' && y.dtype !== 'I64') {
+        throw new InputError(`${source}: tensor "y" is ${y.dtype}; ${lik.spec.type} labels must be I32 or I64`);
+      }
+      targets = new Float32Array(n);
+      for (let i = 0; i < n; i++) targets[i] = Number(y.data[i]!);
+    } else {
+      if (y.dtype !== 'F32') throw new InputError(`${source}: tensor "y" is ${y.dtype}; ${lik.spec.type} targets must be F32 [N, ${width}]`);
+      if (y.shape.length !== 2 || y.shape[0] !== n || y.shape[1] !== width) {
+        throw new InputError(`${source}: tensor "y" has shape [${y.shape.join(', ')}], expected [${n}, ${width}]`);
+      }
+      targets = y.data as Float32Array;
+    }
+    assertFinite(targets, `${source}: tensor "y"`, y.shape);
+    for (let i = 0; i < n; i++) {
+      const row = targets.subarray(i * width, (i + 1) * width);
+      const why = lik.checkTarget(row, model.outputs);
+      if (why) throw new InputError(`${source}: tensor "y" at ${formatIndex(i * width, y.shape)}: ${why}`);
+    }
+    return new Dataset(x.data as Float32Array, targets, n, model.inputs, width);
+  }
+
+  static async load(path: string, model: Mlp): Promise<Dataset> {
+    const { tensors } = await readSafetensors(path);
+    return Dataset.fromTensors(tensors, model, path);
+  }
+}

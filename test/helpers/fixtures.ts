@@ -1,0 +1,32 @@
+/** Random models and data for tests, seeded, with awkward sizes by default. */
+import { Dataset } from '../../src/model/data.js';
+import type { ActivationName } from '../../src/model/activations.js';
+import type { LikelihoodSpec } from '../../src/model/likelihoods.js';
+import { Mlp } from '../../src/model/mlp.js';
+import { Rng } from '../../src/model/random.js';
+
+export function mlpSpec(widths: number[], activation: ActivationName, likelihood: LikelihoodSpec): unknown {
+  const layers: unknown[] = [];
+  for (let l = 0; l + 1 < widths.length; l++) {
+    layers.push({ type: 'linear', name: `fc${l + 1}`, in: widths[l], out: widths[l + 1] });
+    if (l + 2 < widths.length) layers.push({ type: activation });
+  }
+  return { layers, likelihood };
+}
+
+export function randomModel(widths: number[], activation: ActivationName, likelihood: LikelihoodSpec, seed: number): Mlp {
+  return Mlp.random(mlpSpec(widths, activation, likelihood), seed);
+}
+
+/** Inputs ~ N(0, 1); targets valid for the model's likelihood. */
+export function randomData(model: Mlp, n: number, seed: number): Dataset {
+  const rng = new Rng(seed);
+  const x = rng.normals(n * model.inputs);
+  const w = model.targetWidth;
+  const y = new Float32Array(n * w);
+  const type = model.likelihood.spec.type;
+  for (let i = 0; i < y.length; i++) {
+    y[i] = type === 'categorical' ? rng.int(model.outputs) : type === 'bernoulli' ? rng.int(2) : rng.normal();
+  }
+  return new Dataset(x, y, n, model.inputs, w);
+}

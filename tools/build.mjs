@@ -1,0 +1,40 @@
+// Builds the package: dist/index.js (library), dist/cli.js (the `fisher`
+// command) and dist/types (declarations). WGSL files are embedded as text, so
+// the built package carries the very files the tests load.
+import { build } from 'esbuild';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const common = {
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  sourcemap: true,
+  loader: { '.wgsl': 'text' },
+  // Runtime dependencies stay packages, not copies.
+  packages: 'external',
+  logLevel: 'warning',
+};
+
+export async function buildAll({ declarations = true } = {}) {
+  rmSync(join(root, 'dist'), { recursive: true, force: true });
+  await build({ ...common, entryPoints: [join(root, 'src/index.ts')], outfile: join(root, 'dist/index.js') });
+  await build({
+    ...common,
+    entryPoints: [join(root, 'src/cli/main.ts')],
+    outfile: join(root, 'dist/cli.js'),
+    banner: { js: '#!/usr/bin/env node' },
+  });
+  chmodSync(join(root, 'dist/cli.js'), 0o755);
+  if (declarations) {
+    execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  await buildAll({ declarations: !process.argv.includes('--no-types') });
+}

@@ -1,0 +1,23 @@
+import { readFileSync } from 'node:fs';
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  plugins: [
+    {
+      // The same WGSL files the build embeds, loaded as text.
+      name: 'wgsl-text',
+      transform(_code: string, id: string) {
+        if (!id.endsWith('.wgsl')) return null;
+        return { code: `export default ${JSON.stringify(readFileSync(id, 'utf8'))};`, map: null };
+      },
+    },
+  ],
+  test: {
+    include: ['test/**/*.test.ts'],
+    // One device per test file; lavapipe is CPU-bound, so files run one at a time.
+    fileParallelism: false,
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+    pool: 'forks',
+  },
+});
