@@ -27,15 +27,27 @@ interface Trace {
 export class CpuModel implements LoadedModel {
   readonly #layers: Layer64[];
 
-  constructor(readonly model: Mlp) {
-    this.#layers = model.layers.map((l, k) => ({
-      in: l.in,
-      out: l.out,
-      w: Float64Array.from(model.weights[k]!.weight),
-      b: Float64Array.from(model.weights[k]!.bias),
-      f: ACTIVATIONS[l.activation].f,
-      df: ACTIVATIONS[l.activation].df,
-    }));
+  /**
+   * @param theta float64 parameters in parameter order to use instead of the
+   *   model's float32 weights (finite differences in tests need them exact).
+   */
+  constructor(
+    readonly model: Mlp,
+    theta?: Float64Array,
+  ) {
+    const t = theta ?? Float64Array.from(model.parameters());
+    if (t.length !== model.parameterCount) throw new RangeError(`θ has length ${t.length}, the model has ${model.parameterCount} parameters`);
+    this.#layers = model.layers.map((l, k) => {
+      const { weightOffset, biasOffset } = model.layout.layers[k]!;
+      return {
+        in: l.in,
+        out: l.out,
+        w: t.slice(weightOffset, weightOffset + l.out * l.in),
+        b: t.slice(biasOffset, biasOffset + l.out),
+        f: ACTIVATIONS[l.activation].f,
+        df: ACTIVATIONS[l.activation].df,
+      };
+    });
   }
 
   maxBatch(structure: BatchStructure): number {

@@ -124,7 +124,9 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
   const tensors = new Map<string, Tensor>();
   for (const e of entries) {
     // Copy: the data may start at any byte, and typed arrays need alignment.
-    const chunk = data.slice(e.begin, e.end);
+    // (Not data.slice: on a Node Buffer that is a view, not a copy.)
+    const chunk = new Uint8Array(e.end - e.begin);
+    chunk.set(data.subarray(e.begin, e.end));
     const Ctor = DTYPES[e.dtype].array;
     tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: new Ctor(chunk.buffer, 0, numel(e.shape)) });
   }

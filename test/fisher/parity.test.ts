@@ -1,25 +1,93 @@
-import { describe, it } from 'vitest';
+/**
+ * The GPU engine against the float64 CPU engine, one call on each, on random
+ * models and data of awkward sizes, for every activation and likelihood; and
+ * the estimators against each other.
+ */
+import { describe, expect, it } from 'vitest';
 import { CpuEngine } from '../../src/engine/cpu.js';
+import { GpuEngine } from '../../src/engine/gpu.js';
 import { fisher } from '../../src/fisher/estimate.js';
-import { expectRelativeError } from '../helpers/compare.js';
+import type { DenseFisher } from '../../src/fisher/result.js';
+import { ACTIVATION_NAMES, type ActivationName } from '../../src/model/activations.js';
+import type { LikelihoodSpec } from '../../src/model/likelihoods.js';
+import { expectClose, expectRelativeError } from '../helpers/compare.js';
 import { randomData, randomModel } from '../helpers/fixtures.js';
 import { useGpu } from '../helpers/gpu.js';
 
 const gpu = useGpu();
+const cpu = new CpuEngine();
 
-describe('GPU against the float64 CPU path', () => {
-  it('diag, relu, categorical', async () => {
-    const model = randomModel([13, 37, 5], 'relu', { type: 'categorical' }, 1);
-    const data = randomData(model, 101, 2);
-    const ref = await fisher(new CpuEngine(), model, data, { structure: 'diag' });
-    const got = await fisher(gpu(), model, data, { structure: 'diag' });
-    expectRelativeError(got.diagonal(), ref.diagonal(), 1e-5, 'diag');
+const LIKELIHOODS: LikelihoodSpec[] = [{ type: 'categorical' }, { type: 'gaussian', sigma: 0.7 }, { type: 'bernoulli' }];
+// Widths: 1, primes, one above and below the 4×8 = 32 block of the default kernel.
+const ARCHS: number[][] = [
+  [1, 2],
+  [13, 37, 5],
+  [31, 33, 1, 3],
+  [7, 65, 11],
+];
+
+/** Largest relative errors seen, printed at the end for the record. */
+const worst = { diag: 0, full: 0 };
+
+describe.each(ACTIVATION_NAMES)('activation %s', (activation: ActivationName) => {
+  it.each(LIKELIHOODS)('$type: forward, per-sample gradients, diag and full', async (lik) => {
+    for (const [a, widths] of ARCHS.entries()) {
+      if (lik.type === 'categorical' && widths[widths.length - 1]! < 2) continue;
+      const model = randomModel(widths, activation, lik, 100 + a);
+      const n = [1, 29, 101, 250][a]!;
+      const data = randomData(model, n, 200 + a);
+      const what = `${activation} ${lik.type} ${widths.join('-')} N=${n}`;
+
+      const [gm, cm] = [await new GpuEngine(gpu()).load(model), await cpu.load(model)];
+      expectClose(await gm.forward(data.x, n), await cm.forward(data.x, n), { rtol: 1e-5, atol: 1e-5 }, `${what}: forward`);
+      expectRelativeError(await gm.gradients(data), await cm.gradients(data), 1e-5, `${what}: gradients`);
+      gm.release();
+
+      const diag = expectRelativeError((await fisher(gpu(), model, data)).diagonal(), (await fisher(cpu, model, data)).diagonal(), 1e-5, `${what}: diag`);
+      const full = expectRelativeError(
+        ((await fisher(gpu(), model, data, { structure: 'full', batchSize: 64 })) as DenseFisher).values,
+        ((await fisher(cpu, model, data, { structure: 'full' })) as DenseFisher).values,
+        1e-4,
+        `${what}: full`,
+      );
+      worst.diag = Math.max(worst.diag, diag);
+      worst.full = Math.max(worst.full, full);
+    }
   });
-  it('full, tanh, gaussian', async () => {
-    const model = randomModel([7, 11, 3], 'tanh', { type: 'gaussian', sigma: 0.5 }, 3);
-    const data = randomData(model, 53, 4);
-    const ref = await fisher(new CpuEngine(), model, data, { structure: 'full' });
-    const got = await fisher(gpu(), model, data, { structure: 'full', batchSize: 17 });
-    expectRelativeError((got as never as { values: Float64Array }).values, (ref as never as { values: Float64Array }).values, 1e-4, 'full');
+});
+
+describe('streaming and cross-checks', () => {
+  const model = randomModel([23, 19, 7], 'tanh', { type: 'categorical' }, 9);
+  const data = randomData(model, 97, 10);
+
+  it('gives the same result whatever the batch size (1, 7, all)', async () => {
+    const all = await fisher(gpu(), model, data, { structure: 'full' });
+    for (const batchSize of [1, 7]) {
+      const F = await fisher(gpu(), model, data, { structure: 'full', batchSize });
+      expectRelativeError((F as DenseFisher).values, (all as DenseFisher).values, 1e-5, `full, batch ${batchSize}`);
+      const d = await fisher(gpu(), model, data, { structure: 'diag', batchSize });
+      expectRelativeError(d.diagonal(), all.diagonal(), 1e-5, `diag, batch ${batchSize}`);
+    }
+  });
+
+  it('diag equals the diagonal of full; sum equals N times mean', async () => {
+    const full = await fisher(gpu(), model, data, { structure: 'full' });
+    const diag = await fisher(gpu(), model, data, { structure: 'diag' });
+    expectRelativeError(diag.diagonal(), full.diagonal(), 1e-5, 'diag vs diagonal of full');
+    const sum = await fisher(gpu(), model, data, { structure: 'diag', reduction: 'sum' });
+    expectClose(sum.diagonal(), diag.diagonal().map((v) => v * data.n), { rtol: 1e-12 }, 'sum vs N·mean');
+  });
+
+  it('stays within 1e-5 of float64 over 20,000 samples in many batches', async () => {
+    const small = randomModel([5, 6, 3], 'sigmoid', { type: 'categorical' }, 4);
+    const big = randomData(small, 20_000, 5);
+    const err = expectRelativeError((await fisher(gpu(), small, big, { batchSize: 333 })).diagonal(), (await fisher(cpu, small, big)).diagonal(), 1e-5, 'diag, N = 20000');
+    worst.diag = Math.max(worst.diag, err);
+  });
+
+  it('reports the largest errors seen', () => {
+    console.log(`largest relative errors against float64: diag ${worst.diag.toExponential(2)}, full ${worst.full.toExponential(2)}`);
+    expect(worst.diag).toBeLessThanOrEqual(1e-5);
+    expect(worst.full).toBeLessThanOrEqual(1e-4);
   });
 });

@@ -1,0 +1,60 @@
+/** `fisher compute`: the Fisher of a model on data, written to a safetensors file. */
+import { access, constants } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { selectEngine, type BackendChoice } from '../engine/select.js';
+import { fisher } from '../fisher/estimate.js';
+import type { FisherKind, FisherStructure, Reduction } from '../fisher/options.js';
+import type { FileDtype } from '../fisher/result.js';
+import { Dataset } from '../model/data.js';
+import { InputError } from '../model/errors.js';
+import { Mlp } from '../model/mlp.js';
+import { progressBar } from './progress.js';
+
+export interface ComputeArgs {
+  model: string;
+  weights: string;
+  data: string;
+  kind: FisherKind;
+  structure: FisherStructure;
+  reduction: Reduction;
+  batchSize?: number;
+  backend: BackendChoice;
+  out: string;
+  dtype: FileDtype;
+  quiet: boolean;
+}
+
+export async function compute(args: ComputeArgs): Promise<void> {
+  // Fail on an unwritable destination before doing the work.
+  await access(dirname(resolve(args.out)), constants.W_OK).catch(() => {
+    throw new InputError(`--out ${args.out}: directory ${dirname(resolve(args.out))} does not exist or is not writable`);
+  });
+  const model = await Mlp.load(args.model, args.weights);
+  const data = await Dataset.load(args.data, model);
+  const { engine, device, fallback } = await selectEngine(args.backend);
+  if (fallback) process.stderr.write(`fisher: warning: ${fallback}; computing on the CPU reference path instead (slow)\n`);
+  const bar = progressBar(`${args.kind} ${args.structure}`, { quiet: args.quiet });
+  try {
+    const t0 = performance.now();
+    const F = await fisher(engine, model, data, {
+      kind: args.kind,
+      structure: args.structure,
+      reduction: args.reduction,
+      ...(args.batchSize === undefined ? {} : { batchSize: args.batchSize }),
+      onProgress: (done, total) => bar.update(done, total),
+    });
+    const seconds = (performance.now() - t0) / 1000;
+    bar.stop();
+    await F.save(args.out, { dtype: args.dtype });
+    if (!args.quiet) {
+      process.stdout.write(
+        `wrote ${args.out}: ${args.kind} ${args.structure} Fisher, N = ${data.n}, P = ${model.parameterCount}, ` +
+          `trace ${F.trace().toPrecision(6)}, ${seconds.toFixed(2)} s on ${engine.describe()}\n`,
+      );
+    }
+  } finally {
+    bar.stop();
+    engine.dispose();
+    device?.dispose();
+  }
+}

@@ -1,0 +1,34 @@
+/**
+ * A progress bar on stderr for work longer than a second; silent when stderr
+ * is not a terminal (pipes, CI logs) or when asked to be quiet.
+ */
+import cliProgress from 'cli-progress';
+
+export interface Progress {
+  update(done: number, total: number): void;
+  stop(): void;
+}
+
+const SHOW_AFTER_MS = 1000;
+
+export function progressBar(label: string, options: { quiet?: boolean } = {}): Progress {
+  if (options.quiet || !process.stderr.isTTY) return { update() {}, stop() {} };
+  const started = performance.now();
+  let bar: cliProgress.SingleBar | undefined;
+  return {
+    update(done, total) {
+      if (!bar) {
+        if (performance.now() - started < SHOW_AFTER_MS || done >= total) return;
+        bar = new cliProgress.SingleBar(
+          { stream: process.stderr, format: `${label} [{bar}] {percentage}% | {value}/{total} samples | {eta_formatted} left`, hideCursor: true },
+          cliProgress.Presets.shades_classic,
+        );
+        bar.start(total, done);
+      }
+      bar.update(done);
+    },
+    stop() {
+      bar?.stop();
+    },
+  };
+}

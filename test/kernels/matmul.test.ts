@@ -1,0 +1,150 @@
+/**
+ * matmul.wgsl against plain float64 loops, for every entry point, on awkward
+ * shapes (1, primes, one above and below the block), for several block and
+ * workgroup shapes. Outputs are pre-filled with NaN so that an element the
+ * kernel forgets fails.
+ */
+import { describe, expect, it } from 'vitest';
+import { GpuValidationError } from '../../src/gpu/errors.js';
+import { entryInfo } from '../../src/gpu/reflect.js';
+import { activationCode } from '../../src/kernels/activation.js';
+import { DEFAULT_MATMUL_CONFIG, Matmul, MATMUL_WGSL, type MatmulConfig } from '../../src/kernels/matmul.js';
+import { ACTIVATIONS, ACTIVATION_NAMES } from '../../src/model/activations.js';
+import { Rng } from '../../src/model/random.js';
+import { expectClose, f32Tolerance } from '../helpers/compare.js';
+import { useGpu } from '../helpers/gpu.js';
+
+const gpu = useGpu();
+
+const CONFIGS: MatmulConfig[] = [DEFAULT_MATMUL_CONFIG, { tm: 1, tn: 1, wgM: 4, wgN: 16 }, { tm: 8, tn: 8, wgM: 2, wgN: 8 }, { tm: 3, tn: 5, wgM: 7, wgN: 3 }];
+// (m, n, k) triples: 1, primes, around 4, 8, 32 and 64.
+const SHAPES: [number, number, number][] = [
+  [1, 1, 1],
+  [1, 7, 3],
+  [5, 1, 2],
+  [31, 33, 17],
+  [65, 63, 64],
+  [3, 97, 1],
+];
+
+async function upload(data: Float32Array, label: string): Promise<GPUBuffer> {
+  return gpu().storage(Math.max(4, data.byteLength), label, data);
+}
+async function nanBuffer(n: number, label: string): Promise<GPUBuffer> {
+  return upload(new Float32Array(n).fill(NaN), label);
+}
+async function read(b: GPUBuffer, n: number): Promise<Float32Array> {
+  return gpu().readF32(b, n * 4);
+}
+
+function f64(n: number, rng: Rng): Float32Array {
+  return rng.normals(n);
+}
+
+describe.each(CONFIGS)('matmul %o', (config) => {
+  it.each(SHAPES)('linear_forward and linear_backward, m=%i n=%i k=%i, every activation', async (m, n, k) => {
+    const codes = ACTIVATION_NAMES.map((a) => activationCode(a));
+    const mm = await Matmul.create(gpu(), codes, config);
+    const rng = new Rng(m * 1000 + n * 10 + k);
+    const x = f64(m * k, rng);
+    const w = f64(n * k, rng);
+    const bias = f64(n, rng);
+    for (const act of ACTIVATION_NAMES) {
+      const [bx, bw, bb, bz, by] = [await upload(x, 'x'), await upload(w, 'w'), await upload(bias, 'b'), await nanBuffer(m * n, 'z'), await nanBuffer(m * n, 'y')];
+      await gpu().step('forward', (s) => mm.forward(s, { x: bx, w: bw, bias: bb, z: bz, y: by, batch: m, inputs: k, outputs: n, activation: activationCode(act) }));
+      const zRef = new Float64Array(m * n);
+      for (let r = 0; r < m; r++) for (let c = 0; c < n; c++) {
+        let s = bias[c]!;
+        for (let q = 0; q < k; q++) s += x[r * k + q]! * w[c * k + q]!;
+        zRef[r * n + c] = s;
+      }
+      const tol = { rtol: f32Tolerance(k), atol: f32Tolerance(k) * Math.sqrt(k) };
+      expectClose(await read(bz, m * n), zRef, tol, `z (${act})`);
+      expectClose(await read(by, m * n), zRef.map(ACTIVATIONS[act].f), { rtol: 1e-5, atol: 1e-5 * Math.sqrt(k) }, `act(z) (${act})`);
+
+      // Backward: δ' = (δ W) ⊙ act'(z'), δ [m, n] against W [n, k]: here the sum runs over n.
+      const delta = f64(m * n, rng);
+      const zBelow = f64(m * k, rng);
+      const [bd, bzb, bdb] = [await upload(delta, 'delta'), await upload(zBelow, 'zb'), await nanBuffer(m * k, 'db')];
+      await gpu().step('backward', (s) => mm.backward(s, { delta: bd, w: bw, zBelow: bzb, deltaBelow: bdb, batch: m, inputs: k, outputs: n, activation: activationCode(act) }));
+      const dRef = new Float64Array(m * k);
+      for (let r = 0; r < m; r++) for (let i = 0; i < k; i++) {
+        let s = 0;
+        for (let o = 0; o < n; o++) s += delta[r * n + o]! * w[o * k + i]!;
+        dRef[r * k + i] = s * ACTIVATIONS[act].df(zBelow[r * k + i]!);
+      }
+      expectClose(await read(bdb, m * k), dRef, { rtol: 1e-5, atol: f32Tolerance(n) * Math.sqrt(n) }, `δ' (${act})`);
+      for (const b of [bx, bw, bb, bz, by, bd, bzb, bdb]) gpu().buffers.release(b);
+    }
+  });
+
+  it.each(SHAPES)('squared_gradient and gram, out=%i in=%i batch=%i', async (out, inputs, batch) => {
+    const mm = await Matmul.create(gpu(), [], config);
+    const rng = new Rng(out * 7 + inputs * 3 + batch);
+    const delta = f64(batch * out, rng);
+    const a = f64(batch * inputs, rng);
+    const [bd, ba, bs] = [await upload(delta, 'delta'), await upload(a, 'a'), await nanBuffer(out * (inputs + 1), 'S')];
+    await gpu().step('sq', (s) => mm.squaredGradient(s, { delta: bd, a: ba, out: bs, batch, inputs, outputs: out }));
+    const sRef = new Float64Array(out * (inputs + 1));
+    for (let o = 0; o < out; o++) for (let i = 0; i <= inputs; i++) {
+      let s = 0;
+      for (let n = 0; n < batch; n++) s += delta[n * out + o]! ** 2 * (i === inputs ? 1 : a[n * inputs + i]! ** 2);
+      sRef[o * (inputs + 1) + i] = s;
+    }
+    // Sums of positive terms: relative error bounded by the number of terms.
+    expectClose(await read(bs, out * (inputs + 1)), sRef, { rtol: f32Tolerance(batch) }, 'S');
+
+    // Gram of G [batch, P] with P = inputs, in row tiles of every size from 1 to P.
+    const p = inputs;
+    const g = f64(batch * p, rng);
+    const bg = await upload(g, 'G');
+    const fRef = new Float64Array(p * p);
+    for (let r = 0; r < p; r++) for (let c = 0; c < p; c++) {
+      let s = 0;
+      for (let n = 0; n < batch; n++) s += g[n * p + r]! * g[n * p + c]!;
+      fRef[r * p + c] = s;
+    }
+    for (const rowsPerTile of new Set([1, Math.max(1, p - 1), p])) {
+      const got = new Float64Array(p * p).fill(NaN);
+      const bt = await nanBuffer(rowsPerTile * p, 'tile');
+      for (let row0 = 0; row0 < p; row0 += rowsPerTile) {
+        const rows = Math.min(rowsPerTile, p - row0);
+        await gpu().step('gram', (s) => mm.gram(s, { g: bg, out: bt, batch, parameters: p, row0, rows }));
+        got.set(await read(bt, rows * p), row0 * p);
+      }
+      expectClose(got, fRef, { rtol: f32Tolerance(batch), atol: f32Tolerance(batch) * Math.sqrt(batch) }, `F (tiles of ${rowsPerTile} rows)`);
+      gpu().buffers.release(bt);
+    }
+    for (const b of [bd, ba, bs, bg]) gpu().buffers.release(b);
+  });
+});
+
+describe('matmul wrapper', () => {
+  it('binds exactly the buffers each entry point declares (read from the WGSL)', () => {
+    expect(entryInfo(MATMUL_WGSL, 'linear_forward').bindings.map((b) => b.name)).toEqual(['dims', 'a', 'b', 'bias', 'c', 'c_act']);
+    expect(entryInfo(MATMUL_WGSL, 'gram').bindings.map((b) => [b.name, b.kind])).toEqual([
+      ['dims', 'uniform'],
+      ['a', 'read-only-storage'],
+      ['b', 'read-only-storage'],
+      ['c', 'storage'],
+    ]);
+  });
+
+  it('rejects blocks larger than the kernel holds', async () => {
+    await expect(Matmul.create(gpu(), [], { tm: 9, tn: 1, wgM: 1, wgN: 1 })).rejects.toThrow(/at most 8×8/);
+  });
+
+  it('a too-small output buffer is a validation error naming the kernel and sizes', async () => {
+    const mm = await Matmul.create(gpu(), [], DEFAULT_MATMUL_CONFIG);
+    const [bd, ba] = [await upload(new Float32Array(6), 'd'), await upload(new Float32Array(6), 'a')];
+    // A buffer made without STORAGE usage, bound as the output: the bind group is invalid.
+    const tiny = gpu().device.createBuffer({ size: 4, usage: GPUBufferUsage.UNIFORM });
+    await expect(
+      gpu().step('bad step', (s) => mm.squaredGradient(s, { delta: bd, a: ba, out: tiny, batch: 2, inputs: 2, outputs: 3 })),
+    ).rejects.toThrow(GpuValidationError);
+    await expect(gpu().step('bad step', (s) => mm.squaredGradient(s, { delta: bd, a: ba, out: tiny, batch: 2, inputs: 2, outputs: 3 }))).rejects.toThrow(
+      /bad step \[matmul.squared_gradient \{"m":3,"n":3,"k":2/,
+    );
+    tiny.destroy();
+  });
+});
