@@ -20,16 +20,17 @@ const common = {
   logLevel: 'warning',
 };
 
-export async function buildAll({ declarations = true } = {}) {
-  rmSync(join(root, 'dist'), { recursive: true, force: true });
-  await build({ ...common, entryPoints: [join(root, 'src/index.ts')], outfile: join(root, 'dist/index.js') });
+/** Builds into `outDir` (default dist/); tests build a private copy elsewhere. */
+export async function buildAll({ declarations = true, outDir = join(root, 'dist') } = {}) {
+  rmSync(outDir, { recursive: true, force: true });
+  await build({ ...common, entryPoints: [join(root, 'src/index.ts')], outfile: join(outDir, 'index.js') });
   await build({
     ...common,
     entryPoints: [join(root, 'src/cli/main.ts')],
-    outfile: join(root, 'dist/cli.js'),
+    outfile: join(outDir, 'cli.js'),
     banner: { js: '#!/usr/bin/env node' },
   });
-  chmodSync(join(root, 'dist/cli.js'), 0o755);
+  chmodSync(join(outDir, 'cli.js'), 0o755);
   if (declarations) {
     execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
   }

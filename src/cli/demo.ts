@@ -45,7 +45,7 @@ export async function demo(args: DemoArgs): Promise<void> {
     for (const e of model.layout.entries) {
       let s = 0;
       for (let i = e.offset; i < e.offset + e.size; i++) s += diag[i]!;
-      say(`  ${e.name.padEnd(12)} [${e.shape.join('×')}]  share of the trace ${((100 * s) / F.trace()).toFixed(1)}%`);
+      say(`  ${e.name.padEnd(12)} ${`[${e.shape.join("×")}]`.padEnd(11)} share of the trace ${((100 * s) / F.trace()).toFixed(1).padStart(5)}%`);
     }
 
     if (engine.backend === 'gpu') {

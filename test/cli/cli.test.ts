@@ -1,0 +1,207 @@
+/**
+ * The `fisher` command end to end: a private build of dist/cli.js, run as a
+ * user would, in a temporary directory.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
+import { expectClose, expectRelativeError } from '../helpers/compare.js';
+// @ts-expect-error: a plain ES module of the build, without declarations
+import { buildAll } from '../../tools/build.mjs';
+
+const run = promisify(execFile);
+let dir = '';
+let buildDir = '';
+let cli = '';
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function fisher(...args: string[]): Promise<Result> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { cwd: dir });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+/** Dawn's own notices on stderr are not ours; what is left must be our one line. */
+function ours(stderr: string): string[] {
+  return stderr.split('\n').filter((l) => l && !l.startsWith('Warning: '));
+}
+
+function hasPython(): boolean {
+  try {
+    execFileSync('python3', ['--version']);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+beforeAll(async () => {
+  await mkdir(join(__dirname, '../../node_modules/.cache'), { recursive: true });
+  dir = await mkdtemp(join(tmpdir(), 'fisher-cli-'));
+  // The build must sit under the project to find its node_modules: a private copy in node_modules/.cache.
+  buildDir = await mkdtemp(join(__dirname, '../../node_modules/.cache/fisher-cli-build-'));
+  await buildAll({ declarations: false, outDir: buildDir });
+  cli = join(buildDir, 'cli.js');
+  const made = await fisher('example', '--out-dir', 'ex', '--widths', '9,7,4', '--samples', '300', '--seed', '3');
+  expect(made.code, made.stderr).toBe(0);
+});
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+  await rm(buildDir, { recursive: true, force: true });
+});
+
+const files = ['--model', 'ex/model.json', '--weights', 'ex/weights.safetensors', '--data', 'ex/data.safetensors'];
+
+describe('fisher', () => {
+  it.each([[], ['compute'], ['info'], ['demo'], ['example']])('%s --help', async (...cmd) => {
+    const r = await fisher(...cmd, '--help');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^Usage: fisher/);
+  });
+
+  it('computes the diagonal on the GPU, equal to the CPU path, in a file an independent reader reads', async () => {
+    const r = await fisher('compute', ...files, '--structure', 'diag', '--out', 'diag.safetensors');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/wrote diag.safetensors: empirical diag Fisher, N = 300, P = 102/);
+    const c = await fisher('compute', ...files, '--backend', 'cpu', '--out', 'diag-cpu.safetensors', '--quiet');
+    expect(c.code, c.stderr).toBe(0);
+    const [gpu, cpu] = [await readSafetensors(join(dir, 'diag.safetensors')), await readSafetensors(join(dir, 'diag-cpu.safetensors'))];
+    expect(gpu.metadata).toMatchObject({ kind: 'empirical', structure: 'diag', n: '300', backend: 'gpu' });
+    expect(cpu.metadata).toMatchObject({ backend: 'cpu' });
+    for (const [name, t] of gpu.tensors) expectRelativeError(t.data as Float32Array, cpu.tensors.get(name)!.data as Float32Array, 1e-5, name);
+
+    if (!hasPython()) return; // The TypeScript reader above has checked the file; python3 is the independent one where present.
+    const py = JSON.parse(execFileSync('python3', [join(__dirname, '../helpers/read_safetensors.py'), join(dir, 'diag.safetensors')], { encoding: 'utf8' }));
+    expect(py.metadata).toEqual(gpu.metadata);
+    expect(Object.keys(py.tensors)).toEqual(['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias']);
+    for (const [name, t] of gpu.tensors) {
+      expect(py.tensors[name].shape).toEqual(t.shape);
+      expectClose(py.tensors[name].values, t.data as Float32Array, { rtol: 0 }, `${name} read by Python`);
+    }
+  });
+
+  it('computes the full matrix with a batch size and a sum reduction', async () => {
+    const r = await fisher('compute', ...files, '--structure', 'full', '--batch-size', '7', '--reduction', 'sum', '--dtype', 'F64', '--out', 'full.safetensors');
+    expect(r.code, r.stderr).toBe(0);
+    const f = await readSafetensors(join(dir, 'full.safetensors'));
+    expect(f.tensors.get('fisher')).toMatchObject({ dtype: 'F64', shape: [102, 102] });
+    expect(f.metadata).toMatchObject({ structure: 'full', reduction: 'sum' });
+  });
+
+  it('info names the adapter and its limits', async () => {
+    const r = await fisher('info');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/adapter: +\S/);
+    expect(r.stdout).toMatch(/maxStorageBufferBindingSize +\d+/);
+  });
+
+  describe('bad input: one line, non-zero exit, no output file', () => {
+    async function variant(name: string, edit: (d: string) => Promise<void>): Promise<string[]> {
+      const d = join(dir, name);
+      await rm(d, { recursive: true, force: true });
+      await run('cp', ['-r', join(dir, 'ex'), d]);
+      await edit(d);
+      return ['--model', `${name}/model.json`, '--weights', `${name}/weights.safetensors`, '--data', `${name}/data.safetensors`];
+    }
+    const spec = async (d: string, f: (s: { layers: Record<string, unknown>[] }) => void) => {
+      const s = JSON.parse(await readFile(join(d, 'model.json'), 'utf8'));
+      f(s);
+      await writeFile(join(d, 'model.json'), JSON.stringify(s));
+    };
+    const tensors = async (d: string, file: string, f: (t: Map<string, import('../../src/io/dtypes.js').Tensor>) => void) => {
+      const t = (await readSafetensors(join(d, file))).tensors;
+      f(t);
+      await writeSafetensors(join(d, file), t);
+    };
+    const cases: [string, (d: string) => Promise<void>, RegExp][] = [
+      ['unknown-layer', (d) => spec(d, (s) => (s.layers[1]!['type'] = 'softsign')), /unknown layer type "softsign"/],
+      ['mismatched', (d) => spec(d, (s) => (s.layers[2]!['in'] = 8)), /"fc2" takes 8 inputs but "fc1" gives 7/],
+      ['bad-json', (d) => writeFile(join(d, 'model.json'), '{"layers": ['), /model.json: .*JSON/],
+      ['missing-weight', (d) => tensors(d, 'weights.safetensors', (t) => t.delete('fc2.bias')), /missing tensor "fc2.bias"/],
+      ['f64-weight', (d) => tensors(d, 'weights.safetensors', (t) => t.set('fc1.bias', { dtype: 'F64', shape: [7], data: new Float64Array(7) })), /"fc1.bias" is F64, expected F32/],
+      ['wrong-width', (d) => tensors(d, 'data.safetensors', (t) => t.set('x', { dtype: 'F32', shape: [300, 8], data: new Float32Array(2400) })), /"x" has shape \[300, 8\], expected \[N, 9\]/],
+      ['label-range', (d) => tensors(d, 'data.safetensors', (t) => ((t.get('y')!.data as Int32Array)[17] = 4)), /index 17: label 4 is not a class in \[0, 4\)/],
+      ['nan-input', (d) => tensors(d, 'data.safetensors', (t) => ((t.get('x')!.data as Float32Array)[9 * 5 + 2] = NaN)), /"x" holds NaN at index \[5, 2\]/],
+      ['inf-weight', (d) => tensors(d, 'weights.safetensors', (t) => ((t.get('fc2.weight')!.data as Float32Array)[3] = Infinity)), /"fc2.weight" holds Infinity at index \[0, 3\]/],
+      [
+        'truncated',
+        async (d) => {
+          const b = await readFile(join(d, 'data.safetensors'));
+          await writeFile(join(d, 'data.safetensors'), b.subarray(0, b.length - 10));
+        },
+        /data.safetensors: tensors cover \d+ data bytes but the file holds \d+/,
+      ],
+      [
+        'header-length',
+        async (d) => {
+          const b = await readFile(join(d, 'weights.safetensors'));
+          b.writeBigUInt64LE(BigInt(b.length), 0);
+          await writeFile(join(d, 'weights.safetensors'), b);
+        },
+        /weights.safetensors: header length \d+ runs past the end/,
+      ],
+      [
+        'overlap',
+        async (d) => {
+          const b = await readFile(join(d, 'data.safetensors'));
+          const n = Number(b.readBigUInt64LE(0));
+          const header = JSON.parse(b.subarray(8, 8 + n).toString());
+          header.y.data_offsets = [header.y.data_offsets[0] - 4, header.y.data_offsets[1] - 4];
+          const text = Buffer.from(JSON.stringify(header).padEnd(n, ' '));
+          text.copy(b, 8);
+          await writeFile(join(d, 'data.safetensors'), b);
+        },
+        /overlap or leave a gap/,
+      ],
+    ];
+    it.each(cases)('%s', async (name, edit, message) => {
+      const args = await variant(name, edit);
+      const out = `${name}.safetensors`;
+      const r = await fisher('compute', ...args, '--out', out);
+      expect(r.code).toBe(1);
+      const lines = ours(r.stderr);
+      expect(lines, r.stderr).toHaveLength(1);
+      expect(lines[0]).toMatch(/^fisher: error: /);
+      expect(lines[0]).toMatch(message);
+      expect(existsSync(join(dir, out))).toBe(false);
+    });
+
+    it('an output directory that does not exist, before any work', async () => {
+      const r = await fisher('compute', ...files, '--out', 'no/such/dir/f.safetensors');
+      expect(r.code).toBe(1);
+      expect(ours(r.stderr)).toEqual([expect.stringMatching(/^fisher: error: --out no\/such\/dir\/f.safetensors: directory .* does not exist/)]);
+    });
+
+    it('a kind not implemented yet says so', async () => {
+      const r = await fisher('compute', ...files, '--kind', 'mc', '--out', 'mc.safetensors');
+      expect(r.code).toBe(1);
+      expect(ours(r.stderr)).toEqual([expect.stringMatching(/kind "mc" is not implemented yet/)]);
+    });
+
+    it('usage errors exit 2', async () => {
+      expect((await fisher('compute', ...files, '--out', 'x.safetensors', '--structure', 'banded')).code).toBe(2);
+      expect((await fisher('compute', ...files, '--out', 'x.safetensors', '--batch-size', '0')).code).toBe(2);
+      expect((await fisher('nonsense')).code).toBe(2);
+    });
+
+    it('left no temporary files behind', async () => {
+      const names = await readdir(dir);
+      expect(names.filter((n) => n.endsWith('.tmp'))).toEqual([]);
+    });
+  });
+});

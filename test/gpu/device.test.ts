@@ -1,0 +1,95 @@
+/** The GPU runtime: buffers and their accounting, errors, disposal, reflection. */
+import { describe, expect, it } from 'vitest';
+import { openDevice } from '../../src/gpu/device.js';
+import { DeviceLostError, GpuLimitError, ShaderError } from '../../src/gpu/errors.js';
+import { entryInfo, packUniform, u32Constant } from '../../src/gpu/reflect.js';
+import { useGpu } from '../helpers/gpu.js';
+
+const gpu = useGpu();
+
+describe('GPU runtime', () => {
+  it('asks the adapter for its maximum binding and buffer sizes', () => {
+    const d = gpu();
+    expect(d.limits.maxStorageBufferBindingSize).toBe(d.adapter.limits['maxStorageBufferBindingSize']);
+    expect(d.limits.maxStorageBufferBindingSize).toBeGreaterThanOrEqual(128 * 2 ** 20);
+    expect(d.describe().length).toBeGreaterThan(0);
+  });
+
+  it('pools buffers and accounts the bytes it holds, current and peak', async () => {
+    const d = gpu();
+    const before = d.buffers.stats();
+    const a = await d.storage(1000, 'a');
+    const b = await d.storage(4096, 'b');
+    expect(d.buffers.stats().current - before.current).toBe(1008 + 4096);
+    d.buffers.release(a);
+    const again = await d.storage(1000, 'a again');
+    expect(again).toBe(a);
+    d.buffers.release(again);
+    d.buffers.release(b);
+    d.buffers.trim();
+    const after = d.buffers.stats();
+    expect(after.current).toBe(before.current);
+    expect(after.peak).toBeGreaterThanOrEqual(before.current + 1008 + 4096);
+  });
+
+  it('round-trips data through a buffer', async () => {
+    const data = Float32Array.from({ length: 37 }, (_, i) => i * 0.5 - 3);
+    const buf = await gpu().storage(data.byteLength, 'rt', data);
+    expect(Array.from(await gpu().readF32(buf, data.byteLength))).toEqual(Array.from(data));
+    gpu().buffers.release(buf);
+  });
+
+  it('refuses a buffer larger than one storage binding', async () => {
+    await expect(gpu().storage(gpu().limits.maxStorageBufferBindingSize + 4, 'huge')).rejects.toThrow(GpuLimitError);
+  });
+
+  it('reports WGSL that does not compile as a ShaderError with the line', async () => {
+    await expect(gpu().kernel({ family: 'broken', source: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }', entry: 'main' })).rejects.toThrow(ShaderError);
+    await expect(gpu().kernel({ family: 'broken', source: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }', entry: 'main' })).rejects.toThrow(/broken: WGSL does not compile: 1:/);
+  });
+
+  it('after dispose, every call fails with DeviceLostError instead of hanging', async () => {
+    const d = await openDevice();
+    const buf = await d.storage(16, 'x');
+    d.dispose();
+    d.dispose();
+    await expect(d.readF32(buf, 16)).rejects.toThrow(DeviceLostError);
+    await expect(d.storage(16, 'y')).rejects.toThrow(DeviceLostError);
+    await expect(d.step('s', () => undefined)).rejects.toThrow(DeviceLostError);
+  });
+});
+
+describe('reflection', () => {
+  const src = `
+    const ACT_ODD: u32 = 7u;
+    struct Dims { n: u32, scale: f32, shift: i32 }
+    @group(0) @binding(0) var<uniform> dims: Dims;
+    @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+    @group(0) @binding(1) var<storage, read> inp: array<f32>;
+    @compute @workgroup_size(1) fn main() { out[0] = inp[0] * dims.scale + f32(dims.n) + f32(dims.shift); }`;
+
+  it('reads bindings sorted by index, with their kinds, and the uniform layout', () => {
+    const info = entryInfo(src, 'main');
+    expect(info.bindings).toEqual([
+      { name: 'dims', binding: 0, kind: 'uniform' },
+      { name: 'inp', binding: 1, kind: 'read-only-storage' },
+      { name: 'out', binding: 2, kind: 'storage' },
+    ]);
+    expect(info.uniform?.members.map((m) => [m.name, m.offset, m.type])).toEqual([
+      ['n', 0, 'u32'],
+      ['scale', 4, 'f32'],
+      ['shift', 8, 'i32'],
+    ]);
+    expect(u32Constant(src, 'ACT_ODD')).toBe(7);
+    expect(() => entryInfo(src, 'other')).toThrow(/no @compute entry point "other"/);
+  });
+
+  it('packs uniforms by member name and refuses missing, unknown or out-of-range values', () => {
+    const u = entryInfo(src, 'main').uniform!;
+    const view = new DataView(packUniform(u, { n: 3, scale: 0.5, shift: -2 }));
+    expect([view.getUint32(0, true), view.getFloat32(4, true), view.getInt32(8, true)]).toEqual([3, 0.5, -2]);
+    expect(() => packUniform(u, { n: 3, scale: 1 })).toThrow(/shift not given/);
+    expect(() => packUniform(u, { n: 3, scale: 1, shift: 0, extra: 1 })).toThrow(/no member "extra"/);
+    expect(() => packUniform(u, { n: -1, scale: 1, shift: 0 })).toThrow(/does not fit u32/);
+  });
+});
