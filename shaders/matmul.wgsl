@@ -6,7 +6,7 @@
 //   linear_forward    Z = X Wᵀ + b, Y = act(Z)       X [M, K], W [N, K]
 //   linear_backward   D' = (D W) ⊙ act'(Z')           D [M, K], W [K, N]
 //   squared_gradient  S = (D²)ᵀ [A², 1]               D [K, M], A [K, N-1]
-//   gram              F = G[:, r0:r0+M]ᵀ G            G [K, ld]
+//   gram              F = G[:, r0:r0+M]ᵀ G            G [K, ld], upper triangle
 //
 // Letters: m, n index C's rows and columns, k the summed index. Every buffer
 // is row-major; `lda`/`ldb` are the row strides of a and b as stored.
@@ -153,8 +153,12 @@ fn squared_gradient(@builtin(global_invocation_id) id: vec3u) {
   store_block(o, block_product(o.x, o.y, A_KM_SQUARED, B_KN_SQUARED_ONE));
 }
 
+// F is symmetric: a block wholly below the diagonal (its first row, in F's
+// numbering, past its last column) is neither computed nor stored; the host
+// mirrors the upper triangle. Half the work.
 @compute @workgroup_size(WG_N, WG_M)
 fn gram(@builtin(global_invocation_id) id: vec3u) {
   let o = block_origin(id);
+  if (dims.a_offset + o.x >= o.y + TN) { return; }
   store_block(o, block_product(o.x, o.y, A_KM, B_KN));
 }

@@ -152,14 +152,13 @@ export class CpuModel implements LoadedModel {
     const g = new Float64Array(p);
     for (let s = 0; s < batch.n; s++) {
       this.sampleGradient(...rows(batch, s), g);
-      // Upper triangle, mirrored below: half the work, same numbers.
+      // The upper triangle only, as the interface asks: half the work.
       for (let r = 0; r < p; r++) {
         const gr = g[r]!;
         if (gr === 0) continue;
         for (let c = r; c < p; c++) sum[r * p + c]! += gr * g[c]!;
       }
     }
-    for (let r = 0; r < p; r++) for (let c = 0; c < r; c++) sum[r * p + c] = sum[c * p + r]!;
     onTile({ row0: 0, rows: p, values: sum });
   }
 

@@ -19,7 +19,11 @@ export type Backend = 'gpu' | 'cpu';
 /** What an engine is asked to accumulate per batch. */
 export type BatchStructure = 'diag' | 'full';
 
-/** A partial Gram matrix: rows [row0, row0 + rows) × all P columns of Σ_n g_n g_nᵀ. */
+/**
+ * A partial Gram matrix: rows [row0, row0 + rows) × all P columns of
+ * Σ_n g_n g_nᵀ. Only the upper triangle (column ≥ row) is defined; entries
+ * below the diagonal may hold anything, and the caller mirrors.
+ */
 export interface GramTile {
   row0: number;
   rows: number;

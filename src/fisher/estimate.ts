@@ -52,8 +52,14 @@ export async function fisher(target: Engine | GpuDevice, model: Mlp, data: Datas
       backend: engine.backend,
     };
     const values = acc.result(o.reduction === 'mean' ? 1 / data.n : 1);
+    if (structure === 'full') mirrorUpper(values, p);
     return structure === 'full' ? new DenseFisher(info, model.layout, values) : new DiagonalFisher(info, model.layout, values);
   } finally {
     loaded.release();
   }
+}
+
+/** Copies the upper triangle of a P × P row-major matrix onto the lower. */
+function mirrorUpper(m: Float64Array, p: number): void {
+  for (let r = 1; r < p; r++) for (let c = 0; c < r; c++) m[r * p + c] = m[c * p + r]!;
 }
