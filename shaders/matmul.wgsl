@@ -1,15 +1,20 @@
-// Blocked matrix products: the forward pass, the backward pass and the
-// Fisher reductions of an MLP are all C[m, n] = Σ_k A(m, k) · B(k, n), with
-// the operands read in different layouts and different epilogues. One core,
-// four entry points:
+// Blocked matrix products: the forward pass, the backward pass, the gradient
+// and the Fisher reductions of an MLP are all C[m, n] = Σ_k A(m, k) · B(k, n),
+// with the operands read in different layouts and different epilogues. One
+// core, five entry points:
 //
-//   linear_forward    Z = X Wᵀ + b, Y = act(Z)       X [M, K], W [N, K]
-//   linear_backward   D' = (D W) ⊙ act'(Z')           D [M, K], W [K, N]
-//   squared_gradient  S = (D²)ᵀ [A², 1]               D [K, M], A [K, N-1]
-//   gram              F = G[:, r0:r0+M]ᵀ G            G [K, ld], upper triangle
+//   linear_forward    Z = X Wᵀ + b, Y = act(Z)          X [M, K], W [N, K] in θ
+//   linear_backward   D' = (D W) ⊙ act'(Z')              D [M, K], W [K, N] in θ
+//   weight_gradient   [dW | db] = scale · Dᵀ [A, 1]      D [K, M], A [K, N-1]
+//   squared_gradient  [SW | Sb] = (D²)ᵀ [A², 1]          D [K, M], A [K, N-1]
+//   gram              F = G[:, r0:r0+M]ᵀ G               G [K, ld], upper triangle
 //
 // Letters: m, n index C's rows and columns, k the summed index. Every buffer
-// is row-major; `lda`/`ldb` are the row strides of a and b as stored.
+// is row-major; `lda`/`ldb` are the row strides of a and b as stored, and
+// `a_offset`/`b_offset` where the operand starts in its buffer. W and b are
+// read from θ, the flat parameter vector; weight_gradient and
+// squared_gradient write into vectors of θ's layout: a layer's weight
+// [out, in] row-major at c_offset, its bias [out] at c_bias_offset.
 //
 // Each invocation owns a TM × TN block of C and keeps it in registers: per
 // step of k it loads TM values of A and TN of B and does TM·TN FMAs, instead
@@ -27,49 +32,54 @@ override ACTIVATION: u32 = 0u;  // an ACT_* code of activation.wgsl
 const MAX_T: u32 = 8u;
 
 struct Dims {
-  m: u32,         // rows of C
-  n: u32,         // columns of C
-  k: u32,         // length of the sum
-  lda: u32,       // row stride of a
-  ldb: u32,       // row stride of b
-  a_offset: u32,  // first column of a in use (gram's row tile)
+  m: u32,              // rows of C
+  n: u32,              // columns of C
+  k: u32,              // length of the sum
+  lda: u32,            // row stride of a
+  ldb: u32,            // row stride of b
+  a_offset: u32,       // first element of a in use (gram: first column of the row tile)
+  b_offset: u32,       // first element of b in use (W in θ)
+  bias_offset: u32,    // b's bias in θ (linear_forward)
+  c_offset: u32,       // where a parameter-shaped result's weight goes
+  c_bias_offset: u32,  // where its bias goes
+  scale: f32,          // weight_gradient's factor (1/batch for a mean)
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> z_in: array<f32>;
-@group(0) @binding(5) var<storage, read_write> c: array<f32>;
-@group(0) @binding(6) var<storage, read_write> c_act: array<f32>;
+@group(0) @binding(3) var<storage, read> z_in: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(5) var<storage, read_write> c_act: array<f32>;
 
 // How A(m, k) and B(k, n) are read. Constant at every call site, so each
 // entry point compiles to straight-line loads.
-const A_MK: u32 = 0u;         // a[m·lda + k]
-const A_KM: u32 = 1u;         // a[k·lda + a_offset + m]
-const A_KM_SQUARED: u32 = 2u; // a[k·lda + m]²
-const B_NK: u32 = 0u;         // b[n·ldb + k]
-const B_KN: u32 = 1u;         // b[k·ldb + n]
-const B_KN_SQUARED_ONE: u32 = 2u; // b[k·ldb + n]², and 1 in the last column (the bias)
+const A_MK: u32 = 0u;          // a[a_offset + m·lda + k]
+const A_KM: u32 = 1u;          // a[a_offset + k·lda + m]
+const A_KM_SQUARED: u32 = 2u;  // a[a_offset + k·lda + m]²
+const B_NK: u32 = 0u;          // b[b_offset + n·ldb + k]
+const B_KN: u32 = 1u;          // b[b_offset + k·ldb + n]
+const B_KN_ONE: u32 = 2u;      // b[b_offset + k·ldb + n], and 1 in the last column (the bias's input)
+const B_KN_SQUARED_ONE: u32 = 3u;  // the same, squared
 
 fn load_a(form: u32, m: u32, k: u32) -> f32 {
   switch form {
-    case A_KM: { return a[k * dims.lda + dims.a_offset + m]; }
-    case A_KM_SQUARED: { let v = a[k * dims.lda + m]; return v * v; }
-    default: { return a[m * dims.lda + k]; }
+    case A_KM: { return a[dims.a_offset + k * dims.lda + m]; }
+    case A_KM_SQUARED: { let v = a[dims.a_offset + k * dims.lda + m]; return v * v; }
+    default: { return a[dims.a_offset + m * dims.lda + k]; }
   }
 }
 
 fn load_b(form: u32, k: u32, n: u32) -> f32 {
   switch form {
-    case B_KN: { return b[k * dims.ldb + n]; }
-    case B_KN_SQUARED_ONE: {
-      // Column n = N-1 is the constant input 1 of the bias; clamp its load.
+    case B_KN: { return b[dims.b_offset + k * dims.ldb + n]; }
+    case B_KN_ONE, B_KN_SQUARED_ONE: {
+      // Column N-1 is the constant input 1 of the bias; clamp its load.
       let last = dims.n - 1u;
-      let v = b[k * dims.ldb + min(n, last - 1u)];
-      return select(v * v, 1.0, n == last);
+      let v = b[dims.b_offset + k * dims.ldb + min(n, last - 1u)];
+      return select(select(v, v * v, form == B_KN_SQUARED_ONE), 1.0, n == last);
     }
-    default: { return b[n * dims.ldb + k]; }
+    default: { return b[dims.b_offset + n * dims.ldb + k]; }
   }
 }
 
@@ -78,7 +88,7 @@ struct Block {
 }
 
 // The TM × TN block of C at (row0, col0).
-fn block_product(row0: u32, col0: u32, a_layout: u32, b_layout: u32) -> Block {
+fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32) -> Block {
   var acc: Block;
   var rows: array<u32, MAX_T>;
   var cols: array<u32, MAX_T>;
@@ -87,8 +97,8 @@ fn block_product(row0: u32, col0: u32, a_layout: u32, b_layout: u32) -> Block {
   for (var k = 0u; k < dims.k; k++) {
     var av: array<f32, MAX_T>;
     var bv: array<f32, MAX_T>;
-    for (var i = 0u; i < TM; i++) { av[i] = load_a(a_layout, rows[i], k); }
-    for (var j = 0u; j < TN; j++) { bv[j] = load_b(b_layout, k, cols[j]); }
+    for (var i = 0u; i < TM; i++) { av[i] = load_a(a_form, rows[i], k); }
+    for (var j = 0u; j < TN; j++) { bv[j] = load_b(b_form, k, cols[j]); }
     for (var i = 0u; i < TM; i++) {
       for (var j = 0u; j < TN; j++) {
         acc.v[i * MAX_T + j] = fma(av[i], bv[j], acc.v[i * MAX_T + j]);
@@ -98,8 +108,14 @@ fn block_product(row0: u32, col0: u32, a_layout: u32, b_layout: u32) -> Block {
   return acc;
 }
 
+// (first row, first column) of the invocation's block.
 fn block_origin(id: vec3u) -> vec2u {
   return vec2u(id.y * TM, id.x * TN);
+}
+
+// Whether C[o + (i, j)] exists.
+fn in_range(o: vec2u, i: u32, j: u32) -> bool {
+  return o.x + i < dims.m && o.y + j < dims.n;
 }
 
 @compute @workgroup_size(WG_N, WG_M)
@@ -107,14 +123,13 @@ fn linear_forward(@builtin(global_invocation_id) id: vec3u) {
   let o = block_origin(id);
   let blk = block_product(o.x, o.y, A_MK, B_NK);
   for (var i = 0u; i < TM; i++) {
-    let m = o.x + i;
-    if (m >= dims.m) { break; }
     for (var j = 0u; j < TN; j++) {
-      let n = o.y + j;
-      if (n >= dims.n) { break; }
-      let z = blk.v[i * MAX_T + j] + bias[n];
-      c[m * dims.n + n] = z;
-      c_act[m * dims.n + n] = activate(ACTIVATION, z);
+      if (in_range(o, i, j)) {
+        let at = (o.x + i) * dims.n + o.y + j;
+        let z = blk.v[i * MAX_T + j] + b[dims.bias_offset + o.y + j];
+        c[at] = z;
+        c_act[at] = activate(ACTIVATION, z);
+      }
     }
   }
 }
@@ -124,33 +139,41 @@ fn linear_backward(@builtin(global_invocation_id) id: vec3u) {
   let o = block_origin(id);
   let blk = block_product(o.x, o.y, A_MK, B_KN);
   for (var i = 0u; i < TM; i++) {
-    let m = o.x + i;
-    if (m >= dims.m) { break; }
     for (var j = 0u; j < TN; j++) {
-      let n = o.y + j;
-      if (n >= dims.n) { break; }
-      c[m * dims.n + n] = blk.v[i * MAX_T + j] * activate_derivative(ACTIVATION, z_in[m * dims.n + n]);
+      if (in_range(o, i, j)) {
+        let at = (o.x + i) * dims.n + o.y + j;
+        c[at] = blk.v[i * MAX_T + j] * activate_derivative(ACTIVATION, z_in[at]);
+      }
     }
   }
 }
 
-// Stores a block as it is (the reductions have no epilogue).
-fn store_block(o: vec2u, blk: Block) {
+// Stores C [out, in + 1] into θ's layout: column n < in is W[m, n], the last
+// column is b[m].
+fn store_parameters(o: vec2u, blk: Block, scale: f32) {
+  let inputs = dims.n - 1u;
   for (var i = 0u; i < TM; i++) {
-    let m = o.x + i;
-    if (m >= dims.m) { break; }
     for (var j = 0u; j < TN; j++) {
-      let n = o.y + j;
-      if (n >= dims.n) { break; }
-      c[m * dims.n + n] = blk.v[i * MAX_T + j];
+      if (in_range(o, i, j)) {
+        let m = o.x + i;
+        let n = o.y + j;
+        let at = select(dims.c_offset + m * inputs + n, dims.c_bias_offset + m, n == inputs);
+        c[at] = blk.v[i * MAX_T + j] * scale;
+      }
     }
   }
 }
 
 @compute @workgroup_size(WG_N, WG_M)
+fn weight_gradient(@builtin(global_invocation_id) id: vec3u) {
+  let o = block_origin(id);
+  store_parameters(o, block_product(o.x, o.y, A_KM, B_KN_ONE), dims.scale);
+}
+
+@compute @workgroup_size(WG_N, WG_M)
 fn squared_gradient(@builtin(global_invocation_id) id: vec3u) {
   let o = block_origin(id);
-  store_block(o, block_product(o.x, o.y, A_KM_SQUARED, B_KN_SQUARED_ONE));
+  store_parameters(o, block_product(o.x, o.y, A_KM_SQUARED, B_KN_SQUARED_ONE), 1.0);
 }
 
 // F is symmetric: a block wholly below the diagonal (its first row, in F's
@@ -160,5 +183,10 @@ fn squared_gradient(@builtin(global_invocation_id) id: vec3u) {
 fn gram(@builtin(global_invocation_id) id: vec3u) {
   let o = block_origin(id);
   if (dims.a_offset + o.x >= o.y + TN) { return; }
-  store_block(o, block_product(o.x, o.y, A_KM, B_KN));
+  let blk = block_product(o.x, o.y, A_KM, B_KN);
+  for (var i = 0u; i < TM; i++) {
+    for (var j = 0u; j < TN; j++) {
+      if (in_range(o, i, j)) { c[(o.x + i) * dims.n + o.y + j] = blk.v[i * MAX_T + j]; }
+    }
+  }
 }

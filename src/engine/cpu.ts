@@ -8,6 +8,7 @@ import { ACTIVATIONS } from '../model/activations.js';
 import type { Dataset } from '../model/data.js';
 import type { Mlp } from '../model/mlp.js';
 import type { BatchStructure, Engine, GramTile, LoadedModel } from './engine.js';
+import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 
 interface Layer64 {
   in: number;
@@ -25,7 +26,10 @@ interface Trace {
 }
 
 export class CpuModel implements LoadedModel {
+  /** θ in float64; each layer's w and b are views into it, so a training step updates them. */
+  readonly #theta: Float64Array;
   readonly #layers: Layer64[];
+  #training: { optimizer: ResolvedOptimizer; steps: number; penalty: PenaltyGradient | undefined; m: Float64Array; v: Float64Array } | undefined;
 
   /**
    * @param theta float64 parameters in parameter order to use instead of the
@@ -35,15 +39,16 @@ export class CpuModel implements LoadedModel {
     readonly model: Mlp,
     theta?: Float64Array,
   ) {
-    const t = theta ?? Float64Array.from(model.parameters());
+    const t = Float64Array.from(theta ?? model.parameters());
     if (t.length !== model.parameterCount) throw new RangeError(`θ has length ${t.length}, the model has ${model.parameterCount} parameters`);
+    this.#theta = t;
     this.#layers = model.layers.map((l, k) => {
       const { weightOffset, biasOffset } = model.layout.layers[k]!;
       return {
         in: l.in,
         out: l.out,
-        w: t.slice(weightOffset, weightOffset + l.out * l.in),
-        b: t.slice(biasOffset, biasOffset + l.out),
+        w: t.subarray(weightOffset, weightOffset + l.out * l.in),
+        b: t.subarray(biasOffset, biasOffset + l.out),
         f: ACTIVATIONS[l.activation].f,
         df: ACTIVATIONS[l.activation].df,
       };
@@ -160,6 +165,48 @@ export class CpuModel implements LoadedModel {
       }
     }
     onTile({ row0: 0, rows: p, values: sum });
+  }
+
+  async meanGradient(batch: Dataset): Promise<Float64Array> {
+    const p = this.model.parameterCount;
+    const sum = new Float64Array(p);
+    const g = new Float64Array(p);
+    for (let s = 0; s < batch.n; s++) {
+      this.sampleGradient(...rows(batch, s), g);
+      for (let k = 0; k < p; k++) sum[k]! += g[k]!;
+    }
+    return sum.map((v) => v / batch.n);
+  }
+
+  async setOptimizer(spec: OptimizerSpec, penalty?: PenaltyGradient): Promise<void> {
+    const p = this.model.parameterCount;
+    this.#training = { optimizer: resolveOptimizer(spec), steps: 0, penalty, m: new Float64Array(p), v: new Float64Array(p) };
+  }
+
+  /** The same update as shaders/optimizer.wgsl, in float64. */
+  async trainStep(batch: Dataset): Promise<void> {
+    const t = this.#training;
+    if (!t) throw new Error('trainStep before setOptimizer');
+    const grad = await this.meanGradient(batch);
+    t.steps++;
+    const o = t.optimizer;
+    const { correction1, correction2 } = biasCorrections(o, t.steps);
+    const theta = this.#theta;
+    for (let i = 0; i < theta.length; i++) {
+      const g = grad[i]! + (t.penalty ? t.penalty.scale[i]! * theta[i]! - t.penalty.center[i]! : 0);
+      if (o.type === 'sgd') {
+        t.m[i] = o.momentum * t.m[i]! + g;
+        theta[i]! -= o.learningRate * t.m[i]!;
+      } else {
+        t.m[i] = o.beta1 * t.m[i]! + (1 - o.beta1) * g;
+        t.v[i] = o.beta2 * t.v[i]! + (1 - o.beta2) * g * g;
+        theta[i]! -= (o.learningRate * (t.m[i]! / correction1)) / (Math.sqrt(t.v[i]! / correction2) + o.epsilon);
+      }
+    }
+  }
+
+  async parameters(): Promise<Float64Array> {
+    return this.#theta.slice();
   }
 
   release(): void {}

@@ -13,6 +13,7 @@
  */
 import type { Dataset } from '../model/data.js';
 import type { Mlp } from '../model/mlp.js';
+import type { OptimizerSpec, PenaltyGradient } from './optimizer.js';
 
 export type Backend = 'gpu' | 'cpu';
 
@@ -48,7 +49,7 @@ export interface LoadedModel {
    * its memory and binding limits.
    */
   maxBatch(structure: BatchStructure): number;
-  /** Network outputs f (the last layer's pre-activation), [n, out]. */
+  /** Network outputs f (the last layer's pre-activation) at the current θ, [n, out]. */
   forward(x: Float32Array, n: number): Promise<Float32Array | Float64Array>;
   /** Per-sample gradients g_n, [n, P]. */
   gradients(batch: Dataset): Promise<Float32Array | Float64Array>;
@@ -56,6 +57,21 @@ export interface LoadedModel {
   squaredGradientSum(batch: Dataset): Promise<Float32Array | Float64Array>;
   /** Σ_n g_n g_nᵀ over the batch, handed over tile by tile of rows. */
   gramSum(batch: Dataset, onTile: (tile: GramTile) => void): Promise<void>;
+  /** The gradient of the batch's mean loss, (1/n) Σ_n g_n, [P]. */
+  meanGradient(batch: Dataset): Promise<Float32Array | Float64Array>;
+  /**
+   * Prepares training: the optimiser (its state reset) and the penalty whose
+   * gradient is added to every step (none: zero).
+   */
+  setOptimizer(optimizer: OptimizerSpec, penalty?: PenaltyGradient): Promise<void>;
+  /**
+   * One optimiser step on the batch's mean loss plus the penalty. It updates
+   * the engine's copy of θ; the GPU engine enqueues the step and returns
+   * without waiting for the device.
+   */
+  trainStep(batch: Dataset): Promise<void>;
+  /** θ as it is now (after every step so far), [P]. */
+  parameters(): Promise<Float32Array | Float64Array>;
   /** Releases the model's buffers. */
   release(): void;
 }

@@ -1,37 +1,36 @@
 /**
  * The GPU engine: drives the kernels of src/kernels over one batch at a time.
+ * θ lives on the device as one flat buffer in parameter order; the kernels
+ * read each layer's W and b at its offsets.
  *
  * Per batch (layers l = 0…L−1, a_0 = x):
  *   forward   z_l = a_l W_lᵀ + b_l, a_{l+1} = act_l(z_l)       matmul.linear_forward
  *   head      δ_{L−1} = ∂ℓ/∂f, f = z_{L−1}                      likelihood.output_gradient
  *   backward  δ_{l−1} = (δ_l W_l) ⊙ act_{l−1}'(z_{l−1})        matmul.linear_backward
- * then, by structure:
- *   diag      S_l = (δ_l²)ᵀ [a_l², 1], per layer, no per-sample gradient
- *                                                               matmul.squared_gradient
- *   full      G = [g_s] rows (per_sample_grad), F tile = G[:, rows]ᵀ G   matmul.gram
- * Each result is read back once per batch; the estimator sums batches in
- * float64 with compensation.
+ * then, by what is asked:
+ *   diag      Σ_s g_s ⊙ g_s = per layer (δ_l²)ᵀ [a_l², 1]       matmul.squared_gradient
+ *   full      G = [g_s] rows, F tile = G[:, rows]ᵀ G          per_sample_grad, matmul.gram
+ *   training  ∇ = per layer (1/n) δ_lᵀ [a_l, 1]; θ ← step      matmul.weight_gradient, optimizer
+ * Fisher results are read back once per batch (the estimator sums batches in
+ * float64 with compensation); training steps are only enqueued.
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
 import { GpuLimitError } from '../gpu/errors.js';
 import { activationCode } from '../kernels/activation.js';
 import { LikelihoodHead } from '../kernels/likelihood.js';
 import { DEFAULT_MATMUL_CONFIG, Matmul, type MatmulConfig } from '../kernels/matmul.js';
+import { Optimizer } from '../kernels/optimizer.js';
 import { PerSampleGrad } from '../kernels/per_sample_grad.js';
 import type { Dataset } from '../model/data.js';
 import type { Mlp } from '../model/mlp.js';
 import type { BatchStructure, Engine, GramTile, LoadedModel } from './engine.js';
+import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 
 /** Most samples per batch: bounds the float32 sums inside one batch (the estimator sums batches in float64). */
 export const MAX_BATCH = 4096;
 /** Device memory one batch's buffers may take, at most. */
 const BATCH_MEMORY_BUDGET = 512 * 2 ** 20;
 const F32 = 4;
-
-interface LayerBuffers {
-  w: GPUBuffer;
-  b: GPUBuffer;
-}
 
 /** The per-batch buffers, sized for `capacity` samples and reused across batches. */
 interface BatchBuffers {
@@ -45,32 +44,43 @@ interface BatchBuffers {
   delta: GPUBuffer[];
 }
 
+/** Training state: θ-shaped buffers for the gradient, the penalty and the optimiser's moments. */
+interface TrainingState {
+  optimizer: ResolvedOptimizer;
+  steps: number;
+  grad: GPUBuffer;
+  penaltyScale: GPUBuffer;
+  penaltyCenter: GPUBuffer;
+  moment1: GPUBuffer;
+  moment2: GPUBuffer;
+}
+
 export class GpuModel implements LoadedModel {
   #batch: BatchBuffers | undefined;
+  #training: TrainingState | undefined;
   #released = false;
 
   private constructor(
     readonly gpu: GpuDevice,
     readonly model: Mlp,
-    readonly layers: LayerBuffers[],
+    /** θ, [P], in parameter order. */
+    readonly theta: GPUBuffer,
     readonly matmul: Matmul,
     readonly head: LikelihoodHead,
     readonly perSample: PerSampleGrad,
+    readonly optimizer: Optimizer,
   ) {}
 
   static async load(gpu: GpuDevice, model: Mlp, config: MatmulConfig = DEFAULT_MATMUL_CONFIG): Promise<GpuModel> {
     const codes = model.layers.map((l) => activationCode(l.activation));
-    const [matmul, head, perSample] = await Promise.all([
+    const [matmul, head, perSample, optimizer] = await Promise.all([
       Matmul.create(gpu, [...codes, activationCode('identity')], config),
       LikelihoodHead.create(gpu, model.likelihood.spec.type),
       PerSampleGrad.create(gpu),
+      Optimizer.create(gpu),
     ]);
-    const layers: LayerBuffers[] = [];
-    for (const [l, w] of model.weights.entries()) {
-      const name = model.layers[l]!.name;
-      layers.push({ w: await gpu.storage(w.weight.byteLength, `${name}.weight`, w.weight), b: await gpu.storage(w.bias.byteLength, `${name}.bias`, w.bias) });
-    }
-    return new GpuModel(gpu, model, layers, matmul, head, perSample);
+    const theta = model.parameters();
+    return new GpuModel(gpu, model, await gpu.storage(theta.byteLength, 'θ', theta), matmul, head, perSample, optimizer);
   }
 
   /** Floats per sample that one batch holds on the device. */
@@ -102,22 +112,15 @@ export class GpuModel implements LoadedModel {
     return rows;
   }
 
-  async #buffers(n: number, structureHint: BatchStructure): Promise<BatchBuffers> {
+  async #buffers(n: number, structure: BatchStructure): Promise<BatchBuffers> {
     this.#assertLive();
-    if (n > this.maxBatch(structureHint)) throw new GpuLimitError(`batch of ${n} exceeds the largest the device allows (${this.maxBatch(structureHint)})`);
+    const max = this.maxBatch(structure);
+    if (n > max) throw new GpuLimitError(`batch of ${n} exceeds the largest the device allows (${max})`);
     if (this.#batch && this.#batch.capacity >= n) return this.#batch;
     this.#releaseBatch();
     const m = this.model;
-    const size = (width: number) => n * width * F32;
-    const alloc = (width: number, label: string) => this.gpu.storage(size(width), label);
-    const batch: BatchBuffers = {
-      capacity: n,
-      x: await alloc(m.inputs, 'x'),
-      targets: await alloc(m.targetWidth, 'targets'),
-      z: [],
-      a: [],
-      delta: [],
-    };
+    const alloc = (width: number, label: string) => this.gpu.storage(n * width * F32, label);
+    const batch: BatchBuffers = { capacity: n, x: await alloc(m.inputs, 'x'), targets: await alloc(m.targetWidth, 'targets'), z: [], a: [], delta: [] };
     for (const l of m.layers) {
       batch.z.push(await alloc(l.out, `${l.name}.z`));
       batch.a.push(await alloc(l.out, `${l.name}.a`));
@@ -136,8 +139,8 @@ export class GpuModel implements LoadedModel {
     this.model.layers.forEach((l, k) => {
       this.matmul.forward(step, {
         x: this.#input(buf, k),
-        w: this.layers[k]!.w,
-        bias: this.layers[k]!.b,
+        theta: this.theta,
+        layer: this.model.layout.layers[k]!,
         z: buf.z[k]!,
         y: buf.a[k]!,
         batch: n,
@@ -151,7 +154,6 @@ export class GpuModel implements LoadedModel {
   #encodeBackward(step: Step, buf: BatchBuffers, n: number): void {
     const layers = this.model.layers;
     const last = layers.length - 1;
-    const lik = this.model.likelihood;
     this.head.outputGradient(step, {
       f: buf.z[last]!,
       targets: buf.targets,
@@ -159,13 +161,14 @@ export class GpuModel implements LoadedModel {
       batch: n,
       outputs: layers[last]!.out,
       targetWidth: this.model.targetWidth,
-      precision: lik.precision,
+      precision: this.model.likelihood.precision,
     });
     for (let k = last; k > 0; k--) {
       const l = layers[k]!;
       this.matmul.backward(step, {
         delta: buf.delta[k]!,
-        w: this.layers[k]!.w,
+        theta: this.theta,
+        layer: this.model.layout.layers[k]!,
         zBelow: buf.z[k - 1]!,
         deltaBelow: buf.delta[k - 1]!,
         batch: n,
@@ -176,9 +179,20 @@ export class GpuModel implements LoadedModel {
     }
   }
 
-  #upload(buf: BatchBuffers, batch: Dataset): void {
+  /** Per layer, a θ-shaped result from δ_l and a_l (gradient or squared gradient). */
+  #encodeParameterReduction(step: Step, buf: BatchBuffers, n: number, out: GPUBuffer, kind: 'gradient' | 'squared'): void {
+    this.model.layers.forEach((l, k) => {
+      const common = { delta: buf.delta[k]!, a: this.#input(buf, k), out, layer: this.model.layout.layers[k]!, batch: n, inputs: l.in, outputs: l.out };
+      if (kind === 'gradient') this.matmul.weightGradient(step, { ...common, scale: 1 / n });
+      else this.matmul.squaredGradient(step, common);
+    });
+  }
+
+  async #upload(batch: Dataset, structure: BatchStructure): Promise<BatchBuffers> {
+    const buf = await this.#buffers(batch.n, structure);
     this.gpu.write(buf.x, batch.x);
     this.gpu.write(buf.targets, batch.y);
+    return buf;
   }
 
   async forward(x: Float32Array, n: number): Promise<Float32Array> {
@@ -195,12 +209,11 @@ export class GpuModel implements LoadedModel {
     return out;
   }
 
-  /** Runs forward, head, backward and the per-sample rows into `g` [n, P]. */
+  /** Runs forward, head, backward and the per-sample rows into a new buffer g [n, P]. */
   async #perSampleGradients(batch: Dataset): Promise<GPUBuffer> {
-    const buf = await this.#buffers(batch.n, 'full');
+    const buf = await this.#upload(batch, 'full');
     const p = this.model.parameterCount;
     const g = await this.gpu.storage(batch.n * p * F32, 'per-sample gradients');
-    this.#upload(buf, batch);
     await this.gpu.step('per-sample gradients', (step) => {
       this.#encodeForward(step, buf, batch.n);
       this.#encodeBackward(step, buf, batch.n);
@@ -229,39 +242,29 @@ export class GpuModel implements LoadedModel {
     }
   }
 
-  async squaredGradientSum(batch: Dataset): Promise<Float32Array> {
-    const m = this.model;
-    const buf = await this.#buffers(batch.n, 'diag');
-    const p = m.parameterCount;
-    // Each layer's S [out, in + 1] lands at the layer's offset of one buffer, read once.
-    const sums = await this.gpu.storage(p * F32, 'squared-gradient sums');
-    const perLayer = await Promise.all(m.layers.map((l) => this.gpu.storage(l.out * (l.in + 1) * F32, `${l.name}.S`)));
-    this.#upload(buf, batch);
+  /** A θ-shaped reduction of the batch (its gradient or squared-gradient sum), read back. */
+  async #reduce(batch: Dataset, kind: 'gradient' | 'squared'): Promise<Float32Array> {
+    const buf = await this.#upload(batch, 'diag');
+    const p = this.model.parameterCount;
+    const out = await this.gpu.storage(p * F32, kind === 'gradient' ? 'mean gradient' : 'squared-gradient sums');
     try {
-      await this.gpu.step('squared-gradient sum', (step) => {
+      await this.gpu.step(kind === 'gradient' ? 'mean gradient' : 'squared-gradient sum', (step) => {
         this.#encodeForward(step, buf, batch.n);
         this.#encodeBackward(step, buf, batch.n);
-        m.layers.forEach((l, k) => {
-          this.matmul.squaredGradient(step, { delta: buf.delta[k]!, a: this.#input(buf, k), out: perLayer[k]!, batch: batch.n, inputs: l.in, outputs: l.out });
-          step.copyAfter(perLayer[k]!, 0, sums, m.layout.layers[k]!.weightOffset * F32, l.out * (l.in + 1) * F32);
-        });
+        this.#encodeParameterReduction(step, buf, batch.n, out, kind);
       });
-      const raw = await this.gpu.readF32(sums, p * F32);
-      // S[o, i] (i < in) is W[o, i]'s entry; S[o, in] is b[o]'s.
-      const out = new Float32Array(p);
-      m.layers.forEach((l, k) => {
-        const { weightOffset, biasOffset } = m.layout.layers[k]!;
-        for (let o = 0; o < l.out; o++) {
-          const row = weightOffset + o * (l.in + 1);
-          out.set(raw.subarray(row, row + l.in), weightOffset + o * l.in);
-          out[biasOffset + o] = raw[row + l.in]!;
-        }
-      });
-      return out;
+      return await this.gpu.readF32(out, p * F32);
     } finally {
-      this.gpu.buffers.release(sums);
-      for (const b of perLayer) this.gpu.buffers.release(b);
+      this.gpu.buffers.release(out);
     }
+  }
+
+  squaredGradientSum(batch: Dataset): Promise<Float32Array> {
+    return this.#reduce(batch, 'squared');
+  }
+
+  meanGradient(batch: Dataset): Promise<Float32Array> {
+    return this.#reduce(batch, 'gradient');
   }
 
   async gramSum(batch: Dataset, onTile: (tile: GramTile) => void): Promise<void> {
@@ -283,11 +286,56 @@ export class GpuModel implements LoadedModel {
     }
   }
 
+  async setOptimizer(spec: OptimizerSpec, penalty?: PenaltyGradient): Promise<void> {
+    this.#assertLive();
+    const p = this.model.parameterCount;
+    for (const [name, v] of Object.entries(penalty ?? {})) {
+      if (v.length !== p) throw new RangeError(`penalty ${name} has length ${v.length}, expected P = ${p}`);
+    }
+    this.#releaseTraining();
+    const zeros = new Float32Array(p);
+    const buffer = (label: string, data: Float32Array) => this.gpu.storage(p * F32, label, data);
+    this.#training = {
+      optimizer: resolveOptimizer(spec),
+      steps: 0,
+      grad: await buffer('gradient', zeros),
+      penaltyScale: await buffer('penalty scale', penalty?.scale ?? zeros),
+      penaltyCenter: await buffer('penalty center', penalty?.center ?? zeros),
+      moment1: await buffer('moment 1', zeros),
+      moment2: await buffer('moment 2', zeros),
+    };
+  }
+
+  async trainStep(batch: Dataset): Promise<void> {
+    const t = this.#training;
+    if (!t) throw new Error('trainStep before setOptimizer');
+    const buf = await this.#upload(batch, 'diag');
+    t.steps++;
+    const o = t.optimizer;
+    await this.gpu.step('train step', (step) => {
+      this.#encodeForward(step, buf, batch.n);
+      this.#encodeBackward(step, buf, batch.n);
+      this.#encodeParameterReduction(step, buf, batch.n, t.grad, 'gradient');
+      this.optimizer.encode(step, o.type, { ...t, theta: this.theta }, this.model.parameterCount, { ...o, ...biasCorrections(o, t.steps) });
+    });
+  }
+
+  parameters(): Promise<Float32Array> {
+    return this.gpu.readF32(this.theta, this.model.parameterCount * F32);
+  }
+
   #releaseBatch(): void {
     const b = this.#batch;
     if (!b) return;
     for (const buf of [b.x, b.targets, ...b.z, ...b.a, ...b.delta]) this.gpu.buffers.release(buf);
     this.#batch = undefined;
+  }
+
+  #releaseTraining(): void {
+    const t = this.#training;
+    if (!t) return;
+    for (const buf of [t.grad, t.penaltyScale, t.penaltyCenter, t.moment1, t.moment2]) this.gpu.buffers.release(buf);
+    this.#training = undefined;
   }
 
   #assertLive(): void {
@@ -297,10 +345,8 @@ export class GpuModel implements LoadedModel {
   release(): void {
     if (this.#released) return;
     this.#releaseBatch();
-    for (const l of this.layers) {
-      this.gpu.buffers.release(l.w);
-      this.gpu.buffers.release(l.b);
-    }
+    this.#releaseTraining();
+    this.gpu.buffers.release(this.theta);
     this.#released = true;
   }
 }

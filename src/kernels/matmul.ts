@@ -27,7 +27,33 @@ export const DEFAULT_MATMUL_CONFIG: MatmulConfig = { tm: 8, tn: 8, wgM: 8, wgN: 
 
 const MAX_T = 8;
 
-type Entry = 'linear_forward' | 'linear_backward' | 'squared_gradient' | 'gram';
+type Entry = 'linear_forward' | 'linear_backward' | 'weight_gradient' | 'squared_gradient' | 'gram';
+
+/** The uniform of every entry point; members an entry does not read are 0. */
+interface Dims {
+  m: number;
+  n: number;
+  k: number;
+  lda: number;
+  ldb: number;
+  a_offset?: number;
+  b_offset?: number;
+  bias_offset?: number;
+  c_offset?: number;
+  c_bias_offset?: number;
+  scale?: number;
+}
+
+function dims(d: Dims): Required<Dims> {
+  // The sizes first: they lead the dispatch's record in error messages.
+  return { ...d, a_offset: d.a_offset ?? 0, b_offset: d.b_offset ?? 0, bias_offset: d.bias_offset ?? 0, c_offset: d.c_offset ?? 0, c_bias_offset: d.c_bias_offset ?? 0, scale: d.scale ?? 1 };
+}
+
+/** Where a layer's weight [out, in] and bias [out] sit in θ-shaped vectors. */
+export interface LayerOffsets {
+  weightOffset: number;
+  biasOffset: number;
+}
 
 export class Matmul {
   readonly #kernels = new Map<string, ComputeKernel>();
@@ -48,6 +74,7 @@ export class Matmul {
     if (config.tm > MAX_T || config.tn > MAX_T) throw new RangeError(`matmul blocks are at most ${MAX_T}×${MAX_T}, got ${config.tm}×${config.tn}`);
     const mm = new Matmul(gpu, config);
     const wanted: [Entry, number][] = [
+      ['weight_gradient', 0],
       ['squared_gradient', 0],
       ['gram', 0],
     ];
@@ -66,54 +93,76 @@ export class Matmul {
     return mm;
   }
 
-  #kernel(entry: Entry, activation = 0): ComputeKernel {
+  #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims): void {
     const k = this.#kernels.get(`${entry}/${activation}`);
     if (!k) throw new Error(`matmul.${entry} for activation ${activation} was not built`);
-    return k;
-  }
-
-  #workgroups(m: number, n: number): [number, number] {
     const c = this.config;
-    return [groups(n, c.tn * c.wgN), groups(m, c.tm * c.wgM)];
-  }
-
-  /** Z = X Wᵀ + b and Y = act(Z): X [batch, in], W [out, in]; Z, Y [batch, out]. */
-  forward(step: Step, p: { x: GPUBuffer; w: GPUBuffer; bias: GPUBuffer; z: GPUBuffer; y: GPUBuffer; batch: number; inputs: number; outputs: number; activation: number }): void {
-    this.#kernel('linear_forward', p.activation).encode(
-      step.pass,
-      step,
-      { a: p.x, b: p.w, bias: p.bias, c: p.z, c_act: p.y },
-      { m: p.batch, n: p.outputs, k: p.inputs, lda: p.inputs, ldb: p.inputs, a_offset: 0 },
-      this.#workgroups(p.batch, p.outputs),
-    );
+    k.encode(step.pass, step, buffers, dims(d), [groups(d.n, c.tn * c.wgN), groups(d.m, c.tm * c.wgM)]);
   }
 
   /**
-   * δ' = (δ W) ⊙ act'(Z'): δ [batch, out], W [out, in], Z' [batch, in] the
-   * pre-activation below (act its activation); δ' [batch, in].
+   * Z = X Wᵀ + b and Y = act(Z): X [batch, in]; W [out, in] and b [out] in θ
+   * at the layer's offsets; Z, Y [batch, out].
    */
-  backward(step: Step, p: { delta: GPUBuffer; w: GPUBuffer; zBelow: GPUBuffer; deltaBelow: GPUBuffer; batch: number; inputs: number; outputs: number; activation: number }): void {
-    this.#kernel('linear_backward', p.activation).encode(
-      step.pass,
-      step,
-      { a: p.delta, b: p.w, z_in: p.zBelow, c: p.deltaBelow },
-      { m: p.batch, n: p.inputs, k: p.outputs, lda: p.outputs, ldb: p.inputs, a_offset: 0 },
-      this.#workgroups(p.batch, p.inputs),
-    );
+  forward(step: Step, p: { x: GPUBuffer; theta: GPUBuffer; layer: LayerOffsets; z: GPUBuffer; y: GPUBuffer; batch: number; inputs: number; outputs: number; activation: number }): void {
+    this.#encode(step, 'linear_forward', p.activation, { a: p.x, b: p.theta, c: p.z, c_act: p.y }, {
+      m: p.batch,
+      n: p.outputs,
+      k: p.inputs,
+      lda: p.inputs,
+      ldb: p.inputs,
+      b_offset: p.layer.weightOffset,
+      bias_offset: p.layer.biasOffset,
+    });
   }
 
   /**
-   * S[o, i] = Σ_s δ[s, o]² · ā[s, i]², ā = [a, 1]: δ [batch, out],
-   * a [batch, in]; S [out, in + 1], whose last column is the bias's.
+   * δ' = (δ W) ⊙ act'(Z'): δ [batch, out], W [out, in] in θ, Z' [batch, in]
+   * the pre-activation below (act its activation); δ' [batch, in].
    */
-  squaredGradient(step: Step, p: { delta: GPUBuffer; a: GPUBuffer; out: GPUBuffer; batch: number; inputs: number; outputs: number }): void {
-    this.#kernel('squared_gradient').encode(
-      step.pass,
-      step,
-      { a: p.delta, b: p.a, c: p.out },
-      { m: p.outputs, n: p.inputs + 1, k: p.batch, lda: p.outputs, ldb: p.inputs, a_offset: 0 },
-      this.#workgroups(p.outputs, p.inputs + 1),
-    );
+  backward(step: Step, p: { delta: GPUBuffer; theta: GPUBuffer; layer: LayerOffsets; zBelow: GPUBuffer; deltaBelow: GPUBuffer; batch: number; inputs: number; outputs: number; activation: number }): void {
+    this.#encode(step, 'linear_backward', p.activation, { a: p.delta, b: p.theta, z_in: p.zBelow, c: p.deltaBelow }, {
+      m: p.batch,
+      n: p.inputs,
+      k: p.outputs,
+      lda: p.outputs,
+      ldb: p.inputs,
+      b_offset: p.layer.weightOffset,
+    });
+  }
+
+  /**
+   * The layer's gradient, scale · Σ_s δ[s, o] · ā[s, i] with ā = [a, 1]
+   * (δ [batch, out], a [batch, in]), written into θ-shaped `out` at the
+   * layer's offsets.
+   */
+  weightGradient(step: Step, p: { delta: GPUBuffer; a: GPUBuffer; out: GPUBuffer; layer: LayerOffsets; batch: number; inputs: number; outputs: number; scale: number }): void {
+    this.#encode(step, 'weight_gradient', 0, { a: p.delta, b: p.a, c: p.out }, {
+      m: p.outputs,
+      n: p.inputs + 1,
+      k: p.batch,
+      lda: p.outputs,
+      ldb: p.inputs,
+      c_offset: p.layer.weightOffset,
+      c_bias_offset: p.layer.biasOffset,
+      scale: p.scale,
+    });
+  }
+
+  /**
+   * Σ_s δ[s, o]² · ā[s, i]², ā = [a, 1] (δ [batch, out], a [batch, in]):
+   * the layer's block of Σ_s g_s ⊙ g_s, written into θ-shaped `out`.
+   */
+  squaredGradient(step: Step, p: { delta: GPUBuffer; a: GPUBuffer; out: GPUBuffer; layer: LayerOffsets; batch: number; inputs: number; outputs: number }): void {
+    this.#encode(step, 'squared_gradient', 0, { a: p.delta, b: p.a, c: p.out }, {
+      m: p.outputs,
+      n: p.inputs + 1,
+      k: p.batch,
+      lda: p.outputs,
+      ldb: p.inputs,
+      c_offset: p.layer.weightOffset,
+      c_bias_offset: p.layer.biasOffset,
+    });
   }
 
   /**
@@ -122,12 +171,6 @@ export class Matmul {
    * wholly below the diagonal are skipped, so entries there are stale.
    */
   gram(step: Step, p: { g: GPUBuffer; out: GPUBuffer; batch: number; parameters: number; row0: number; rows: number }): void {
-    this.#kernel('gram').encode(
-      step.pass,
-      step,
-      { a: p.g, b: p.g, c: p.out },
-      { m: p.rows, n: p.parameters, k: p.batch, lda: p.parameters, ldb: p.parameters, a_offset: p.row0 },
-      this.#workgroups(p.rows, p.parameters),
-    );
+    this.#encode(step, 'gram', 0, { a: p.g, b: p.g, c: p.out }, { m: p.rows, n: p.parameters, k: p.batch, lda: p.parameters, ldb: p.parameters, a_offset: p.row0 });
   }
 }

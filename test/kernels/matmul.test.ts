@@ -41,6 +41,14 @@ function f64(n: number, rng: Rng): Float32Array {
   return rng.normals(n);
 }
 
+/** θ-like buffer: `pad` garbage floats, then W [out, in], then b [out]: the kernels must read at the offsets. */
+function packTheta(w: Float32Array, bias: Float32Array, pad: number): { theta: Float32Array; layer: { weightOffset: number; biasOffset: number } } {
+  const theta = new Float32Array(pad + w.length + bias.length).fill(1e30);
+  theta.set(w, pad);
+  theta.set(bias, pad + w.length);
+  return { theta, layer: { weightOffset: pad, biasOffset: pad + w.length } };
+}
+
 describe.each(CONFIGS)('matmul %o', (config) => {
   it.each(SHAPES)('linear_forward and linear_backward, m=%i n=%i k=%i, every activation', async (m, n, k) => {
     const codes = ACTIVATION_NAMES.map((a) => activationCode(a));
@@ -49,9 +57,10 @@ describe.each(CONFIGS)('matmul %o', (config) => {
     const x = f64(m * k, rng);
     const w = f64(n * k, rng);
     const bias = f64(n, rng);
+    const { theta, layer } = packTheta(w, bias, 5);
     for (const act of ACTIVATION_NAMES) {
-      const [bx, bw, bb, bz, by] = [await upload(x, 'x'), await upload(w, 'w'), await upload(bias, 'b'), await nanBuffer(m * n, 'z'), await nanBuffer(m * n, 'y')];
-      await gpu().step('forward', (s) => mm.forward(s, { x: bx, w: bw, bias: bb, z: bz, y: by, batch: m, inputs: k, outputs: n, activation: activationCode(act) }));
+      const [bx, bt, bz, by] = [await upload(x, 'x'), await upload(theta, 'θ'), await nanBuffer(m * n, 'z'), await nanBuffer(m * n, 'y')];
+      await gpu().step('forward', (s) => mm.forward(s, { x: bx, theta: bt, layer, z: bz, y: by, batch: m, inputs: k, outputs: n, activation: activationCode(act) }));
       const zRef = new Float64Array(m * n);
       for (let r = 0; r < m; r++) for (let c = 0; c < n; c++) {
         let s = bias[c]!;
@@ -66,7 +75,7 @@ describe.each(CONFIGS)('matmul %o', (config) => {
       const delta = f64(m * n, rng);
       const zBelow = f64(m * k, rng);
       const [bd, bzb, bdb] = [await upload(delta, 'delta'), await upload(zBelow, 'zb'), await nanBuffer(m * k, 'db')];
-      await gpu().step('backward', (s) => mm.backward(s, { delta: bd, w: bw, zBelow: bzb, deltaBelow: bdb, batch: m, inputs: k, outputs: n, activation: activationCode(act) }));
+      await gpu().step('backward', (s) => mm.backward(s, { delta: bd, theta: bt, layer, zBelow: bzb, deltaBelow: bdb, batch: m, inputs: k, outputs: n, activation: activationCode(act) }));
       const dRef = new Float64Array(m * k);
       for (let r = 0; r < m; r++) for (let i = 0; i < k; i++) {
         let s = 0;
@@ -74,25 +83,45 @@ describe.each(CONFIGS)('matmul %o', (config) => {
         dRef[r * k + i] = s * ACTIVATIONS[act].df(zBelow[r * k + i]!);
       }
       expectClose(await read(bdb, m * k), dRef, { rtol: 1e-5, atol: f32Tolerance(n) * Math.sqrt(n) }, `δ' (${act})`);
-      for (const b of [bx, bw, bb, bz, by, bd, bzb, bdb]) gpu().buffers.release(b);
+      for (const b of [bx, bt, bz, by, bd, bzb, bdb]) gpu().buffers.release(b);
     }
   });
 
-  it.each(SHAPES)('squared_gradient and gram, out=%i in=%i batch=%i', async (out, inputs, batch) => {
+  it.each(SHAPES)('weight_gradient, squared_gradient and gram, out=%i in=%i batch=%i', async (out, inputs, batch) => {
     const mm = await Matmul.create(gpu(), [], config);
     const rng = new Rng(out * 7 + inputs * 3 + batch);
     const delta = f64(batch * out, rng);
     const a = f64(batch * inputs, rng);
-    const [bd, ba, bs] = [await upload(delta, 'delta'), await upload(a, 'a'), await nanBuffer(out * (inputs + 1), 'S')];
-    await gpu().step('sq', (s) => mm.squaredGradient(s, { delta: bd, a: ba, out: bs, batch, inputs, outputs: out }));
-    const sRef = new Float64Array(out * (inputs + 1));
-    for (let o = 0; o < out; o++) for (let i = 0; i <= inputs; i++) {
-      let s = 0;
-      for (let n = 0; n < batch; n++) s += delta[n * out + o]! ** 2 * (i === inputs ? 1 : a[n * inputs + i]! ** 2);
-      sRef[o * (inputs + 1) + i] = s;
-    }
+    // Results land in a θ-shaped vector at a layer's offsets; the rest must stay NaN.
+    const layer = { weightOffset: 3, biasOffset: 3 + out * inputs };
+    const size = layer.biasOffset + out + 2;
+    const reference = (square: boolean, scale: number) => {
+      const ref = new Float64Array(size).fill(NaN);
+      for (let o = 0; o < out; o++) for (let i = 0; i <= inputs; i++) {
+        let s = 0;
+        for (let n = 0; n < batch; n++) {
+          const d = delta[n * out + o]!;
+          const x = i === inputs ? 1 : a[n * inputs + i]!;
+          s += square ? d * d * x * x : d * x;
+        }
+        ref[i === inputs ? layer.biasOffset + o : layer.weightOffset + o * inputs + i] = s * scale;
+      }
+      return ref;
+    };
+    const nanCount = (v: ArrayLike<number>) => Array.from(v).filter(Number.isNaN).length;
+    const [bd, ba] = [await upload(delta, 'delta'), await upload(a, 'a')];
+    const bs = await nanBuffer(size, 'S');
+    await gpu().step('sq', (s) => mm.squaredGradient(s, { delta: bd, a: ba, out: bs, layer, batch, inputs, outputs: out }));
+    const sRef = reference(true, 1);
+    const sGot = await read(bs, size);
+    expect(nanCount(sGot), 'untouched elements').toBe(5);
     // Sums of positive terms: relative error bounded by the number of terms.
-    expectClose(await read(bs, out * (inputs + 1)), sRef, { rtol: f32Tolerance(batch) }, 'S');
+    expectClose(sGot.map((v) => (Number.isNaN(v) ? 0 : v)), sRef.map((v) => (Number.isNaN(v) ? 0 : v)), { rtol: f32Tolerance(batch) }, 'S');
+    const bgrad = await nanBuffer(size, 'grad');
+    await gpu().step('grad', (s) => mm.weightGradient(s, { delta: bd, a: ba, out: bgrad, layer, batch, inputs, outputs: out, scale: 1 / batch }));
+    const gGot = await read(bgrad, size);
+    expect(nanCount(gGot), 'untouched elements').toBe(5);
+    expectClose(gGot.map((v) => (Number.isNaN(v) ? 0 : v)), reference(false, 1 / batch).map((v) => (Number.isNaN(v) ? 0 : v)), { rtol: 1e-5, atol: f32Tolerance(batch) / Math.sqrt(batch) }, 'gradient');
 
     // Gram of G [batch, P] with P = inputs, in row tiles of every size from 1 to P.
     const p = inputs;
@@ -117,13 +146,13 @@ describe.each(CONFIGS)('matmul %o', (config) => {
       expectClose(upper(got), upper(fRef), { rtol: f32Tolerance(batch), atol: f32Tolerance(batch) * Math.sqrt(batch) }, `F (tiles of ${rowsPerTile} rows)`);
       gpu().buffers.release(bt);
     }
-    for (const b of [bd, ba, bs, bg]) gpu().buffers.release(b);
+    for (const b of [bd, ba, bs, bgrad, bg]) gpu().buffers.release(b);
   });
 });
 
 describe('matmul wrapper', () => {
   it('binds exactly the buffers each entry point declares (read from the WGSL)', () => {
-    expect(entryInfo(MATMUL_WGSL, 'linear_forward').bindings.map((b) => b.name)).toEqual(['dims', 'a', 'b', 'bias', 'c', 'c_act']);
+    expect(entryInfo(MATMUL_WGSL, 'linear_forward').bindings.map((b) => b.name)).toEqual(['dims', 'a', 'b', 'c', 'c_act']);
     expect(entryInfo(MATMUL_WGSL, 'gram').bindings.map((b) => [b.name, b.kind])).toEqual([
       ['dims', 'uniform'],
       ['a', 'read-only-storage'],
@@ -136,15 +165,16 @@ describe('matmul wrapper', () => {
     await expect(Matmul.create(gpu(), [], { tm: 9, tn: 1, wgM: 1, wgN: 1 })).rejects.toThrow(/at most 8×8/);
   });
 
-  it('a too-small output buffer is a validation error naming the kernel and sizes', async () => {
+  it('a buffer of the wrong usage is a validation error naming the step, kernel and sizes', async () => {
     const mm = await Matmul.create(gpu(), [], DEFAULT_MATMUL_CONFIG);
     const [bd, ba] = [await upload(new Float32Array(6), 'd'), await upload(new Float32Array(6), 'a')];
     // A buffer made without STORAGE usage, bound as the output: the bind group is invalid.
     const tiny = gpu().device.createBuffer({ size: 4, usage: GPUBufferUsage.UNIFORM });
+    const layer = { weightOffset: 0, biasOffset: 6 };
     await expect(
-      gpu().step('bad step', (s) => mm.squaredGradient(s, { delta: bd, a: ba, out: tiny, batch: 2, inputs: 2, outputs: 3 })),
+      gpu().step('bad step', (s) => mm.squaredGradient(s, { delta: bd, a: ba, out: tiny, layer, batch: 2, inputs: 2, outputs: 3 })),
     ).rejects.toThrow(GpuValidationError);
-    await expect(gpu().step('bad step', (s) => mm.squaredGradient(s, { delta: bd, a: ba, out: tiny, batch: 2, inputs: 2, outputs: 3 }))).rejects.toThrow(
+    await expect(gpu().step('bad step', (s) => mm.squaredGradient(s, { delta: bd, a: ba, out: tiny, layer, batch: 2, inputs: 2, outputs: 3 }))).rejects.toThrow(
       /bad step \[matmul.squared_gradient \{"m":3,"n":3,"k":2/,
     );
     tiny.destroy();
