@@ -1,68 +1,85 @@
 /**
- * `fisher demo`: the main job on the built-in example. Until the EWC demo
- * lands, it computes the diagonal empirical Fisher of a 784-100-10 MLP over
- * 10,000 samples on the GPU, checks it against the float64 CPU path on a
- * subset, and prints what it found.
+ * `fisher demo`: the main job on the built-in example. Elastic weight
+ * consolidation on permuted MNIST, trained and measured on the GPU: plain
+ * training, an L2 pull and EWC over the same sequence of tasks, with the
+ * accuracy table on stdout and the JSON record and the plot in a folder.
  */
-import { join } from 'node:path';
-import { CpuEngine } from '../engine/cpu.js';
+import { mkdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { DEFAULT_EWC_SETTINGS, runEwc, type EwcSettings, type Method } from '../demo/ewc.js';
+import { accuracySvg } from '../demo/plot.js';
+import { accuracyTable, resultJson } from '../demo/report.js';
 import { selectEngine, type BackendChoice } from '../engine/select.js';
-import { fisher } from '../fisher/estimate.js';
-import { makeExample } from './example.js';
-import { writeExample } from './files.js';
-import { progressBar } from './progress.js';
+import type { FisherKind } from '../fisher/options.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { progressBar, type Progress } from './progress.js';
 
 export interface DemoArgs {
-  outDir: string;
-  samples: number;
+  tasks: number;
+  epochs: number;
+  batchSize: number;
+  optimizer: 'sgd' | 'adam';
+  lr?: number;
+  lambdaEwc: number;
+  lambdaL2: number;
+  fisherKind: FisherKind;
+  hidden: number[];
+  methods: Method[];
+  seed: number;
   backend: BackendChoice;
+  outDir: string;
+  out?: string;
+  plot?: string;
   quiet: boolean;
 }
 
-const WIDTHS = [784, 100, 10];
-const CHECK_SAMPLES = 500;
+/** The default learning rate of each optimiser for this demo (see the README's sweep). */
+export const DEMO_LEARNING_RATES = { sgd: 0.05, adam: DEFAULT_EWC_SETTINGS.optimizer.learningRate } as const;
 
 export async function demo(args: DemoArgs): Promise<void> {
   const say = (s: string) => process.stdout.write(`${s}\n`);
+  const settings: EwcSettings = {
+    ...DEFAULT_EWC_SETTINGS,
+    tasks: args.tasks,
+    epochs: args.epochs,
+    batchSize: args.batchSize,
+    optimizer: { type: args.optimizer, learningRate: args.lr ?? DEMO_LEARNING_RATES[args.optimizer] },
+    lambdaEwc: args.lambdaEwc,
+    lambdaL2: args.lambdaL2,
+    fisherKind: args.fisherKind,
+    hidden: args.hidden,
+    methods: args.methods,
+    seed: args.seed,
+  };
+  const jsonPath = args.out ?? join(args.outDir, 'results.json');
+  const plotPath = args.plot ?? join(args.outDir, 'accuracy.svg');
+  for (const p of [jsonPath, plotPath]) await mkdir(dirname(p), { recursive: true });
+
   const { engine, device, fallback } = await selectEngine(args.backend);
-  if (fallback) process.stderr.write(`fisher: warning: ${fallback}; running on the CPU reference path instead (slow)\n`);
+  if (fallback) process.stderr.write(`fisher: warning: ${fallback}; running on the CPU reference path instead (very slow)\n`);
+  let bar: Progress | undefined;
+  let barLabel = '';
   try {
-    say(`fisher-gpu demo on ${engine.describe()}`);
-    const { model, data } = await makeExample(WIDTHS, args.samples, 0);
-    const files = await writeExample(args.outDir, model, data);
-    say(`example: MLP ${WIDTHS.join('-')} (ReLU, softmax), P = ${model.parameterCount}, N = ${data.n}; files in ${args.outDir}/`);
-
-    const bar = progressBar('diag', { quiet: args.quiet });
-    const t0 = performance.now();
-    const F = await fisher(engine, model, data, { structure: 'diag', onProgress: (d, t) => bar.update(d, t) });
-    const seconds = (performance.now() - t0) / 1000;
-    bar.stop();
-    const out = join(args.outDir, 'fisher-diag.safetensors');
-    await F.save(out);
-    say(`diagonal empirical Fisher: ${seconds.toFixed(3)} s (${engine.backend}), trace ${F.trace().toPrecision(6)}, written to ${out}`);
-
-    const diag = F.diagonal();
-    for (const e of model.layout.entries) {
-      let s = 0;
-      for (let i = e.offset; i < e.offset + e.size; i++) s += diag[i]!;
-      say(`  ${e.name.padEnd(12)} ${`[${e.shape.join("×")}]`.padEnd(11)} share of the trace ${((100 * s) / F.trace()).toFixed(1).padStart(5)}%`);
-    }
-
-    if (engine.backend === 'gpu') {
-      const subset = data.slice(0, Math.min(CHECK_SAMPLES, data.n));
-      const [ref, got] = [await fisher(new CpuEngine(), model, subset), await fisher(engine, model, subset)];
-      const r = ref.diagonal();
-      const g = got.diagonal();
-      let num = 0;
-      let den = 0;
-      for (let i = 0; i < r.length; i++) {
-        num += (g[i]! - r[i]!) ** 2;
-        den += r[i]! ** 2;
+    say(`EWC on permuted MNIST (${settings.tasks} tasks, MLP 784-${settings.hidden.join('-')}-10) on ${engine.describe()}`);
+    const result = await runEwc(engine, settings, (p) => {
+      if (p.label !== barLabel) {
+        bar?.stop();
+        bar = progressBar(p.label, { quiet: args.quiet });
+        barLabel = p.label;
       }
-      say(`check against the float64 CPU path on ${subset.n} samples: relative error ${Math.sqrt(num / den).toExponential(2)}`);
-    }
-    say(`next: fisher compute --model ${files.model} --weights ${files.weights} --data ${files.data} --structure diag --out fisher.safetensors`);
+      bar!.update(p.done, p.total);
+    });
+    bar?.stop();
+    say('');
+    say(accuracyTable(result));
+    say('');
+    await writeFileAtomic(jsonPath, `${JSON.stringify(resultJson(result), null, 2)}\n`);
+    await writeFileAtomic(plotPath, await accuracySvg(result));
+    const s = result.seconds;
+    say(`${s.total.toFixed(1)} s in all (training ${s.training.toFixed(1)} s, Fisher ${s.fisher.toFixed(1)} s, evaluation ${s.evaluation.toFixed(1)} s) on ${result.backend}`);
+    say(`wrote ${jsonPath} and ${plotPath}`);
   } finally {
+    bar?.stop();
     engine.dispose();
     device?.dispose();
   }

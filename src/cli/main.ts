@@ -5,7 +5,8 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { KINDS, REDUCTIONS, STRUCTURES } from '../fisher/options.js';
 import { compute } from './compute.js';
-import { demo } from './demo.js';
+import { DEFAULT_EWC_SETTINGS, METHODS, type Method } from '../demo/ewc.js';
+import { demo, DEMO_LEARNING_RATES } from './demo.js';
 import { EXIT_FAILURE, reportError } from './errors.js';
 import { makeExample } from './example.js';
 import { writeExample } from './files.js';
@@ -21,6 +22,30 @@ function nonNegativeInt(value: string): number {
   const n = Number(value);
   if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('must be a non-negative integer');
   return n;
+}
+
+function positiveNumber(value: string): number {
+  const n = Number(value);
+  if (!(n > 0) || !Number.isFinite(n)) throw new InvalidArgumentError('must be a positive number');
+  return n;
+}
+
+function nonNegativeNumber(value: string): number {
+  const n = Number(value);
+  if (!(n >= 0) || !Number.isFinite(n)) throw new InvalidArgumentError('must be a non-negative number');
+  return n;
+}
+
+function widthList(value: string): number[] {
+  const w = value.split(',').map((s) => Number(s.trim()));
+  if (w.length < 1 || w.some((n) => !Number.isSafeInteger(n) || n < 1)) throw new InvalidArgumentError('must be positive integers, e.g. 100,100');
+  return w;
+}
+
+function methodList(value: string): Method[] {
+  const m = value.split(',').map((s) => s.trim());
+  if (m.length === 0 || m.some((x) => !(METHODS as readonly string[]).includes(x))) throw new InvalidArgumentError(`must be a list of ${METHODS.join(', ')}`);
+  return m as Method[];
 }
 
 function widths(value: string): number[] {
@@ -60,13 +85,26 @@ export function program(): Command {
     .option('--json', 'as JSON', false)
     .action(info);
 
+  const d = DEFAULT_EWC_SETTINGS;
   cmd
     .command('demo')
-    .description('run the main job on the built-in example')
-    .option('--out-dir <dir>', 'where to write the example and its Fisher', 'results/demo')
-    .option('--samples <n>', 'samples in the example dataset', positiveInt, 10_000)
+    .description('the main job on the built-in example: EWC against plain training and L2 on permuted MNIST, trained on the GPU')
+    .option('--tasks <n>', 'number of tasks (permutations)', positiveInt, d.tasks)
+    .option('--epochs <n>', 'epochs per task', positiveInt, d.epochs)
+    .option('--batch-size <n>', 'samples per training step', positiveInt, d.batchSize)
+    .addOption(new Option('--optimizer <name>', 'optimiser').choices(['sgd', 'adam']).default(d.optimizer.type))
+    .option('--lr <rate>', `learning rate (default: ${DEMO_LEARNING_RATES.adam} for adam, ${DEMO_LEARNING_RATES.sgd} for sgd)`, positiveNumber)
+    .option('--lambda-ewc <λ>', 'EWC penalty strength', nonNegativeNumber, d.lambdaEwc)
+    .option('--lambda-l2 <λ>', 'L2 penalty strength', nonNegativeNumber, d.lambdaL2)
+    .addOption(new Option('--fisher-kind <kind>', 'the Fisher EWC uses (diagonal, on the task\'s training data)').choices(KINDS).default(d.fisherKind))
+    .option('--hidden <list>', 'hidden layer widths', widthList, d.hidden)
+    .option('--methods <list>', 'methods to compare, of none, l2, ewc', methodList, d.methods)
+    .option('--seed <s>', 'seed of the split, the permutations, the initial weights and the shuffling', nonNegativeInt, d.seed)
     .addOption(backendOption())
-    .option('--quiet', 'no progress bar', false)
+    .option('--out-dir <dir>', 'where the JSON record and the plot go', 'results/ewc')
+    .option('--out <file>', 'the JSON record (default: OUT_DIR/results.json)')
+    .option('--plot <file>', 'the SVG plot (default: OUT_DIR/accuracy.svg)')
+    .option('--quiet', 'no progress bars', false)
     .action(demo);
 
   cmd

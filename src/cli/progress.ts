@@ -1,6 +1,7 @@
 /**
- * A progress bar on stderr for work longer than a second; silent when stderr
- * is not a terminal (pipes, CI logs) or when asked to be quiet.
+ * A progress bar on stderr for work longer than a second, with the rate in
+ * samples per second; silent when stderr is not a terminal (pipes, CI logs)
+ * or when asked to be quiet.
  */
 import cliProgress from 'cli-progress';
 
@@ -15,17 +16,22 @@ export function progressBar(label: string, options: { quiet?: boolean } = {}): P
   if (options.quiet || !process.stderr.isTTY) return { update() {}, stop() {} };
   const started = performance.now();
   let bar: cliProgress.SingleBar | undefined;
+  const speed = (done: number) => Math.round(done / Math.max(1e-3, (performance.now() - started) / 1000));
   return {
     update(done, total) {
       if (!bar) {
         if (performance.now() - started < SHOW_AFTER_MS || done >= total) return;
         bar = new cliProgress.SingleBar(
-          { stream: process.stderr, format: `${label} [{bar}] {percentage}% | {value}/{total} samples | {eta_formatted} left`, hideCursor: true },
+          {
+            stream: process.stderr,
+            format: `${label} [{bar}] {percentage}% | {value}/{total} samples | {speed} samples/s | {eta_formatted} left`,
+            hideCursor: true,
+          },
           cliProgress.Presets.shades_classic,
         );
-        bar.start(total, done);
+        bar.start(total, done, { speed: speed(done) });
       }
-      bar.update(done);
+      bar.update(done, { speed: speed(done) });
     },
     stop() {
       bar?.stop();

@@ -106,6 +106,20 @@ export class Mlp {
     return new Mlp(this.spec, weights);
   }
 
+  /** The same architecture with θ (in parameter order) as its weights, rounded to float32. */
+  withParameters(theta: ArrayLike<number>): Mlp {
+    if (theta.length !== this.parameterCount) throw new RangeError(`θ has length ${theta.length}, the model has ${this.parameterCount} parameters`);
+    const t = Float32Array.from(theta as ArrayLike<number>);
+    assertFinite(t, 'θ');
+    return new Mlp(
+      this.spec,
+      this.layers.map((l, k) => {
+        const { weightOffset, biasOffset } = this.layout.layers[k]!;
+        return { weight: t.slice(weightOffset, weightOffset + l.out * l.in), bias: t.slice(biasOffset, biasOffset + l.out) };
+      }),
+    );
+  }
+
   /** θ as one flat vector in parameter order. */
   parameters(): Float32Array {
     const theta = new Float32Array(this.parameterCount);

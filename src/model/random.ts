@@ -42,3 +42,13 @@ export class Rng {
     return out;
   }
 }
+
+/** A seeded permutation of 0…n−1 (Fisher–Yates). */
+export function permutation(n: number, rng: Rng): Uint32Array {
+  const p = Uint32Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [p[i], p[j]] = [p[j]!, p[i]!];
+  }
+  return p;
+}

@@ -103,6 +103,19 @@ describe('fisher', () => {
     expect(f.metadata).toMatchObject({ structure: 'full', reduction: 'sum' });
   });
 
+  it('demo: EWC on permuted MNIST, with the table on stdout and the JSON record and plot written', async () => {
+    const r = await fisher('demo', '--tasks', '2', '--epochs', '1', '--hidden', '16', '--out-dir', 'ewc', '--quiet');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/EWC on permuted MNIST \(2 tasks, MLP 784-16-10\)/);
+    expect(r.stdout).toMatch(/none\s+task 1\s+\d+\.\d%/);
+    expect(r.stdout).toMatch(/\s+task 2\s+\d+\.\d%\s+\d+\.\d%\s+\d+\.\d%/);
+    const json = JSON.parse(await readFile(join(dir, 'ewc', 'results.json'), 'utf8'));
+    for (const m of ['none', 'l2', 'ewc']) expect(json.accuracy[m].map((row: number[]) => row.length)).toEqual([1, 2]);
+    expect(json.settings).toMatchObject({ tasks: 2, epochs: 1, hidden: [16], fisherKind: 'empirical' });
+    expect(json.seconds.total).toBeGreaterThan(0);
+    expect(await readFile(join(dir, 'ewc', 'accuracy.svg'), 'utf8')).toMatch(/^<svg/);
+  });
+
   it('info names the adapter and its limits', async () => {
     const r = await fisher('info');
     expect(r.code, r.stderr).toBe(0);
