@@ -18,6 +18,8 @@ export interface ComputeArgs {
   structure: FisherStructure;
   reduction: Reduction;
   batchSize?: number;
+  samples?: number;
+  seed?: number;
   backend: BackendChoice;
   out: string;
   dtype: FileDtype;
@@ -41,6 +43,8 @@ export async function compute(args: ComputeArgs): Promise<void> {
       structure: args.structure,
       reduction: args.reduction,
       ...(args.batchSize === undefined ? {} : { batchSize: args.batchSize }),
+      ...(args.samples === undefined ? {} : { samples: args.samples }),
+      ...(args.seed === undefined ? {} : { seed: args.seed }),
       onProgress: (done, total) => bar.update(done, total),
     });
     const seconds = (performance.now() - t0) / 1000;

@@ -73,6 +73,8 @@ export function program(): Command {
     .addOption(new Option('--kind <kind>', 'kind of Fisher').choices(KINDS).default('empirical'))
     .addOption(new Option('--structure <structure>', 'what to store').choices(STRUCTURES).default('diag'))
     .addOption(new Option('--reduction <reduction>', 'mean divides by N, sum does not').choices(REDUCTIONS).default('mean'))
+    .option('--samples <M>', 'label samples per input, for --kind mc', positiveInt)
+    .option('--seed <s>', 'seed of the label samples, for --kind mc (the same on every backend)', nonNegativeInt)
     .option('--batch-size <n>', 'samples per batch (default: the largest the device allows)', positiveInt)
     .addOption(backendOption())
     .addOption(new Option('--dtype <dtype>', 'element type of the output file').choices(['F32', 'F64']).default('F32'))

@@ -40,10 +40,10 @@ export interface EwcSettings {
 /** The defaults, chosen by the sweep in bench/ewc-sweep.ts (results in the README). */
 export const DEFAULT_EWC_SETTINGS: EwcSettings = {
   tasks: 3,
-  epochs: 10,
+  epochs: 5,
   batchSize: 64,
-  optimizer: { type: 'adam', learningRate: 1e-3 },
-  lambdaEwc: 100,
+  optimizer: { type: 'adam', learningRate: 3e-3 },
+  lambdaEwc: 1000,
   lambdaL2: 0.01,
   fisherKind: 'empirical',
   hidden: [100, 100],

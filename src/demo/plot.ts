@@ -22,7 +22,7 @@ export function accuracyChart(result: EwcResult): vegaLite.TopLevelSpec {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     title: {
       text: 'Permuted MNIST: test accuracy per task as tasks are learned in sequence',
-      subtitle: `MLP 784-${s.hidden.join('-')}-10, ${s.epochs} epochs per task, ${s.optimizer.type} lr ${s.optimizer.learningRate}, λ_EWC ${s.lambdaEwc}, λ_L2 ${s.lambdaL2}; ${result.device}`,
+      subtitle: [`MLP 784-${s.hidden.join('-')}-10, ${s.epochs} epochs per task, ${s.optimizer.type} lr ${s.optimizer.learningRate}, λ_EWC ${s.lambdaEwc}, λ_L2 ${s.lambdaL2}`, `on ${result.device}`],
     },
     data: { values },
     facet: { row: { field: 'task', type: 'nominal', title: null, header: { labelAngle: 0, labelAlign: 'left' } } },

@@ -7,7 +7,8 @@
 import { ACTIVATIONS } from '../model/activations.js';
 import type { Dataset } from '../model/data.js';
 import type { Mlp } from '../model/mlp.js';
-import type { BatchStructure, Engine, GramTile, LoadedModel } from './engine.js';
+import { counterUniform } from '../model/random.js';
+import { DATA_LABELS, type BatchStructure, type Engine, type GramTile, type LabelSource, type LoadedModel } from './engine.js';
 import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 
 interface Layer64 {
@@ -111,11 +112,27 @@ export class CpuModel implements LoadedModel {
 
   /** g_n for sample row `x` with target row `y`, into `g` [P]. */
   sampleGradient(x: ArrayLike<number>, y: ArrayLike<number>, g: Float64Array): void {
+    this.#labelledGradient(x, y, DATA_LABELS, 0, g);
+  }
+
+  /** The gradient of sample `index` of the dataset (row x, targets y) under a label source. */
+  #labelledGradient(x: ArrayLike<number>, y: ArrayLike<number>, labels: LabelSource, index: number, g: Float64Array): void {
+    const lik = this.model.likelihood;
     const t = this.trace(x);
     const f = t.z[t.z.length - 1]!;
     const dF = new Float64Array(f.length);
-    this.model.likelihood.outputGradient(f, y, dF);
+    if (labels.kind === 'data') lik.outputGradient(f, y, dF);
+    else if (labels.kind === 'sampled') {
+      const yHat = lik.sample(f, (j) => counterUniform(labels.seed, labels.firstSample + index, labels.draw, j));
+      lik.outputGradient(f, yHat, dF);
+    } else lik.factorColumn(f, labels.column, dF);
     this.backpropagate(t, dF, g);
+  }
+
+  /** g for row s of the batch. */
+  #batchGradient(batch: Dataset, s: number, labels: LabelSource, g: Float64Array): void {
+    const [x, y] = rows(batch, s);
+    this.#labelledGradient(x, y, labels, s, g);
   }
 
   /** ℓ_n = −log p(y | x, θ) of one sample. */
@@ -133,30 +150,30 @@ export class CpuModel implements LoadedModel {
     return out;
   }
 
-  async gradients(batch: Dataset): Promise<Float64Array> {
+  async gradients(batch: Dataset, labels: LabelSource = DATA_LABELS): Promise<Float64Array> {
     const p = this.model.parameterCount;
     const out = new Float64Array(batch.n * p);
-    for (let s = 0; s < batch.n; s++) this.sampleGradient(...rows(batch, s), out.subarray(s * p, (s + 1) * p));
+    for (let s = 0; s < batch.n; s++) this.#batchGradient(batch, s, labels, out.subarray(s * p, (s + 1) * p));
     return out;
   }
 
-  async squaredGradientSum(batch: Dataset): Promise<Float64Array> {
+  async squaredGradientSum(batch: Dataset, labels: LabelSource = DATA_LABELS): Promise<Float64Array> {
     const p = this.model.parameterCount;
     const sum = new Float64Array(p);
     const g = new Float64Array(p);
     for (let s = 0; s < batch.n; s++) {
-      this.sampleGradient(...rows(batch, s), g);
+      this.#batchGradient(batch, s, labels, g);
       for (let k = 0; k < p; k++) sum[k]! += g[k]! * g[k]!;
     }
     return sum;
   }
 
-  async gramSum(batch: Dataset, onTile: (tile: GramTile) => void): Promise<void> {
+  async gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels: LabelSource = DATA_LABELS): Promise<void> {
     const p = this.model.parameterCount;
     const sum = new Float64Array(p * p);
     const g = new Float64Array(p);
     for (let s = 0; s < batch.n; s++) {
-      this.sampleGradient(...rows(batch, s), g);
+      this.#batchGradient(batch, s, labels, g);
       // The upper triangle only, as the interface asks: half the work.
       for (let r = 0; r < p; r++) {
         const gr = g[r]!;

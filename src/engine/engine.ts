@@ -11,11 +11,25 @@
  *   parameter order of src/model/layout.ts;
  * - matrices are row-major.
  */
+import type { HeadLabels } from '../kernels/likelihood.js';
 import type { Dataset } from '../model/data.js';
 import type { Mlp } from '../model/mlp.js';
 import type { OptimizerSpec, PenaltyGradient } from './optimizer.js';
 
 export type Backend = 'gpu' | 'cpu';
+
+/**
+ * Which output gradients the per-sample gradients back-propagate (the Fisher
+ * kinds of DESIGN.md §1):
+ * - `data`: ∂ℓ/∂f with the data's targets (empirical);
+ * - `sampled`: ∂ℓ/∂f with ŷ ~ p(· | x, θ), label draw `draw` of sample
+ *   `firstSample + s` under `seed`, from counter-based uniforms both engines
+ *   compute alike (mc);
+ * - `factor`: column `column` of S with S Sᵀ = H, the output Fisher (exact).
+ */
+export type LabelSource = HeadLabels;
+
+export const DATA_LABELS: LabelSource = { kind: 'data' };
 
 /** What an engine is asked to accumulate per batch. */
 export type BatchStructure = 'diag' | 'full';
@@ -52,11 +66,11 @@ export interface LoadedModel {
   /** Network outputs f (the last layer's pre-activation) at the current θ, [n, out]. */
   forward(x: Float32Array, n: number): Promise<Float32Array | Float64Array>;
   /** Per-sample gradients g_n, [n, P]. */
-  gradients(batch: Dataset): Promise<Float32Array | Float64Array>;
+  gradients(batch: Dataset, labels?: LabelSource): Promise<Float32Array | Float64Array>;
   /** Σ_n g_n ⊙ g_n over the batch, [P]. */
-  squaredGradientSum(batch: Dataset): Promise<Float32Array | Float64Array>;
+  squaredGradientSum(batch: Dataset, labels?: LabelSource): Promise<Float32Array | Float64Array>;
   /** Σ_n g_n g_nᵀ over the batch, handed over tile by tile of rows. */
-  gramSum(batch: Dataset, onTile: (tile: GramTile) => void): Promise<void>;
+  gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels?: LabelSource): Promise<void>;
   /** The gradient of the batch's mean loss, (1/n) Σ_n g_n, [P]. */
   meanGradient(batch: Dataset): Promise<Float32Array | Float64Array>;
   /**

@@ -23,7 +23,7 @@ import { Optimizer } from '../kernels/optimizer.js';
 import { PerSampleGrad } from '../kernels/per_sample_grad.js';
 import type { Dataset } from '../model/data.js';
 import type { Mlp } from '../model/mlp.js';
-import type { BatchStructure, Engine, GramTile, LoadedModel } from './engine.js';
+import { DATA_LABELS, type BatchStructure, type Engine, type GramTile, type LabelSource, type LoadedModel } from './engine.js';
 import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 
 /** Most samples per batch: bounds the float32 sums inside one batch (the estimator sums batches in float64). */
@@ -151,10 +151,11 @@ export class GpuModel implements LoadedModel {
     });
   }
 
-  #encodeBackward(step: Step, buf: BatchBuffers, n: number): void {
+  #encodeBackward(step: Step, buf: BatchBuffers, n: number, labels: LabelSource = DATA_LABELS): void {
     const layers = this.model.layers;
     const last = layers.length - 1;
     this.head.outputGradient(step, {
+      labels,
       f: buf.z[last]!,
       targets: buf.targets,
       delta: buf.delta[last]!,
@@ -210,13 +211,13 @@ export class GpuModel implements LoadedModel {
   }
 
   /** Runs forward, head, backward and the per-sample rows into a new buffer g [n, P]. */
-  async #perSampleGradients(batch: Dataset): Promise<GPUBuffer> {
+  async #perSampleGradients(batch: Dataset, labels: LabelSource): Promise<GPUBuffer> {
     const buf = await this.#upload(batch, 'full');
     const p = this.model.parameterCount;
     const g = await this.gpu.storage(batch.n * p * F32, 'per-sample gradients');
     await this.gpu.step('per-sample gradients', (step) => {
       this.#encodeForward(step, buf, batch.n);
-      this.#encodeBackward(step, buf, batch.n);
+      this.#encodeBackward(step, buf, batch.n, labels);
       this.model.layers.forEach((l, k) => {
         this.perSample.encode(step, {
           delta: buf.delta[k]!,
@@ -233,8 +234,8 @@ export class GpuModel implements LoadedModel {
     return g;
   }
 
-  async gradients(batch: Dataset): Promise<Float32Array> {
-    const g = await this.#perSampleGradients(batch);
+  async gradients(batch: Dataset, labels: LabelSource = DATA_LABELS): Promise<Float32Array> {
+    const g = await this.#perSampleGradients(batch, labels);
     try {
       return await this.gpu.readF32(g, batch.n * this.model.parameterCount * F32);
     } finally {
@@ -243,14 +244,14 @@ export class GpuModel implements LoadedModel {
   }
 
   /** A θ-shaped reduction of the batch (its gradient or squared-gradient sum), read back. */
-  async #reduce(batch: Dataset, kind: 'gradient' | 'squared'): Promise<Float32Array> {
+  async #reduce(batch: Dataset, kind: 'gradient' | 'squared', labels: LabelSource = DATA_LABELS): Promise<Float32Array> {
     const buf = await this.#upload(batch, 'diag');
     const p = this.model.parameterCount;
     const out = await this.gpu.storage(p * F32, kind === 'gradient' ? 'mean gradient' : 'squared-gradient sums');
     try {
       await this.gpu.step(kind === 'gradient' ? 'mean gradient' : 'squared-gradient sum', (step) => {
         this.#encodeForward(step, buf, batch.n);
-        this.#encodeBackward(step, buf, batch.n);
+        this.#encodeBackward(step, buf, batch.n, labels);
         this.#encodeParameterReduction(step, buf, batch.n, out, kind);
       });
       return await this.gpu.readF32(out, p * F32);
@@ -259,17 +260,17 @@ export class GpuModel implements LoadedModel {
     }
   }
 
-  squaredGradientSum(batch: Dataset): Promise<Float32Array> {
-    return this.#reduce(batch, 'squared');
+  squaredGradientSum(batch: Dataset, labels: LabelSource = DATA_LABELS): Promise<Float32Array> {
+    return this.#reduce(batch, 'squared', labels);
   }
 
   meanGradient(batch: Dataset): Promise<Float32Array> {
     return this.#reduce(batch, 'gradient');
   }
 
-  async gramSum(batch: Dataset, onTile: (tile: GramTile) => void): Promise<void> {
+  async gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels: LabelSource = DATA_LABELS): Promise<void> {
     const p = this.model.parameterCount;
-    const g = await this.#perSampleGradients(batch);
+    const g = await this.#perSampleGradients(batch, labels);
     const rowsPerTile = this.gramRowsPerTile();
     const tile = await this.gpu.storage(rowsPerTile * p * F32, 'gram tile');
     try {

@@ -2,20 +2,24 @@
  * The estimator: streams the data through an engine in batches and sums the
  * batch partials with compensation (DESIGN.md §1–3).
  *
- *   empirical diag   F_ii = c · Σ_n g_{n,i}²
- *   empirical full   F    = c · Σ_n g_n g_nᵀ
+ *   diag   F_ii = c · Σ_n Σ_v g_{n,v,i}²
+ *   full   F    = c · Σ_n Σ_v g_{n,v} g_{n,v}ᵀ
  *
- * with c = 1/N for reduction 'mean' and 1 for 'sum'. Batches are as large
- * as the engine allows (or as asked), so N is bounded by nothing but time.
+ * over "virtual samples" v per input, by kind:
+ *   empirical  one, the data's label                        c = 1/N
+ *   mc         M labels ŷ ~ p(· | x_n, θ)                   c = 1/(N·M)
+ *   exact      the columns of S, S Sᵀ = H (so Σ_v = J ᵀH J)  c = 1/N
+ * and c without its 1/N for reduction 'sum'. Batches are as large as the
+ * engine allows (or as asked), so N is bounded by nothing but time.
  */
 import type { GpuDevice } from '../gpu/device.js';
-import type { Engine } from '../engine/engine.js';
+import { DATA_LABELS, type Engine, type LabelSource } from '../engine/engine.js';
 import { engineFor } from '../engine/select.js';
 import type { Dataset } from '../model/data.js';
 import { InputError } from '../model/errors.js';
 import type { Mlp } from '../model/mlp.js';
 import { CompensatedSum } from './accumulator.js';
-import { resolveOptions, type FisherOptions } from './options.js';
+import { resolveOptions, type FisherOptions, type ResolvedOptions } from './options.js';
 import { DenseFisher, DiagonalFisher, type FisherInfo, type FisherMatrix } from './result.js';
 
 /**
@@ -38,8 +42,10 @@ export async function fisher(target: Engine | GpuDevice, model: Mlp, data: Datas
     for (let start = 0; start < data.n; start += batch) {
       const end = Math.min(data.n, start + batch);
       const chunk = data.slice(start, end);
-      if (structure === 'full') await loaded.gramSum(chunk, (t) => acc.add(t.values, t.row0 * p));
-      else acc.add(await loaded.squaredGradientSum(chunk));
+      for (const labels of labelSources(o, model, start)) {
+        if (structure === 'full') await loaded.gramSum(chunk, (t) => acc.add(t.values, t.row0 * p), labels);
+        else acc.add(await loaded.squaredGradientSum(chunk, labels));
+      }
       o.onProgress?.(end, data.n);
     }
     const info: FisherInfo = {
@@ -47,15 +53,27 @@ export async function fisher(target: Engine | GpuDevice, model: Mlp, data: Datas
       structure: o.structure,
       reduction: o.reduction,
       n: data.n,
-      samples: 1,
-      seed: undefined,
+      samples: o.samples,
+      seed: o.seed,
       backend: engine.backend,
     };
-    const values = acc.result(o.reduction === 'mean' ? 1 / data.n : 1);
+    const values = acc.result((o.reduction === 'mean' ? 1 / data.n : 1) / o.samples);
     if (structure === 'full') mirrorUpper(values, p);
     return structure === 'full' ? new DenseFisher(info, model.layout, values) : new DiagonalFisher(info, model.layout, values);
   } finally {
     loaded.release();
+  }
+}
+
+/** The virtual samples of each input, for a batch starting at dataset index `start`. */
+function labelSources(o: ResolvedOptions, model: Mlp, start: number): LabelSource[] {
+  switch (o.kind) {
+    case 'empirical':
+      return [DATA_LABELS];
+    case 'mc':
+      return Array.from({ length: o.samples }, (_, draw) => ({ kind: 'sampled', seed: o.seed ?? 0, draw, firstSample: start }));
+    case 'exact':
+      return Array.from({ length: model.likelihood.factorColumns(model.outputs) }, (_, column) => ({ kind: 'factor', column }));
   }
 }
 

@@ -13,7 +13,7 @@ export type FisherStructure = (typeof STRUCTURES)[number];
 export type Reduction = (typeof REDUCTIONS)[number];
 
 /** What this version computes; the rest of the tables above is planned (DESIGN.md). */
-export const SUPPORTED_KINDS: readonly FisherKind[] = ['empirical'];
+export const SUPPORTED_KINDS: readonly FisherKind[] = ['empirical', 'mc', 'exact'];
 export const SUPPORTED_STRUCTURES: readonly FisherStructure[] = ['diag', 'full'];
 
 export interface FisherOptions {
@@ -23,6 +23,10 @@ export interface FisherOptions {
   structure?: FisherStructure;
   /** 'mean' (default) divides by N; 'sum' does not. */
   reduction?: Reduction;
+  /** Label samples M per input for kind 'mc' (default 1). */
+  samples?: number;
+  /** Seed of the label samples for kind 'mc' (default 0): the same on every backend. */
+  seed?: number;
   /** Samples per batch; default: the largest the engine allows. */
   batchSize?: number;
   /** Called after each batch with the samples done and the total. */
@@ -33,6 +37,8 @@ export interface ResolvedOptions {
   kind: FisherKind;
   structure: FisherStructure;
   reduction: Reduction;
+  samples: number;
+  seed: number | undefined;
   batchSize: number | undefined;
   onProgress: ((done: number, total: number) => void) | undefined;
 }
@@ -53,5 +59,16 @@ export function resolveOptions(o: FisherOptions): ResolvedOptions {
   if (o.batchSize !== undefined && (!Number.isSafeInteger(o.batchSize) || o.batchSize < 1)) {
     throw new InputError(`batch size must be a positive integer, got ${o.batchSize}`);
   }
-  return { kind, structure, reduction, batchSize: o.batchSize, onProgress: o.onProgress };
+  if (o.samples !== undefined && (!Number.isSafeInteger(o.samples) || o.samples < 1)) throw new InputError(`samples must be a positive integer, got ${o.samples}`);
+  if (o.samples !== undefined && o.samples !== 1 && kind !== 'mc') throw new InputError(`samples applies to kind "mc" only (kind is "${kind}")`);
+  if (o.seed !== undefined && (!Number.isSafeInteger(o.seed) || o.seed < 0 || o.seed > 0xffffffff)) throw new InputError(`seed must be an integer in [0, 2^32), got ${o.seed}`);
+  return {
+    kind,
+    structure,
+    reduction,
+    samples: kind === 'mc' ? (o.samples ?? 1) : 1,
+    seed: kind === 'mc' ? (o.seed ?? 0) : undefined,
+    batchSize: o.batchSize,
+    onProgress: o.onProgress,
+  };
 }

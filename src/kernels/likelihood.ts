@@ -1,7 +1,8 @@
 /**
- * shaders/likelihood.wgsl: the output gradient δ = ∂ℓ/∂f of the likelihood
- * head, one invocation per sample. Likelihood codes come from its LIK_*
- * constants.
+ * shaders/likelihood.wgsl: the output gradient δ of the likelihood head, one
+ * invocation per sample, with the labels of the data, sampled from the model,
+ * or a column of the output Fisher's factor. Likelihood codes come from its
+ * LIK_* constants.
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
 import type { ComputeKernel } from '../gpu/kernel.js';
@@ -17,21 +18,43 @@ export function likelihoodCode(type: string): number {
   return u32Constant(source, `LIK_${type.toUpperCase()}`);
 }
 
+/** Where the head's labels come from; mirrors the engine's LabelSource. */
+export type HeadLabels = { kind: 'data' } | { kind: 'sampled'; seed: number; draw: number; firstSample: number } | { kind: 'factor'; column: number };
+
+const ENTRIES = { data: 'output_gradient', sampled: 'sampled_output_gradient', factor: 'factor_output_gradient' } as const;
+
 export class LikelihoodHead {
-  private constructor(readonly kernel: ComputeKernel) {}
+  private constructor(readonly kernels: Record<HeadLabels['kind'], ComputeKernel>) {}
 
   static async create(gpu: GpuDevice, type: string): Promise<LikelihoodHead> {
-    const kernel = await gpu.kernel({ family: 'likelihood', source, entry: 'output_gradient', overrides: { WG, LIKELIHOOD: likelihoodCode(type) } });
-    return new LikelihoodHead(kernel);
+    const built = await Promise.all(
+      Object.values(ENTRIES).map((entry) => gpu.kernel({ family: 'likelihood', source, entry, overrides: { WG, LIKELIHOOD: likelihoodCode(type) } })),
+    );
+    return new LikelihoodHead({ data: built[0]!, sampled: built[1]!, factor: built[2]! });
   }
 
-  /** δ [batch, outputs] from f [batch, outputs] and targets [batch, targetWidth]. */
-  outputGradient(step: Step, p: { f: GPUBuffer; targets: GPUBuffer; delta: GPUBuffer; batch: number; outputs: number; targetWidth: number; precision: number }): void {
-    this.kernel.encode(
+  /** δ [batch, outputs] from f [batch, outputs] and, for data labels, targets [batch, targetWidth]. */
+  outputGradient(
+    step: Step,
+    p: { f: GPUBuffer; targets: GPUBuffer; delta: GPUBuffer; batch: number; outputs: number; targetWidth: number; precision: number; labels?: HeadLabels },
+  ): void {
+    const labels = p.labels ?? { kind: 'data' };
+    const buffers: Record<string, GPUBuffer> = { f: p.f, delta: p.delta };
+    if (labels.kind === 'data') buffers['targets'] = p.targets;
+    this.kernels[labels.kind].encode(
       step.pass,
       step,
-      { f: p.f, targets: p.targets, delta: p.delta },
-      { n: p.batch, outputs: p.outputs, target_width: p.targetWidth, inv_variance: p.precision },
+      buffers,
+      {
+        n: p.batch,
+        outputs: p.outputs,
+        target_width: p.targetWidth,
+        inv_variance: p.precision,
+        seed: labels.kind === 'sampled' ? labels.seed >>> 0 : 0,
+        first_sample: labels.kind === 'sampled' ? labels.firstSample : 0,
+        draw: labels.kind === 'sampled' ? labels.draw : 0,
+        column: labels.kind === 'factor' ? labels.column : 0,
+      },
       [groups(p.batch, WG)],
     );
   }

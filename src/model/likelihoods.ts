@@ -33,6 +33,15 @@ export interface Likelihood {
   outputFisher(f: ArrayLike<number>): Float64Array;
   /** Every outcome with its probability, where y is discrete and few (tests, exact expectations). */
   outcomes?(f: ArrayLike<number>): { y: number[]; p: number }[];
+  /**
+   * A target ŷ ~ p(· | f) drawn from the uniforms u(0), u(1), … ∈ [0, 1):
+   * the recipe the GPU head follows too (shaders/likelihood.wgsl).
+   */
+  sample(f: ArrayLike<number>, u: (j: number) => number): number[];
+  /** How many columns the factor S of H = S Sᵀ has. */
+  factorColumns(outputs: number): number;
+  /** Column c of S, H = S Sᵀ: the output gradient of the `exact` kind's virtual sample c. */
+  factorColumn(f: ArrayLike<number>, c: number, out: Float64Array): void;
 }
 
 function softmax(f: ArrayLike<number>): Float64Array {
@@ -72,6 +81,24 @@ const categorical = (): Likelihood => ({
     return h;
   },
   outcomes: (f) => Array.from(softmax(f), (p, c) => ({ y: [c], p })),
+  // Inverse CDF: the first class whose cumulative probability exceeds u.
+  sample: (f, u) => {
+    const p = softmax(f);
+    const target = u(0);
+    let cumulative = 0;
+    for (let c = 0; c < p.length; c++) {
+      cumulative += p[c]!;
+      if (target < cumulative) return [c];
+    }
+    return [p.length - 1];
+  },
+  factorColumns: (outputs) => outputs,
+  // S = diag(√p) − p √pᵀ: column c is √p_c (e_c − p).
+  factorColumn: (f, c, out) => {
+    const p = softmax(f);
+    const r = Math.sqrt(p[c]!);
+    for (let o = 0; o < p.length; o++) out[o] = r * ((o === c ? 1 : 0) - p[o]!);
+  },
 });
 
 const gaussian = (sigma: number): Likelihood => ({
@@ -92,6 +119,13 @@ const gaussian = (sigma: number): Likelihood => ({
     const h = new Float64Array(k * k);
     for (let o = 0; o < k; o++) h[o * k + o] = 1 / (sigma * sigma);
     return h;
+  },
+  // ŷ_o = f_o + σ z_o, z_o standard normal by Box–Muller from draws 2o and 2o + 1.
+  sample: (f, u) => Array.from({ length: f.length }, (_, o) => f[o]! + sigma * Math.sqrt(-2 * Math.log(1 - u(2 * o))) * Math.cos(2 * Math.PI * u(2 * o + 1))),
+  factorColumns: (outputs) => outputs,
+  // S = I/σ.
+  factorColumn: (f, c, out) => {
+    for (let o = 0; o < f.length; o++) out[o] = o === c ? 1 / sigma : 0;
   },
 });
 
@@ -137,6 +171,15 @@ const bernoulli = (): Likelihood => ({
       out.push({ y, p });
     }
     return out;
+  },
+  sample: (f, u) => Array.from({ length: f.length }, (_, o) => (u(o) < sigmoid(f[o]!) ? 1 : 0)),
+  factorColumns: (outputs) => outputs,
+  // S = diag(√(p(1 − p))).
+  factorColumn: (f, c, out) => {
+    for (let o = 0; o < f.length; o++) {
+      const p = sigmoid(f[o]!);
+      out[o] = o === c ? Math.sqrt(p * (1 - p)) : 0;
+    }
   },
 });
 

@@ -52,3 +52,26 @@ export function permutation(n: number, rng: Rng): Uint32Array {
   }
   return p;
 }
+
+/**
+ * PCG's output hash (Jarzynski & Olano 2020) on u32: the building block of
+ * the counter-based uniforms below, written the same way in
+ * shaders/likelihood.wgsl, so that both engines draw the same numbers.
+ */
+export function pcgHash(v: number): number {
+  const state = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
+  const word = Math.imul(((state >>> ((state >>> 28) + 4)) ^ state) >>> 0, 277803737) >>> 0;
+  return ((word >>> 22) ^ word) >>> 0;
+}
+
+/**
+ * A uniform in [0, 1) from counters: draw j of label sample m of data sample
+ * n under `seed`. 24 bits, so it is exact in float32 and float64 alike.
+ */
+export function counterUniform(seed: number, n: number, m: number, j: number): number {
+  let h = pcgHash(seed >>> 0);
+  h = pcgHash((h ^ n) >>> 0);
+  h = pcgHash((h ^ m) >>> 0);
+  h = pcgHash((h ^ j) >>> 0);
+  return (h >>> 8) / 16777216;
+}

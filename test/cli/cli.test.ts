@@ -95,6 +95,15 @@ describe('fisher', () => {
     }
   });
 
+  it('computes the mc Fisher with a seed, the same on the GPU and the CPU, and records M and the seed', async () => {
+    const args = ['compute', ...files, '--kind', 'mc', '--samples', '2', '--seed', '9', '--quiet'];
+    expect((await fisher(...args, '--out', 'mc.safetensors')).code).toBe(0);
+    expect((await fisher(...args, '--backend', 'cpu', '--out', 'mc-cpu.safetensors')).code).toBe(0);
+    const [g, c] = [await readSafetensors(join(dir, 'mc.safetensors')), await readSafetensors(join(dir, 'mc-cpu.safetensors'))];
+    expect(g.metadata).toMatchObject({ kind: 'mc', samples: '2', seed: '9' });
+    for (const [name, t] of g.tensors) expectRelativeError(t.data as Float32Array, c.tensors.get(name)!.data as Float32Array, 1e-5, name);
+  });
+
   it('computes the full matrix with a batch size and a sum reduction', async () => {
     const r = await fisher('compute', ...files, '--structure', 'full', '--batch-size', '7', '--reduction', 'sum', '--dtype', 'F64', '--out', 'full.safetensors');
     expect(r.code, r.stderr).toBe(0);
@@ -200,10 +209,17 @@ describe('fisher', () => {
       expect(ours(r.stderr)).toEqual([expect.stringMatching(/^fisher: error: --out no\/such\/dir\/f.safetensors: directory .* does not exist/)]);
     });
 
-    it('a kind not implemented yet says so', async () => {
-      const r = await fisher('compute', ...files, '--kind', 'mc', '--out', 'mc.safetensors');
+    it('a structure not implemented yet says so', async () => {
+      const r = await fisher('compute', ...files, '--structure', 'kfac', '--out', 'kfac.safetensors');
       expect(r.code).toBe(1);
-      expect(ours(r.stderr)).toEqual([expect.stringMatching(/kind "mc" is not implemented yet/)]);
+      expect(ours(r.stderr)).toEqual([expect.stringMatching(/structure "kfac" is not implemented yet/)]);
+      expect(existsSync(join(dir, 'kfac.safetensors'))).toBe(false);
+    });
+
+    it('samples with a kind other than mc', async () => {
+      const r = await fisher('compute', ...files, '--kind', 'exact', '--samples', '3', '--out', 'x.safetensors');
+      expect(r.code).toBe(1);
+      expect(ours(r.stderr)).toEqual([expect.stringMatching(/samples applies to kind "mc" only/)]);
     });
 
     it('usage errors exit 2', async () => {

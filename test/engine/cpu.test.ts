@@ -11,7 +11,7 @@ import type { ActivationName } from '../../src/model/activations.js';
 import type { LikelihoodSpec } from '../../src/model/likelihoods.js';
 import type { Mlp } from '../../src/model/mlp.js';
 import { Rng } from '../../src/model/random.js';
-import { expectClose } from '../helpers/compare.js';
+import { expectClose, relativeError } from '../helpers/compare.js';
 import { randomData, randomModel } from '../helpers/fixtures.js';
 
 /** E_{y~p(·|x)}[g gᵀ] and E[g] by enumeration, and the outcome list. */
@@ -87,6 +87,44 @@ describe('CPU reference: closed forms', () => {
 function theta64(model: Mlp): Float64Array {
   return Float64Array.from(model.parameters());
 }
+
+describe('CPU reference: the kinds of Fisher', () => {
+  const cases: [string, LikelihoodSpec][] = [
+    ['categorical', { type: 'categorical' }],
+    ['bernoulli', { type: 'bernoulli' }],
+    ['gaussian', { type: 'gaussian', sigma: 0.6 }],
+  ];
+  for (const [name, lik] of cases) {
+    it(`${name}: exact equals the true Fisher E_y[g gᵀ], and mc converges to it`, async () => {
+      const model = randomModel([3, 4, 2], 'tanh', lik, 21);
+      const data = randomData(model, 3, 22);
+      const P = model.parameterCount;
+      const exact = (await fisher(new CpuEngine(), model, data, { kind: 'exact', structure: 'full' })) as DenseFisher;
+      if (model.likelihood.outcomes) {
+        const cpu = new CpuModel(model);
+        const enumerated = new Float64Array(P * P);
+        for (let s = 0; s < data.n; s++) {
+          const { F } = trueFisherAt(cpu, data.x.subarray(s * 3, s * 3 + 3));
+          for (let k = 0; k < F.length; k++) enumerated[k]! += F[k]! / data.n;
+        }
+        expectClose(exact.values, enumerated, { rtol: 1e-12, atol: 1e-14 }, 'exact vs enumeration');
+      }
+      // M = 4000 label draws: a relative error of order 1/√M.
+      const mc = (await fisher(new CpuEngine(), model, data, { kind: 'mc', samples: 4000, seed: 3, structure: 'full' })) as DenseFisher;
+      const err = relativeError(mc.values, exact.values);
+      expect(err).toBeLessThan(0.06);
+      expect(mc.info).toMatchObject({ kind: 'mc', samples: 4000, seed: 3 });
+      // A seed fixes the draws.
+      const again = (await fisher(new CpuEngine(), model, data, { kind: 'mc', samples: 4000, seed: 3, structure: 'full' })) as DenseFisher;
+      expect(again.values).toEqual(mc.values);
+    });
+  }
+
+  it('rejects samples for kinds other than mc', async () => {
+    const model = randomModel([3, 2], 'tanh', { type: 'categorical' }, 1);
+    await expect(fisher(new CpuEngine(), model, randomData(model, 2, 1), { kind: 'exact', samples: 4 })).rejects.toThrow(/samples applies to kind "mc" only/);
+  });
+});
 
 describe('CPU reference: identities of the Fisher', () => {
   for (const [name, widths, act, lik] of smooth) {

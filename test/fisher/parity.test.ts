@@ -56,6 +56,28 @@ describe.each(ACTIVATION_NAMES)('activation %s', (activation: ActivationName) =>
   });
 });
 
+describe.each(LIKELIHOODS)('kinds mc and exact, $type', (lik) => {
+  it.each(['mc', 'exact'] as const)('%s: per-sample gradients, diag and full equal the CPU path', async (kind) => {
+    const model = randomModel([13, 9, 4], 'gelu', lik, 31);
+    const data = randomData(model, 67, 32);
+    const options = { kind, ...(kind === 'mc' ? { samples: 3, seed: 11 } : {}) };
+    const labels = kind === 'mc' ? ({ kind: 'sampled', seed: 11, draw: 1, firstSample: 5 } as const) : ({ kind: 'factor', column: 2 } as const);
+    const [gm, cm] = [await new GpuEngine(gpu()).load(model), await cpu.load(model)];
+    // The same labels drawn on both engines: the per-sample gradients agree row by row.
+    expectRelativeError(await gm.gradients(data, labels), await cm.gradients(data, labels), 1e-5, `${kind} gradients`);
+    gm.release();
+    const diag = expectRelativeError((await fisher(gpu(), model, data, { ...options, batchSize: 20 })).diagonal(), (await fisher(cpu, model, data, options)).diagonal(), 1e-5, `${kind} diag`);
+    const full = expectRelativeError(
+      ((await fisher(gpu(), model, data, { ...options, structure: 'full', batchSize: 30 })) as DenseFisher).values,
+      ((await fisher(cpu, model, data, { ...options, structure: 'full' })) as DenseFisher).values,
+      1e-4,
+      `${kind} full`,
+    );
+    worst.diag = Math.max(worst.diag, diag);
+    worst.full = Math.max(worst.full, full);
+  });
+});
+
 describe('streaming and cross-checks', () => {
   const model = randomModel([23, 19, 7], 'tanh', { type: 'categorical' }, 9);
   const data = randomData(model, 97, 10);
