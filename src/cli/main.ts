@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { KINDS, REDUCTIONS, STRUCTURES } from '../fisher/options.js';
+import { bench } from './bench.js';
 import { compute } from './compute.js';
 import { DEFAULT_EWC_SETTINGS, METHODS, type Method } from '../demo/ewc.js';
 import { demo, DEMO_LEARNING_RATES } from './demo.js';
@@ -108,6 +109,16 @@ export function program(): Command {
     .option('--plot <file>', 'the SVG plot (default: OUT_DIR/accuracy.svg)')
     .option('--quiet', 'no progress bars', false)
     .action(demo);
+
+  cmd
+    .command('bench')
+    .description('headless benchmarks: the device\'s peaks, each workload\'s time, FLOP/s and memory, and the peers in the same run')
+    .option('--quick', 'a run under a minute (the CI smoke test)', false)
+    .option('--json <file>', 'write every number as JSON')
+    .option('--plot <file>', 'write the roofline plot as SVG')
+    .option('--filter <text>', 'only workloads whose name contains this')
+    .option('--cpu-budget <seconds>', 'run the CPU path peer where it is estimated to finish within this', positiveNumber, 30)
+    .action(bench);
 
   cmd
     .command('example')

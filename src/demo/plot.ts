@@ -4,14 +4,13 @@
  * method. Drawn with Vega-Lite, compiled and rendered to SVG by Vega in Node
  * (no browser).
  */
-import * as vega from 'vega';
-import * as vegaLite from 'vega-lite';
+import { renderSvg, type ChartSpec } from '../plot/svg.js';
 import type { EwcResult, Method } from './ewc.js';
 
 const COLORS: Record<Method, string> = { none: '#7f7f7f', l2: '#1f77b4', ewc: '#d62728' };
 const LABELS: Record<Method, string> = { none: 'plain training', l2: 'L2', ewc: 'EWC' };
 
-export function accuracyChart(result: EwcResult): vegaLite.TopLevelSpec {
+export function accuracyChart(result: EwcResult): ChartSpec {
   const values: { method: string; task: string; stage: number; accuracy: number }[] = [];
   for (const [method, rows] of Object.entries(result.accuracy) as [Method, number[][]][]) {
     rows.forEach((row, k) => row.forEach((acc, t) => values.push({ method: LABELS[method], task: `task ${t + 1}`, stage: k + 1, accuracy: acc })));
@@ -50,12 +49,6 @@ export function accuracyChart(result: EwcResult): vegaLite.TopLevelSpec {
 }
 
 /** The chart as an SVG document. */
-export async function accuracySvg(result: EwcResult): Promise<string> {
-  const compiled = vegaLite.compile(accuracyChart(result)).spec;
-  const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
-  try {
-    return await view.toSVG();
-  } finally {
-    view.finalize();
-  }
+export function accuracySvg(result: EwcResult): Promise<string> {
+  return renderSvg(accuracyChart(result));
 }

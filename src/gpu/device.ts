@@ -11,6 +11,7 @@
 import { BufferPool } from './buffers.js';
 import { DeviceLostError, GpuError, GpuInternalError, GpuLimitError, GpuOutOfMemoryError, GpuValidationError, NoAdapterError, ShaderError } from './errors.js';
 import { ComputeKernel, type DispatchRecord, type KernelSpec } from './kernel.js';
+import { GpuTimer } from './timing.js';
 import { trace, TRACE_ENABLED } from './trace.js';
 
 export interface OpenDeviceOptions {
@@ -60,6 +61,7 @@ export class GpuDevice {
   #lostReason: string | undefined;
   readonly #lost: Promise<never>;
   #disposed = false;
+  #timer: GpuTimer | undefined;
 
   private constructor(
     gpu: GPU,
@@ -170,7 +172,8 @@ export class GpuDevice {
     const t0 = TRACE_ENABLED ? performance.now() : 0;
     try {
       const encoder = device.createCommandEncoder({ label });
-      const pass = encoder.beginComputePass({ label });
+      const timestampWrites = this.#timer?.nextPass();
+      const pass = encoder.beginComputePass(timestampWrites ? { label, timestampWrites } : { label });
       const step: Step = {
         pass,
         encoder,
@@ -253,6 +256,29 @@ export class GpuDevice {
   /** Waits until the queue has finished all submitted work. */
   async finish(): Promise<void> {
     await Promise.race([this.device.queue.onSubmittedWorkDone(), this.#lost]);
+  }
+
+  /** Whether passes can be timed on the device (the `timestamp-query` feature). */
+  get canTime(): boolean {
+    return this.device.features.has('timestamp-query');
+  }
+
+  /**
+   * Runs `work` with every step's pass timed on the device; returns its
+   * result with the summed GPU time in seconds (undefined where the adapter
+   * has no timestamp queries).
+   */
+  async timed<T>(work: () => Promise<T>): Promise<{ result: T; gpuSeconds: number | undefined }> {
+    if (!this.canTime || this.#timer) return { result: await work(), gpuSeconds: undefined };
+    const timer = new GpuTimer(this.device);
+    this.#timer = timer;
+    try {
+      const result = await work();
+      this.#timer = undefined;
+      return { result, gpuSeconds: await timer.stop() };
+    } finally {
+      this.#timer = undefined;
+    }
   }
 
   /** Releases every buffer and the device. Safe to call twice. */

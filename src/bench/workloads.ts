@@ -1,0 +1,132 @@
+/**
+ * The benchmark's workloads and the written model of their work: FLOPs (one
+ * multiply-add = 2 FLOP; only the matrix products are counted, the O(N·width)
+ * activations and heads are not) and bytes (every kernel reading its operands
+ * and writing its results once, float32: the compulsory traffic), from which
+ * arithmetic intensity and the roofline follow.
+ */
+import type { FisherKind } from '../fisher/options.js';
+
+export interface FisherWorkload {
+  type: 'fisher';
+  name: string;
+  widths: number[];
+  n: number;
+  structure: 'diag' | 'full';
+  kind: FisherKind;
+}
+
+export type KernelOp = 'forward' | 'backward' | 'squared_gradient' | 'gram';
+
+/** One matrix kernel alone: a layer of `inputs` → `outputs` over a batch, or the Gram of a [batch, P] block. */
+export interface KernelWorkload {
+  type: 'kernel';
+  name: string;
+  op: KernelOp;
+  batch: number;
+  inputs: number;
+  outputs: number;
+}
+
+export type Workload = FisherWorkload | KernelWorkload;
+
+export interface WorkModel {
+  flops: number;
+  bytes: number;
+}
+
+const F32 = 4;
+
+/** Layers (in, out) of an MLP of the given widths. */
+function layers(widths: readonly number[]): [number, number][] {
+  return widths.slice(1).map((out, l) => [widths[l]!, out]);
+}
+
+export function parameterCount(widths: readonly number[]): number {
+  return layers(widths).reduce((s, [i, o]) => s + o * (i + 1), 0);
+}
+
+/** Work of one matrix kernel. For the Gram, `inputs` is P and only the upper triangle is computed. */
+export function kernelWork(op: KernelOp, batch: number, inputs: number, outputs: number): WorkModel {
+  switch (op) {
+    case 'forward': // Z = X Wᵀ + b, Y = act(Z)
+      return { flops: 2 * batch * inputs * outputs, bytes: F32 * (batch * inputs + outputs * (inputs + 1) + 2 * batch * outputs) };
+    case 'backward': // δ' = (δ W) ⊙ act'(Z')
+      return { flops: 2 * batch * inputs * outputs, bytes: F32 * (batch * outputs + outputs * inputs + 2 * batch * inputs) };
+    case 'squared_gradient': // (δ²)ᵀ [a², 1]
+      return { flops: 2 * batch * outputs * (inputs + 1), bytes: F32 * (batch * outputs + batch * inputs + outputs * (inputs + 1)) };
+    case 'gram': // G ᵀG, upper triangle: P(P+1)/2 dot products of length batch
+      return { flops: batch * inputs * (inputs + 1), bytes: F32 * (batch * inputs + inputs * inputs) };
+  }
+}
+
+/** Work of a Fisher computation: per virtual sample, forward, backward and the structure's reduction. */
+export function fisherWork(w: FisherWorkload): WorkModel {
+  const ls = layers(w.widths);
+  const outputs = w.widths[w.widths.length - 1]!;
+  const virtual = w.kind === 'exact' ? outputs : 1;
+  let flops = 0;
+  let bytes = 0;
+  const add = (m: WorkModel, times = 1) => {
+    flops += m.flops * times;
+    bytes += m.bytes * times;
+  };
+  ls.forEach(([i, o]) => add(kernelWork('forward', w.n, i, o), virtual));
+  ls.forEach(([i, o], l) => l > 0 && add(kernelWork('backward', w.n, i, o), virtual));
+  if (w.structure === 'diag') {
+    ls.forEach(([i, o]) => add(kernelWork('squared_gradient', w.n, i, o), virtual));
+  } else {
+    const p = parameterCount(w.widths);
+    bytes += F32 * w.n * p * virtual; // the per-sample rows, written
+    add(kernelWork('gram', w.n, p, 0), virtual);
+  }
+  return { flops, bytes };
+}
+
+export function workOf(w: Workload): WorkModel {
+  return w.type === 'fisher' ? fisherWork(w) : kernelWork(w.op, w.batch, w.inputs, w.outputs);
+}
+
+const fisherCase = (widths: number[], n: number, structure: 'diag' | 'full', kind: FisherKind = 'empirical'): FisherWorkload => ({
+  type: 'fisher',
+  name: `${kind} ${structure} ${widths.join('-')} N=${n.toLocaleString('en-US')}`,
+  widths,
+  n,
+  structure,
+  kind,
+});
+
+const kernelCase = (op: KernelOp, batch: number, inputs: number, outputs: number): KernelWorkload => ({
+  type: 'kernel',
+  name: op === 'gram' ? `kernel gram P=${inputs} batch=${batch}` : `kernel ${op} ${inputs}→${outputs} batch=${batch}`,
+  op,
+  batch,
+  inputs,
+  outputs,
+});
+
+/** The full suite: MLPs from 64-32-10 to 784-1024-1024-10, N from 10³ to 10⁵, and the kernels alone. */
+export function fullSuite(): Workload[] {
+  return [
+    kernelCase('forward', 4096, 784, 256),
+    kernelCase('backward', 4096, 256, 256),
+    kernelCase('squared_gradient', 4096, 784, 256),
+    kernelCase('gram', 4096, 2410, 0),
+    fisherCase([64, 32, 10], 1_000, 'diag'),
+    fisherCase([64, 32, 10], 100_000, 'diag'),
+    fisherCase([784, 100, 10], 10_000, 'diag'),
+    fisherCase([784, 256, 256, 10], 1_000, 'diag'),
+    fisherCase([784, 256, 256, 10], 10_000, 'diag'),
+    fisherCase([784, 256, 256, 10], 100_000, 'diag'),
+    fisherCase([784, 1024, 1024, 10], 10_000, 'diag'),
+    fisherCase([784, 256, 256, 10], 10_000, 'diag', 'mc'),
+    fisherCase([784, 100, 10], 1_000, 'diag', 'exact'),
+    fisherCase([64, 32, 10], 1_000, 'full'),
+    fisherCase([64, 32, 10], 10_000, 'full'),
+  ];
+}
+
+/** A run under a minute, for CI's smoke test. */
+export function quickSuite(): Workload[] {
+  return [kernelCase('forward', 1024, 784, 256), kernelCase('gram', 1024, 610, 0), fisherCase([784, 100, 10], 1_000, 'diag'), fisherCase([64, 32, 10], 1_000, 'full')];
+}

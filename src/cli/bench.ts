@@ -1,0 +1,42 @@
+/** `fisher bench`: headless benchmarks against the device's roofline and the peers, as a table, JSON and a plot. */
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { benchTable } from '../bench/report.js';
+import { rooflineSvg } from '../bench/roofline.js';
+import { cpuPeer, runBench } from '../bench/run.js';
+import { fullSuite, quickSuite } from '../bench/workloads.js';
+import { openDevice } from '../gpu/device.js';
+import { writeFileAtomic } from '../io/atomic.js';
+
+export interface BenchArgs {
+  quick: boolean;
+  json?: string;
+  plot?: string;
+  cpuBudget: number;
+  filter?: string;
+}
+
+export async function bench(args: BenchArgs): Promise<void> {
+  const gpu = await openDevice();
+  try {
+    let workloads = args.quick ? quickSuite() : fullSuite();
+    if (args.filter) workloads = workloads.filter((w) => w.name.includes(args.filter!));
+    const report = await runBench(gpu, workloads, {
+      quick: args.quick,
+      peers: [cpuPeer(args.quick ? 5 : args.cpuBudget)],
+      log: (line) => process.stderr.write(`fisher bench: ${line}\n`),
+    });
+    process.stdout.write(`${benchTable(report)}\n`);
+    for (const [path, text] of [
+      [args.json, () => `${JSON.stringify(report, null, 2)}\n`],
+      [args.plot, () => rooflineSvg(report)],
+    ] as const) {
+      if (!path) continue;
+      await mkdir(dirname(path), { recursive: true });
+      await writeFileAtomic(path, await text());
+      process.stdout.write(`wrote ${path}\n`);
+    }
+  } finally {
+    gpu.dispose();
+  }
+}
