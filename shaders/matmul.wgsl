@@ -17,19 +17,21 @@
 // [out, in] row-major at c_offset, its bias [out] at c_bias_offset.
 //
 // Each invocation owns a TM × TN block of C and keeps it in registers: per
-// step of k it loads TM values of A and TN of B and does TM·TN FMAs, instead
-// of 2 loads per FMA of a one-thread-per-output kernel. Out-of-range rows and
-// columns load a clamped (valid) address and are not stored, so the inner
-// loop has no branches. Block and workgroup sizes are overrides, set by the
-// host at pipeline creation.
+// step of k it needs TM values of A and TN of B for TM·TN FMAs, instead of 2
+// loads per FMA of a one-thread-per-output kernel. The block product itself
+// comes from one of two cores the host composes this file with:
+// matmul_block.wgsl (every invocation loads its own operands) or
+// matmul_block_subgroup.wgsl (the lanes of a subgroup share the block's rows
+// of A, each lane loading a few and broadcasting them), chosen per adapter.
+// Out-of-range rows and columns load a clamped (valid) address and are not
+// stored, so the inner loop has no branches. Block and workgroup sizes are
+// overrides, set by the host at pipeline creation.
 
 override WG_M: u32 = 8u;   // invocations per workgroup along m
 override WG_N: u32 = 8u;   // invocations per workgroup along n
-override TM: u32 = 4u;     // rows of C per invocation, 1 ≤ TM ≤ MAX_T
-override TN: u32 = 4u;     // columns of C per invocation, 1 ≤ TN ≤ MAX_T
+override TM: u32 = 4u;     // rows of C per invocation, 1 ≤ TM ≤ BLOCK_ROWS of the core
+override TN: u32 = 4u;     // columns of C per invocation, 1 ≤ TN ≤ BLOCK_COLS
 override ACTIVATION: u32 = 0u;  // an ACT_* code of activation.wgsl
-
-const MAX_T: u32 = 8u;
 
 struct Dims {
   m: u32,              // rows of C
@@ -83,31 +85,6 @@ fn load_b(form: u32, k: u32, n: u32) -> f32 {
   }
 }
 
-struct Block {
-  v: array<f32, 64>,  // MAX_T × MAX_T, [i·MAX_T + j] = C[row0 + i, col0 + j]
-}
-
-// The TM × TN block of C at (row0, col0).
-fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32) -> Block {
-  var acc: Block;
-  var rows: array<u32, MAX_T>;
-  var cols: array<u32, MAX_T>;
-  for (var i = 0u; i < TM; i++) { rows[i] = min(row0 + i, dims.m - 1u); }
-  for (var j = 0u; j < TN; j++) { cols[j] = min(col0 + j, dims.n - 1u); }
-  for (var k = 0u; k < dims.k; k++) {
-    var av: array<f32, MAX_T>;
-    var bv: array<f32, MAX_T>;
-    for (var i = 0u; i < TM; i++) { av[i] = load_a(a_form, rows[i], k); }
-    for (var j = 0u; j < TN; j++) { bv[j] = load_b(b_form, k, cols[j]); }
-    for (var i = 0u; i < TM; i++) {
-      for (var j = 0u; j < TN; j++) {
-        acc.v[i * MAX_T + j] = fma(av[i], bv[j], acc.v[i * MAX_T + j]);
-      }
-    }
-  }
-  return acc;
-}
-
 // (first row, first column) of the invocation's block.
 fn block_origin(id: vec3u) -> vec2u {
   return vec2u(id.y * TM, id.x * TN);
@@ -119,14 +96,14 @@ fn in_range(o: vec2u, i: u32, j: u32) -> bool {
 }
 
 @compute @workgroup_size(WG_N, WG_M)
-fn linear_forward(@builtin(global_invocation_id) id: vec3u) {
+fn linear_forward(@builtin(global_invocation_id) id: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let o = block_origin(id);
-  let blk = block_product(o.x, o.y, A_MK, B_NK);
+  let blk = block_product(o.x, o.y, A_MK, B_NK, lid.x);
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
         let at = (o.x + i) * dims.n + o.y + j;
-        let z = blk.v[i * MAX_T + j] + b[dims.bias_offset + o.y + j];
+        let z = blk.v[i * BLOCK_COLS + j] + b[dims.bias_offset + o.y + j];
         c[at] = z;
         c_act[at] = activate(ACTIVATION, z);
       }
@@ -135,14 +112,14 @@ fn linear_forward(@builtin(global_invocation_id) id: vec3u) {
 }
 
 @compute @workgroup_size(WG_N, WG_M)
-fn linear_backward(@builtin(global_invocation_id) id: vec3u) {
+fn linear_backward(@builtin(global_invocation_id) id: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let o = block_origin(id);
-  let blk = block_product(o.x, o.y, A_MK, B_KN);
+  let blk = block_product(o.x, o.y, A_MK, B_KN, lid.x);
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
         let at = (o.x + i) * dims.n + o.y + j;
-        c[at] = blk.v[i * MAX_T + j] * activate_derivative(ACTIVATION, z_in[at]);
+        c[at] = blk.v[i * BLOCK_COLS + j] * activate_derivative(ACTIVATION, z_in[at]);
       }
     }
   }
@@ -158,35 +135,35 @@ fn store_parameters(o: vec2u, blk: Block, scale: f32) {
         let m = o.x + i;
         let n = o.y + j;
         let at = select(dims.c_offset + m * inputs + n, dims.c_bias_offset + m, n == inputs);
-        c[at] = blk.v[i * MAX_T + j] * scale;
+        c[at] = blk.v[i * BLOCK_COLS + j] * scale;
       }
     }
   }
 }
 
 @compute @workgroup_size(WG_N, WG_M)
-fn weight_gradient(@builtin(global_invocation_id) id: vec3u) {
+fn weight_gradient(@builtin(global_invocation_id) id: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let o = block_origin(id);
-  store_parameters(o, block_product(o.x, o.y, A_KM, B_KN_ONE), dims.scale);
+  store_parameters(o, block_product(o.x, o.y, A_KM, B_KN_ONE, lid.x), dims.scale);
 }
 
 @compute @workgroup_size(WG_N, WG_M)
-fn squared_gradient(@builtin(global_invocation_id) id: vec3u) {
+fn squared_gradient(@builtin(global_invocation_id) id: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let o = block_origin(id);
-  store_parameters(o, block_product(o.x, o.y, A_KM_SQUARED, B_KN_SQUARED_ONE), 1.0);
+  store_parameters(o, block_product(o.x, o.y, A_KM_SQUARED, B_KN_SQUARED_ONE, lid.x), 1.0);
 }
 
 // F is symmetric: a block wholly below the diagonal (its first row, in F's
 // numbering, past its last column) is neither computed nor stored; the host
 // mirrors the upper triangle. Half the work.
 @compute @workgroup_size(WG_N, WG_M)
-fn gram(@builtin(global_invocation_id) id: vec3u) {
+fn gram(@builtin(global_invocation_id) id: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let o = block_origin(id);
-  if (dims.a_offset + o.x >= o.y + TN) { return; }
-  let blk = block_product(o.x, o.y, A_KM, B_KN);
+  if (block_skippable(dims.a_offset + o.x >= o.y + TN)) { return; }
+  let blk = block_product(o.x, o.y, A_KM, B_KN, lid.x);
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
-      if (in_range(o, i, j)) { c[(o.x + i) * dims.n + o.y + j] = blk.v[i * MAX_T + j]; }
+      if (in_range(o, i, j)) { c[(o.x + i) * dims.n + o.y + j] = blk.v[i * BLOCK_COLS + j]; }
     }
   }
 }

@@ -9,6 +9,7 @@
 import { CpuEngine } from '../engine/cpu.js';
 import type { Engine } from '../engine/engine.js';
 import { GpuEngine } from '../engine/gpu.js';
+import { matmulConfigFor } from '../engine/tuning.js';
 import { fisher } from '../fisher/estimate.js';
 import type { AdapterDescription, GpuDevice, Step } from '../gpu/device.js';
 import { activationCode } from '../kernels/activation.js';
@@ -246,11 +247,12 @@ export async function runBench(gpu: GpuDevice, workloads: Workload[], o: BenchOp
   const log = o.log ?? (() => undefined);
   log(`measuring the device's peaks on ${gpu.describe()}`);
   const peaks = await measurePeaks(gpu, o.quick);
-  const engine = new GpuEngine(gpu, o.matmul ?? DEFAULT_MATMUL_CONFIG);
+  const matmul = o.matmul ?? matmulConfigFor(gpu);
+  const engine = new GpuEngine(gpu, matmul);
   const rows: BenchRow[] = [];
   for (const w of workloads) {
     log(`running ${w.name}`);
-    const r = w.type === 'fisher' ? await runFisher(gpu, engine, w, o) : await runKernel(gpu, w, o);
+    const r = w.type === 'fisher' ? await runFisher(gpu, engine, w, o) : await runKernel(gpu, w, { ...o, matmul });
     const row: BenchRow = { workload: w, work: workOf(w), ...r };
     rows.push(row);
     o.onRow?.(row);
@@ -259,7 +261,7 @@ export async function runBench(gpu: GpuDevice, workloads: Workload[], o: BenchOp
     format: 'fisher-gpu-bench/1',
     date: new Date().toISOString(),
     adapter: { ...gpu.adapter, summary: gpu.describe() },
-    matmul: o.matmul ?? DEFAULT_MATMUL_CONFIG,
+    matmul,
     peaks,
     rows,
   };

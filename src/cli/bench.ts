@@ -5,11 +5,14 @@ import { benchTable } from '../bench/report.js';
 import { rooflineSvg } from '../bench/roofline.js';
 import { cpuPeer, runBench } from '../bench/run.js';
 import { fullSuite, quickSuite } from '../bench/workloads.js';
+import { tune } from '../bench/tune.js';
+import { saveTuning } from '../engine/tuning.js';
 import { openDevice } from '../gpu/device.js';
 import { writeFileAtomic } from '../io/atomic.js';
 
 export interface BenchArgs {
   quick: boolean;
+  tune: boolean;
   json?: string;
   plot?: string;
   cpuBudget: number;
@@ -18,13 +21,23 @@ export interface BenchArgs {
 
 export async function bench(args: BenchArgs): Promise<void> {
   const gpu = await openDevice();
+  const log = (line: string) => process.stderr.write(`fisher bench: ${line}\n`);
   try {
+    if (args.tune) {
+      log(`tuning the matmul kernel on ${gpu.describe()}`);
+      const { ranked, defaultGflops } = await tune(gpu, args.quick ? 'quick' : 'full', log);
+      const best = ranked[0]!;
+      const file = await saveTuning(gpu, { matmul: best.config, gflops: best.gflops, defaultGflops, date: new Date().toISOString() });
+      process.stdout.write(
+        `tuned: ${JSON.stringify(best.config)} at ${best.gflops.toFixed(1)} GFLOP/s (the default: ${defaultGflops.toFixed(1)}), stored in ${file}\n`,
+      );
+    }
     let workloads = args.quick ? quickSuite() : fullSuite();
     if (args.filter) workloads = workloads.filter((w) => w.name.includes(args.filter!));
     const report = await runBench(gpu, workloads, {
       quick: args.quick,
       peers: [cpuPeer(args.quick ? 5 : args.cpuBudget)],
-      log: (line) => process.stderr.write(`fisher bench: ${line}\n`),
+      log,
     });
     process.stdout.write(`${benchTable(report)}\n`);
     for (const [path, text] of [

@@ -114,6 +114,7 @@ export function program(): Command {
     .command('bench')
     .description('headless benchmarks: the device\'s peaks, each workload\'s time, FLOP/s and memory, and the peers in the same run')
     .option('--quick', 'a run under a minute (the CI smoke test)', false)
+    .option('--tune', 'first search the matmul kernel\'s shapes on this adapter and store the fastest in the tuning cache', false)
     .option('--json <file>', 'write every number as JSON')
     .option('--plot <file>', 'write the roofline plot as SVG')
     .option('--filter <text>', 'only workloads whose name contains this')

@@ -24,6 +24,7 @@ import { PerSampleGrad } from '../kernels/per_sample_grad.js';
 import type { Dataset } from '../model/data.js';
 import type { Mlp } from '../model/mlp.js';
 import { DATA_LABELS, type BatchStructure, type Engine, type GramTile, type LabelSource, type LoadedModel } from './engine.js';
+import { matmulConfigFor } from './tuning.js';
 import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 
 /** Most samples per batch: bounds the float32 sums inside one batch (the estimator sums batches in float64). */
@@ -354,11 +355,15 @@ export class GpuModel implements LoadedModel {
 
 export class GpuEngine implements Engine {
   readonly backend = 'gpu' as const;
+  readonly config: MatmulConfig;
 
+  /** @param config the matmul shape; default: the one tuned for this adapter (`fisher bench --tune`), else a safe default. */
   constructor(
     readonly gpu: GpuDevice,
-    readonly config: MatmulConfig = DEFAULT_MATMUL_CONFIG,
-  ) {}
+    config?: MatmulConfig,
+  ) {
+    this.config = config ?? matmulConfigFor(gpu);
+  }
 
   describe(): string {
     return this.gpu.describe();

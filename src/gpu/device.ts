@@ -40,6 +40,9 @@ export interface AdapterDescription {
   description: string;
   features: string[];
   limits: Record<string, number>;
+  /** Lanes per subgroup, where the adapter reports them (0 where not). */
+  subgroupMinSize: number;
+  subgroupMaxSize: number;
 }
 
 /** One step of work: a command encoder with one compute pass. */
@@ -104,6 +107,8 @@ export class GpuDevice {
       description: info.description,
       features: [...device.features].sort(),
       limits,
+      subgroupMinSize: info.subgroupMinSize ?? 0,
+      subgroupMaxSize: info.subgroupMaxSize ?? 0,
     };
     return new GpuDevice(gpu, device, description);
   }

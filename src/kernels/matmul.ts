@@ -6,26 +6,56 @@
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
 import type { ComputeKernel } from '../gpu/kernel.js';
+import { u32Constant } from '../gpu/reflect.js';
 import { ACTIVATION_WGSL } from './activation.js';
 import { groups } from './dispatch.js';
-import matmulSource from '../../shaders/matmul.wgsl';
+import plainBlock from '../../shaders/matmul_block.wgsl';
+import subgroupBlock from '../../shaders/matmul_block_subgroup.wgsl';
+import entries from '../../shaders/matmul.wgsl';
 
-export const MATMUL_WGSL = `${ACTIVATION_WGSL}\n${matmulSource}`;
-
-/** The shape choices of the blocked kernel (its overrides). */
+/** The shape choices of the blocked kernel (its overrides, and which block core). */
 export interface MatmulConfig {
-  /** Rows and columns of C per invocation, 1…8. */
+  /** Rows and columns of C per invocation. */
   tm: number;
   tn: number;
   /** Invocations per workgroup along m and n. */
   wgM: number;
   wgN: number;
+  /** Share A's rows across a subgroup of wgN lanes (needs the `subgroups` feature with subgroups of exactly wgN). */
+  subgroups: boolean;
 }
 
-// Measured on lavapipe (bench in issue 5 tunes per adapter): 8×8 blocks do 1.6–1.8× the FLOP/s of 4×4.
-export const DEFAULT_MATMUL_CONFIG: MatmulConfig = { tm: 8, tn: 8, wgM: 8, wgN: 8 };
+// Measured on lavapipe: 8×8 blocks do 1.6–1.8× the FLOP/s of 4×4. `fisher bench --tune` finds better per adapter.
+export const DEFAULT_MATMUL_CONFIG: MatmulConfig = { tm: 8, tn: 8, wgM: 8, wgN: 8, subgroups: false };
 
-const MAX_T = 8;
+/** The composed module of a configuration: the block core (its `enable` first), the activations, the entry points. */
+export function matmulWgsl(subgroups: boolean): string {
+  return `${subgroups ? subgroupBlock : plainBlock}\n${ACTIVATION_WGSL}\n${entries}`;
+}
+
+/** The plain composition (the bindings are the same in both). */
+export const MATMUL_WGSL = matmulWgsl(false);
+
+/** Why a configuration cannot run on `gpu`, or undefined if it can. Limits come from the block cores' constants. */
+export function matmulConfigProblem(config: MatmulConfig, gpu?: GpuDevice): string | undefined {
+  for (const k of ['tm', 'tn', 'wgM', 'wgN'] as const) {
+    if (!Number.isInteger(config[k]) || config[k] < 1) return `${k} = ${config[k]} must be a positive integer`;
+  }
+  const core = config.subgroups ? subgroupBlock : plainBlock;
+  const rows = u32Constant(core, 'BLOCK_ROWS');
+  const cols = u32Constant(core, 'BLOCK_COLS');
+  if (config.tm > rows || config.tn > cols) return `blocks are at most ${rows}×${cols} with this core, got ${config.tm}×${config.tn}`;
+  if (config.subgroups) {
+    if (config.tm % config.wgN !== 0) return `with subgroups, tm (${config.tm}) must be a multiple of wgN (${config.wgN})`;
+    if (gpu) {
+      if (!gpu.device.features.has('subgroups')) return 'the device has no subgroups feature';
+      const { subgroupMinSize: min, subgroupMaxSize: max } = gpu.adapter;
+      if (min !== config.wgN || max !== config.wgN) return `subgroups of ${min}…${max} lanes, the core needs exactly wgN = ${config.wgN}`;
+    }
+  }
+  if (gpu && config.wgM * config.wgN > gpu.limits.maxComputeInvocationsPerWorkgroup) return `${config.wgM * config.wgN} invocations per workgroup exceed the device's limit`;
+  return undefined;
+}
 
 type Entry = 'linear_forward' | 'linear_backward' | 'weight_gradient' | 'squared_gradient' | 'gram';
 
@@ -68,10 +98,9 @@ export class Matmul {
    * activation code that will be used.
    */
   static async create(gpu: GpuDevice, activationCodes: Iterable<number>, config: MatmulConfig = DEFAULT_MATMUL_CONFIG): Promise<Matmul> {
-    for (const [k, v] of Object.entries(config)) {
-      if (!Number.isInteger(v) || v < 1) throw new RangeError(`matmul config ${k} = ${v} must be a positive integer`);
-    }
-    if (config.tm > MAX_T || config.tn > MAX_T) throw new RangeError(`matmul blocks are at most ${MAX_T}×${MAX_T}, got ${config.tm}×${config.tn}`);
+    const problem = matmulConfigProblem(config, gpu);
+    if (problem) throw new RangeError(`matmul config ${JSON.stringify(config)}: ${problem}`);
+    const source = matmulWgsl(config.subgroups);
     const mm = new Matmul(gpu, config);
     const wanted: [Entry, number][] = [
       ['weight_gradient', 0],
@@ -82,8 +111,8 @@ export class Matmul {
     await Promise.all(
       wanted.map(async ([entry, activation]) => {
         const kernel = await gpu.kernel({
-          family: 'matmul',
-          source: MATMUL_WGSL,
+          family: config.subgroups ? 'matmul/subgroups' : 'matmul',
+          source,
           entry,
           overrides: { TM: config.tm, TN: config.tn, WG_M: config.wgM, WG_N: config.wgN, ACTIVATION: activation },
         });

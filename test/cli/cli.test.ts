@@ -68,7 +68,7 @@ afterAll(async () => {
 const files = ['--model', 'ex/model.json', '--weights', 'ex/weights.safetensors', '--data', 'ex/data.safetensors'];
 
 describe('fisher', () => {
-  it.each([[], ['compute'], ['info'], ['demo'], ['example']])('%s --help', async (...cmd) => {
+  it.each([[], ['compute'], ['info'], ['demo'], ['example'], ['bench']])('%s --help', async (...cmd) => {
     const r = await fisher(...cmd, '--help');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^Usage: fisher/);
@@ -123,6 +123,18 @@ describe('fisher', () => {
     expect(json.settings).toMatchObject({ tasks: 2, epochs: 1, hidden: [16], fisherKind: 'empirical' });
     expect(json.seconds.total).toBeGreaterThan(0);
     expect(await readFile(join(dir, 'ewc', 'accuracy.svg'), 'utf8')).toMatch(/^<svg/);
+  });
+
+  it('bench --quick: a smoke test of the benchmark (its numbers are not asserted)', async () => {
+    const r = await fisher('bench', '--quick', '--json', 'bench/report.json', '--plot', 'bench/roofline.svg');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/peaks: [\d.]+ GFLOP\/s \(vec4 FMA\), [\d.]+ GB\/s \(copy\)/);
+    expect(r.stdout).toMatch(/empirical diag 784-100-10 N=1,000/);
+    const report = JSON.parse(await readFile(join(dir, 'bench', 'report.json'), 'utf8'));
+    expect(report.rows.length).toBeGreaterThanOrEqual(4);
+    for (const row of report.rows) expect(row.ours.wall).toBeGreaterThan(0);
+    expect(report.rows.some((row: { peers: unknown[] }) => row.peers.length > 0)).toBe(true);
+    expect(await readFile(join(dir, 'bench', 'roofline.svg'), 'utf8')).toMatch(/^<svg/);
   });
 
   it('info names the adapter and its limits', async () => {

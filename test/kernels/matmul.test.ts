@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { GpuValidationError } from '../../src/gpu/errors.js';
 import { entryInfo } from '../../src/gpu/reflect.js';
 import { activationCode } from '../../src/kernels/activation.js';
-import { DEFAULT_MATMUL_CONFIG, Matmul, MATMUL_WGSL, type MatmulConfig } from '../../src/kernels/matmul.js';
+import { DEFAULT_MATMUL_CONFIG, Matmul, matmulConfigProblem, MATMUL_WGSL, type MatmulConfig } from '../../src/kernels/matmul.js';
 import { ACTIVATIONS, ACTIVATION_NAMES } from '../../src/model/activations.js';
 import { Rng } from '../../src/model/random.js';
 import { expectClose, f32Tolerance } from '../helpers/compare.js';
@@ -16,7 +16,22 @@ import { useGpu } from '../helpers/gpu.js';
 
 const gpu = useGpu();
 
-const CONFIGS: MatmulConfig[] = [DEFAULT_MATMUL_CONFIG, { tm: 1, tn: 1, wgM: 4, wgN: 16 }, { tm: 8, tn: 8, wgM: 2, wgN: 8 }, { tm: 3, tn: 5, wgM: 7, wgN: 3 }];
+// Plain cores, and subgroup cores (these run where the adapter's subgroups have exactly wgN lanes, as lavapipe's 8).
+const CONFIGS: MatmulConfig[] = [
+  DEFAULT_MATMUL_CONFIG,
+  { tm: 1, tn: 1, wgM: 4, wgN: 16, subgroups: false },
+  { tm: 8, tn: 8, wgM: 2, wgN: 8, subgroups: false },
+  { tm: 3, tn: 5, wgM: 7, wgN: 3, subgroups: false },
+  { tm: 8, tn: 8, wgM: 4, wgN: 8, subgroups: true },
+  { tm: 40, tn: 8, wgM: 1, wgN: 8, subgroups: true },
+  { tm: 16, tn: 3, wgM: 3, wgN: 8, subgroups: true },
+];
+
+/** Skips a subgroup configuration on an adapter whose subgroups do not fit it, saying so. */
+function skipUnfit(config: MatmulConfig, ctx: { skip: (note?: string) => void }): void {
+  const problem = matmulConfigProblem(config, gpu());
+  if (problem) ctx.skip(`this adapter cannot run ${JSON.stringify(config)}: ${problem}`);
+}
 // (m, n, k) triples: 1, primes, around 4, 8, 32 and 64.
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],
@@ -50,7 +65,8 @@ function packTheta(w: Float32Array, bias: Float32Array, pad: number): { theta: F
 }
 
 describe.each(CONFIGS)('matmul %o', (config) => {
-  it.each(SHAPES)('linear_forward and linear_backward, m=%i n=%i k=%i, every activation', async (m, n, k) => {
+  it.for(SHAPES)('linear_forward and linear_backward, m=%i n=%i k=%i, every activation', async ([m, n, k], ctx) => {
+    skipUnfit(config, ctx);
     const codes = ACTIVATION_NAMES.map((a) => activationCode(a));
     const mm = await Matmul.create(gpu(), codes, config);
     const rng = new Rng(m * 1000 + n * 10 + k);
@@ -87,7 +103,8 @@ describe.each(CONFIGS)('matmul %o', (config) => {
     }
   });
 
-  it.each(SHAPES)('weight_gradient, squared_gradient and gram, out=%i in=%i batch=%i', async (out, inputs, batch) => {
+  it.for(SHAPES)('weight_gradient, squared_gradient and gram, out=%i in=%i batch=%i', async ([out, inputs, batch], ctx) => {
+    skipUnfit(config, ctx);
     const mm = await Matmul.create(gpu(), [], config);
     const rng = new Rng(out * 7 + inputs * 3 + batch);
     const delta = f64(batch * out, rng);
@@ -162,7 +179,8 @@ describe('matmul wrapper', () => {
   });
 
   it('rejects blocks larger than the kernel holds', async () => {
-    await expect(Matmul.create(gpu(), [], { tm: 9, tn: 1, wgM: 1, wgN: 1 })).rejects.toThrow(/at most 8×8/);
+    await expect(Matmul.create(gpu(), [], { tm: 9, tn: 1, wgM: 1, wgN: 1, subgroups: false })).rejects.toThrow(/at most 8×8/);
+    await expect(Matmul.create(gpu(), [], { tm: 12, tn: 1, wgM: 1, wgN: 8, subgroups: true })).rejects.toThrow(/multiple of wgN/);
   });
 
   it('a buffer of the wrong usage is a validation error naming the step, kernel and sizes', async () => {

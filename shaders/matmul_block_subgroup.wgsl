@@ -1,0 +1,54 @@
+enable subgroups;
+// Broadcasts after a subgroup-uniform early return (gram's skipped blocks)
+// are well defined: the whole subgroup returns or none of it.
+diagnostic(off, subgroup_uniformity);
+
+// The block product of matmul.wgsl with the rows of A shared across a
+// subgroup. The WG_N lanes along n of one workgroup row are one subgroup (the
+// host uses this core only where the subgroup size is exactly WG_N), so they
+// own the same TM rows: at each step of k, lane l loads rows l, l + WG_N, …
+// of the block and the others receive them by subgroupShuffle. A lane then
+// loads TM / WG_N values of A instead of TM, which lets blocks grow tall (on
+// a CPU-SIMD driver such as lavapipe, per-lane loads are the bottleneck).
+// Composed before matmul.wgsl, whose dims, load_a, load_b, TM, TN and WG_N
+// it uses. TM must be a multiple of WG_N.
+
+const BLOCK_ROWS: u32 = 64u;
+const BLOCK_COLS: u32 = 8u;
+
+struct Block {
+  v: array<f32, 512>,  // BLOCK_ROWS × BLOCK_COLS, [i·BLOCK_COLS + j] = C[row0 + i, col0 + j]
+}
+
+// A block may be skipped only when the whole subgroup skips it.
+fn block_skippable(skip: bool) -> bool {
+  return subgroupAll(skip);
+}
+
+// Columns are held as two vec4s (TN ≤ 8), so the inner step is two vec4 FMAs
+// per row: small enough a loop body for the compiler to unroll fully.
+fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> Block {
+  var acc: array<vec4f, 128>;  // [2·i + h] = C[row0 + i, col0 + 4h … 4h + 3]
+  var cols: array<u32, BLOCK_COLS>;
+  for (var j = 0u; j < BLOCK_COLS; j++) { cols[j] = min(col0 + min(j, TN - 1u), dims.n - 1u); }
+  for (var k = 0u; k < dims.k; k++) {
+    let b0 = vec4f(load_b(b_form, k, cols[0]), load_b(b_form, k, cols[1]), load_b(b_form, k, cols[2]), load_b(b_form, k, cols[3]));
+    let b1 = vec4f(load_b(b_form, k, cols[4]), load_b(b_form, k, cols[5]), load_b(b_form, k, cols[6]), load_b(b_form, k, cols[7]));
+    for (var r = 0u; r < TM; r += WG_N) {
+      let mine = load_a(a_form, min(row0 + r + lane, dims.m - 1u), k);
+      for (var l = 0u; l < WG_N; l++) {
+        let a = vec4f(subgroupShuffle(mine, l));
+        acc[2u * (r + l)] = fma(a, b0, acc[2u * (r + l)]);
+        acc[2u * (r + l) + 1u] = fma(a, b1, acc[2u * (r + l) + 1u]);
+      }
+    }
+  }
+  var out: Block;
+  for (var i = 0u; i < TM; i++) {
+    for (var j = 0u; j < 4u; j++) {
+      out.v[i * BLOCK_COLS + j] = acc[2u * i][j];
+      out.v[i * BLOCK_COLS + 4u + j] = acc[2u * i + 1u][j];
+    }
+  }
+  return out;
+}

@@ -1,0 +1,67 @@
+/** The benchmark's work model, the tuning cache and the tuning's scoring (its numbers are never asserted). */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { candidates, score } from '../../src/bench/tune.js';
+import { fisherWork, fullSuite, kernelWork, parameterCount, quickSuite } from '../../src/bench/workloads.js';
+import { matmulConfigFor, saveTuning } from '../../src/engine/tuning.js';
+import { DEFAULT_MATMUL_CONFIG, matmulConfigProblem } from '../../src/kernels/matmul.js';
+import { useGpu } from '../helpers/gpu.js';
+
+const gpu = useGpu();
+
+describe('work model', () => {
+  it('counts the diagonal Fisher of 784-256-256-10 over 10^4 samples as about 12.1 GFLOP', () => {
+    const w = fisherWork({ type: 'fisher', name: '', widths: [784, 256, 256, 10], n: 10_000, structure: 'diag', kind: 'empirical' });
+    // forward 2NΣ in·out + backward 2N(256·256 + 256·10) + squared gradient 2NΣ (in+1)·out
+    const expected = 2e4 * (784 * 256 + 256 * 256 + 256 * 10) + 2e4 * (256 * 256 + 256 * 10) + 2e4 * (785 * 256 + 257 * 256 + 257 * 10);
+    expect(w.flops).toBe(expected);
+    expect(w.flops / 1e9).toBeCloseTo(12.12, 2);
+    expect(w.bytes).toBeGreaterThan(4 * 10_000 * 784);
+  });
+
+  it('counts the symmetric Gram once per pair, and exact as one pass per output', () => {
+    expect(kernelWork('gram', 100, 10, 0).flops).toBe(100 * 10 * 11);
+    expect(parameterCount([64, 32, 10])).toBe(2410);
+    const base = { type: 'fisher' as const, name: '', widths: [5, 4, 3], n: 7, structure: 'diag' as const };
+    expect(fisherWork({ ...base, kind: 'exact' }).flops).toBe(3 * fisherWork({ ...base, kind: 'empirical' }).flops);
+  });
+
+  it('names every workload uniquely', () => {
+    for (const suite of [fullSuite(), quickSuite()]) expect(new Set(suite.map((w) => w.name)).size).toBe(suite.length);
+  });
+});
+
+describe('tuning', () => {
+  let dir = '';
+  const saved = { ...process.env };
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fisher-tuning-'));
+    process.env['FISHER_GPU_CACHE_DIR'] = dir;
+    delete process.env['FISHER_GPU_TUNING'];
+  });
+  afterAll(async () => {
+    process.env = saved;
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('offers only shapes the device can run, and scores one', async () => {
+    const all = candidates(gpu());
+    expect(all.length).toBeGreaterThan(0);
+    for (const c of all) expect(matmulConfigProblem(c, gpu())).toBeUndefined();
+    expect(await score(gpu(), DEFAULT_MATMUL_CONFIG, 'quick')).toBeGreaterThan(0);
+  });
+
+  it('stores the winner per adapter and the engine reads it back; a shape that does not fit is ignored', async () => {
+    expect(matmulConfigFor(gpu())).toEqual(DEFAULT_MATMUL_CONFIG);
+    const tuned = { tm: 4, tn: 8, wgM: 4, wgN: 8, subgroups: false };
+    await saveTuning(gpu(), { matmul: tuned, gflops: 2, defaultGflops: 1, date: 'now' });
+    expect(matmulConfigFor(gpu())).toEqual(tuned);
+    process.env['FISHER_GPU_TUNING'] = 'off';
+    expect(matmulConfigFor(gpu())).toEqual(DEFAULT_MATMUL_CONFIG);
+    delete process.env['FISHER_GPU_TUNING'];
+    await saveTuning(gpu(), { matmul: { tm: 99, tn: 8, wgM: 1, wgN: 8, subgroups: false }, gflops: 2, defaultGflops: 1, date: 'now' });
+    expect(matmulConfigFor(gpu())).toEqual(DEFAULT_MATMUL_CONFIG);
+  });
+});
