@@ -45,6 +45,8 @@ export interface PeerResult {
   skipped?: string;
   /** Relative Frobenius difference of its result from ours. */
   difference?: number;
+  /** Seconds of its first, compiling run, where it reports one apart. */
+  warmup?: number;
 }
 
 export interface BenchRow {
@@ -67,8 +69,11 @@ export interface BenchReport {
 
 export interface Peer {
   name: string;
-  /** Runs the workload; returns its result for the check, or a reason to skip. */
-  run(w: FisherWorkload, model: Mlp, data: Dataset): Promise<{ values: ArrayLike<number> } | { skipped: string }>;
+  /**
+   * Runs the workload; returns its result for the check (and its own timing
+   * where it must exclude a warm-up, else the call is timed), or a reason to skip.
+   */
+  run(w: FisherWorkload, model: Mlp, data: Dataset): Promise<{ values: ArrayLike<number>; seconds?: number; warmup?: number } | { skipped: string }>;
 }
 
 export interface BenchOptions {
@@ -164,14 +169,17 @@ async function runFisher(gpu: GpuDevice, engine: Engine, w: FisherWorkload, o: B
     try {
       const t0 = performance.now();
       const r = await peer.run(w, model, data);
-      const seconds = (performance.now() - t0) / 1000;
       if ('skipped' in r) {
         peers.push({ peer: peer.name, skipped: r.skipped });
         continue;
       }
+      const seconds = r.seconds ?? (performance.now() - t0) / 1000;
       const difference = relativeDifference(r.values, ours);
       // A peer's time counts only when it computed the same matrix.
-      peers.push(difference <= 1e-3 ? { peer: peer.name, seconds, difference } : { peer: peer.name, difference, skipped: `result differs from ours by ${difference.toExponential(2)}` });
+      const warmup = r.warmup === undefined ? {} : { warmup: r.warmup };
+      peers.push(
+        difference <= 1e-3 ? { peer: peer.name, seconds, difference, ...warmup } : { peer: peer.name, difference, skipped: `result differs from ours by ${difference.toExponential(2)}` },
+      );
     } catch (e) {
       peers.push({ peer: peer.name, skipped: `failed: ${(e as Error).message}` });
     }

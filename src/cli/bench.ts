@@ -3,7 +3,8 @@ import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { benchTable } from '../bench/report.js';
 import { rooflineSvg } from '../bench/roofline.js';
-import { cpuPeer, runBench } from '../bench/run.js';
+import { installPeers, tfjsPeer, torchPeer } from '../bench/peers.js';
+import { cpuPeer, runBench, type Peer } from '../bench/run.js';
 import { fullSuite, quickSuite } from '../bench/workloads.js';
 import { tune } from '../bench/tune.js';
 import { saveTuning } from '../engine/tuning.js';
@@ -17,7 +18,10 @@ export interface BenchArgs {
   plot?: string;
   cpuBudget: number;
   filter?: string;
+  peers?: string[];
 }
+
+export const PEER_NAMES = ['cpu', 'tfjs-webgpu', 'tfjs-cpu', 'torch'] as const;
 
 export async function bench(args: BenchArgs): Promise<void> {
   const gpu = await openDevice();
@@ -34,9 +38,18 @@ export async function bench(args: BenchArgs): Promise<void> {
     }
     let workloads = args.quick ? quickSuite() : fullSuite();
     if (args.filter) workloads = workloads.filter((w) => w.name.includes(args.filter!));
+    const wanted = args.peers ?? (args.quick ? ['cpu'] : [...PEER_NAMES]);
+    const peers: Peer[] = [];
+    if (wanted.includes('cpu')) peers.push(cpuPeer(args.quick ? 5 : args.cpuBudget));
+    if (wanted.some((p) => p.startsWith('tfjs'))) {
+      const dir = installPeers(log);
+      if (wanted.includes('tfjs-webgpu')) peers.push(tfjsPeer(gpu, 'webgpu', dir));
+      if (wanted.includes('tfjs-cpu')) peers.push(tfjsPeer(gpu, 'cpu', dir));
+    }
+    if (wanted.includes('torch')) peers.push(torchPeer());
     const report = await runBench(gpu, workloads, {
       quick: args.quick,
-      peers: [cpuPeer(args.quick ? 5 : args.cpuBudget)],
+      peers,
       log,
     });
     process.stdout.write(`${benchTable(report)}\n`);

@@ -4,7 +4,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { KINDS, REDUCTIONS, STRUCTURES } from '../fisher/options.js';
-import { bench } from './bench.js';
+import { bench, PEER_NAMES } from './bench.js';
 import { compute } from './compute.js';
 import { DEFAULT_EWC_SETTINGS, METHODS, type Method } from '../demo/ewc.js';
 import { demo, DEMO_LEARNING_RATES } from './demo.js';
@@ -47,6 +47,12 @@ function methodList(value: string): Method[] {
   const m = value.split(',').map((s) => s.trim());
   if (m.length === 0 || m.some((x) => !(METHODS as readonly string[]).includes(x))) throw new InvalidArgumentError(`must be a list of ${METHODS.join(', ')}`);
   return m as Method[];
+}
+
+function peerList(value: string): string[] {
+  const list = value.split(',').map((s) => s.trim()).filter((s) => s);
+  if (list.some((x) => !(PEER_NAMES as readonly string[]).includes(x))) throw new InvalidArgumentError(`must be a list of ${PEER_NAMES.join(', ')}`);
+  return list;
 }
 
 function widths(value: string): number[] {
@@ -119,6 +125,7 @@ export function program(): Command {
     .option('--plot <file>', 'write the roofline plot as SVG')
     .option('--filter <text>', 'only workloads whose name contains this')
     .option('--cpu-budget <seconds>', 'run the CPU path peer where it is estimated to finish within this', positiveNumber, 30)
+    .option('--peers <list>', `peers to run, of ${PEER_NAMES.join(', ')} (default: cpu with --quick, else all)`, peerList)
     .action(bench);
 
   cmd

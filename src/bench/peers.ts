@@ -1,0 +1,181 @@
+/**
+ * The peers `fisher bench` runs the same workloads on, in the same run, on
+ * the same adapter: TensorFlow.js (its WebGPU backend, on this process's
+ * Dawn, and its CPU backend) with the best batched formulation its ops allow
+ * (manual back-propagation: squared deltas times squared activations for the
+ * diagonal; per-sample gradient rows and GᵀG for the full matrix), and
+ * PyTorch where `python3` has `torch` (reported as skipped otherwise). The
+ * peers live in their own package, bench/peers, installed on first use, so
+ * fisher-gpu's own install stays small.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { GpuDevice } from '../gpu/device.js';
+import type { Dataset } from '../model/data.js';
+import type { Mlp } from '../model/mlp.js';
+import type { Peer } from './run.js';
+import type { FisherWorkload } from './workloads.js';
+
+/** bench/peers of the source tree or of the installed package (dist/ sits beside bench/). */
+export function peersDir(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  for (const up of ['..', '../..', '../../..']) {
+    const dir = join(here, up, 'bench', 'peers');
+    if (existsSync(join(dir, 'package.json'))) return dir;
+  }
+  throw new Error('bench/peers/package.json not found beside the package');
+}
+
+/** Installs the peers' package if its node_modules is missing. */
+export function installPeers(log: (line: string) => void): string {
+  const dir = peersDir();
+  if (!existsSync(join(dir, 'node_modules', '@tensorflow', 'tfjs'))) {
+    log(`installing the peers (TensorFlow.js) in ${dir}`);
+    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
+  }
+  return dir;
+}
+
+/** The subset of the TF.js API the peer uses. */
+interface Tensor {
+  dispose(): void;
+  data(): Promise<Float32Array>;
+  shape: number[];
+}
+interface Tf {
+  setBackend(name: string): Promise<boolean>;
+  ready(): Promise<void>;
+  tensor2d(values: Float32Array, shape: [number, number]): Tensor;
+  tensor1d(values: Float32Array | Int32Array, dtype?: string): Tensor;
+  tidy<T>(f: () => T): T;
+  matMul(a: Tensor, b: Tensor, transposeA?: boolean, transposeB?: boolean): Tensor;
+  add(a: Tensor, b: Tensor): Tensor;
+  sub(a: Tensor, b: Tensor): Tensor;
+  mul(a: Tensor, b: Tensor): Tensor;
+  square(a: Tensor): Tensor;
+  relu(a: Tensor): Tensor;
+  step(a: Tensor): Tensor;
+  softmax(a: Tensor): Tensor;
+  oneHot(a: Tensor, depth: number): Tensor;
+  sum(a: Tensor, axis?: number): Tensor;
+  reshape(a: Tensor, shape: number[]): Tensor;
+  expandDims(a: Tensor, axis: number): Tensor;
+  concat(ts: Tensor[], axis: number): Tensor;
+  cast(a: Tensor, dtype: string): Tensor;
+  engine(): { startScope(): void; endScope(): void };
+}
+
+let tfLoaded: Promise<Tf> | undefined;
+
+/** Loads TF.js from bench/peers with its WebGPU backend on our Dawn instance. */
+function loadTf(gpu: GpuDevice, dir: string): Promise<Tf> {
+  tfLoaded ??= (async () => {
+    // The WebGPU backend looks for navigator.gpu when it is imported.
+    const g = globalThis as { navigator?: unknown };
+    if (!g.navigator) Object.defineProperty(globalThis, 'navigator', { value: { gpu: gpu.gpu, userAgent: 'node' }, configurable: true });
+    const require = createRequire(join(dir, 'package.json'));
+    // TF.js prints a banner on stdout when it loads in Node; keep stdout for the table.
+    const log = console.log;
+    console.log = (...a: unknown[]) => console.error(...a);
+    try {
+      const tf = require('@tensorflow/tfjs') as Tf;
+      require('@tensorflow/tfjs-backend-webgpu');
+      return tf;
+    } finally {
+      console.log = log;
+    }
+  })();
+  return tfLoaded;
+}
+
+/** The diagonal (or full) empirical Fisher of a ReLU/softmax MLP with TF.js ops, batched. */
+async function tfFisher(tf: Tf, model: Mlp, data: Dataset, structure: 'diag' | 'full'): Promise<Float32Array> {
+  const chunk = structure === 'full' ? 1024 : 4096;
+  const p = model.parameterCount;
+  const total = new Float64Array(structure === 'full' ? p * p : p);
+  const weights = model.layers.map((l, k) => [tf.tensor2d(model.weights[k]!.weight, [l.out, l.in]), tf.tensor1d(model.weights[k]!.bias)] as const);
+  try {
+    for (let s0 = 0; s0 < data.n; s0 += chunk) {
+      const batch = data.slice(s0, Math.min(data.n, s0 + chunk));
+      const result = tf.tidy(() => {
+        const x = tf.tensor2d(batch.x, [batch.n, data.inputs]);
+        const acts: Tensor[] = [x];
+        const zs: Tensor[] = [];
+        let a = x;
+        weights.forEach(([w, b], k) => {
+          const z = tf.add(tf.matMul(a, w, false, true), b);
+          zs.push(z);
+          a = k + 1 < weights.length ? tf.relu(z) : z;
+          acts.push(a);
+        });
+        const labels = tf.cast(tf.tensor1d(Int32Array.from(batch.y)), 'int32');
+        let delta = tf.sub(tf.softmax(zs[zs.length - 1]!), tf.oneHot(labels, model.outputs));
+        const blocks: Tensor[] = [];
+        for (let k = weights.length - 1; k >= 0; k--) {
+          const input = acts[k]!;
+          if (structure === 'diag') {
+            blocks.unshift(tf.reshape(tf.matMul(tf.square(delta), tf.square(input), true, false), [-1]), tf.sum(tf.square(delta), 0));
+          } else {
+            const rows = tf.reshape(tf.mul(tf.expandDims(delta, 2), tf.expandDims(input, 1)), [batch.n, -1]);
+            blocks.unshift(tf.concat([rows, delta], 1));
+          }
+          if (k > 0) delta = tf.mul(tf.matMul(delta, weights[k]![0]), tf.step(zs[k - 1]!));
+        }
+        if (structure === 'diag') {
+          // blocks: [W_1, b_1, W_2, b_2, …] flattened, in parameter order.
+          return tf.concat(blocks, 0);
+        }
+        const G = tf.concat(blocks, 1);
+        return tf.matMul(G, G, true, false);
+      });
+      const values = await result.data();
+      result.dispose();
+      for (let i = 0; i < values.length; i++) total[i]! += values[i]!;
+    }
+  } finally {
+    for (const [w, b] of weights) {
+      w.dispose();
+      b.dispose();
+    }
+  }
+  return Float32Array.from(total, (v) => v / data.n);
+}
+
+export function tfjsPeer(gpu: GpuDevice, backend: 'webgpu' | 'cpu', dir: string): Peer {
+  return {
+    name: `TF.js ${backend === 'webgpu' ? 'WebGPU' : 'CPU'} (batched)`,
+    async run(w: FisherWorkload, model: Mlp, data: Dataset) {
+      if (w.kind !== 'empirical') return { skipped: 'the TF.js formulation here computes the empirical kind only' };
+      if (backend === 'cpu' && w.n * model.parameterCount > 2e9) return { skipped: 'too slow on the TF.js CPU backend for this size' };
+      const tf = await loadTf(gpu, dir);
+      if (!(await tf.setBackend(backend))) return { skipped: `TF.js could not start its ${backend} backend` };
+      await tf.ready();
+      // A whole warm-up run first: TF.js compiles a pipeline per shape on its first call (reported apart).
+      const w0 = performance.now();
+      await tfFisher(tf, model, data, w.structure);
+      const warmup = (performance.now() - w0) / 1000;
+      const t0 = performance.now();
+      const values = await tfFisher(tf, model, data, w.structure);
+      return { values, seconds: (performance.now() - t0) / 1000, warmup };
+    },
+  };
+}
+
+/** PyTorch, where python3 imports torch; otherwise a peer that says why it is skipped. */
+export function torchPeer(): Peer {
+  let reason: string | undefined;
+  try {
+    execFileSync('python3', ['-c', 'import torch'], { stdio: 'ignore' });
+  } catch {
+    reason = 'python3 with torch is not installed on this machine';
+  }
+  return {
+    name: 'PyTorch',
+    async run() {
+      return { skipped: reason ?? 'the PyTorch peer script is not written yet' };
+    },
+  };
+}
