@@ -1,12 +1,16 @@
 /** `fisher info`: the adapter, its limits and features. */
+import { matmulConfigFor, tuningCacheFile } from '../engine/tuning.js';
 import { openDevice } from '../gpu/device.js';
+import { DEFAULT_MATMUL_CONFIG } from '../kernels/matmul.js';
 
 export async function info(args: { json: boolean }): Promise<void> {
   const gpu = await openDevice();
   try {
     const a = gpu.adapter;
+    const matmul = matmulConfigFor(gpu);
+    const tuned = JSON.stringify(matmul) !== JSON.stringify(DEFAULT_MATMUL_CONFIG);
     if (args.json) {
-      process.stdout.write(`${JSON.stringify(a, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ ...a, matmul, tuned, tuningCache: tuningCacheFile() }, null, 2)}\n`);
       return;
     }
     const lines = [
@@ -15,6 +19,8 @@ export async function info(args: { json: boolean }): Promise<void> {
       `architecture: ${a.architecture || '-'}`,
       `device:       ${a.device || '-'}`,
       `features:     ${a.features.join(', ')}`,
+      `subgroups:    ${a.subgroupMinSize ? `${a.subgroupMinSize}…${a.subgroupMaxSize} lanes` : '-'}`,
+      `matmul:       ${matmul.tm}×${matmul.tn} blocks, workgroup ${matmul.wgM}×${matmul.wgN}${matmul.subgroups ? ', subgroup-shared rows' : ''} (${tuned ? `tuned, from ${tuningCacheFile()}` : 'default; `fisher bench --tune` tunes it'})`,
       'limits:',
       ...Object.entries(a.limits).map(([k, v]) => `  ${k.padEnd(36)} ${v}`),
     ];
