@@ -18,6 +18,7 @@ import { Probe } from '../kernels/probe.js';
 import { Dataset } from '../model/data.js';
 import { Mlp } from '../model/mlp.js';
 import { Rng } from '../model/random.js';
+import { mlpSpec } from '../model/spec.js';
 import { workOf, type FisherWorkload, type KernelWorkload, type WorkModel, type Workload } from './workloads.js';
 
 export interface Peaks {
@@ -128,15 +129,6 @@ export async function measurePeaks(gpu: GpuDevice, quick: boolean): Promise<Peak
   const maxBytes = Math.min(gpu.limits.maxStorageBufferBindingSize, quick ? 32 * 2 ** 20 : 128 * 2 ** 20);
   const bandwidth = await best(() => probe.copy(Math.floor(maxBytes / 16) * 16));
   return { flops, bandwidth, timedBy: gpu.canTime ? 'gpu' : 'wall' };
-}
-
-function mlpSpec(widths: readonly number[]): unknown {
-  const layers: unknown[] = [];
-  for (let l = 0; l + 1 < widths.length; l++) {
-    layers.push({ type: 'linear', name: `fc${l + 1}`, in: widths[l], out: widths[l + 1] });
-    if (l + 2 < widths.length) layers.push({ type: 'relu' });
-  }
-  return { layers, likelihood: { type: 'categorical' } };
 }
 
 /** A seeded model and data for a workload: inputs N(0, 1), labels uniform. */

@@ -7,22 +7,14 @@ import { CpuEngine } from '../engine/cpu.js';
 import { Dataset } from '../model/data.js';
 import { Mlp } from '../model/mlp.js';
 import { Rng } from '../model/random.js';
-
-export function exampleSpec(widths: readonly number[], activation = 'relu'): unknown {
-  const layers: unknown[] = [];
-  for (let l = 0; l + 1 < widths.length; l++) {
-    layers.push({ type: 'linear', name: `fc${l + 1}`, in: widths[l], out: widths[l + 1] });
-    if (l + 2 < widths.length) layers.push({ type: activation });
-  }
-  return { layers, likelihood: { type: 'categorical' } };
-}
+import { mlpSpec } from '../model/spec.js';
 
 /**
  * A model with the given widths and N samples of data: inputs ~ N(0, 1),
  * labels the argmax of a second, random "teacher" network of the same shape.
  */
 export async function makeExample(widths: readonly number[], n: number, seed: number): Promise<{ model: Mlp; data: Dataset }> {
-  const spec = exampleSpec(widths);
+  const spec = mlpSpec(widths);
   const model = Mlp.random(spec, seed);
   const teacher = Mlp.random(spec, seed + 1);
   const rng = new Rng(seed + 2);

@@ -14,6 +14,7 @@ import { fisher } from '../fisher/estimate.js';
 import type { FisherKind } from '../fisher/options.js';
 import type { Dataset } from '../model/data.js';
 import { Mlp } from '../model/mlp.js';
+import { mlpSpec } from '../model/spec.js';
 import { penaltyGradient, type Anchor } from '../train/penalty.js';
 import { accuracy, train } from '../train/train.js';
 import { CLASSES, mnistSplit, permutePixels, PIXELS, taskPermutation } from './mnist.js';
@@ -68,14 +69,9 @@ export interface EwcProgress {
   total: number;
 }
 
+/** The demo's MLP: 784 pixels, the hidden widths with ReLU, 10 classes with softmax. */
 export function modelSpec(hidden: readonly number[]): unknown {
-  const widths = [PIXELS, ...hidden, CLASSES];
-  const layers: unknown[] = [];
-  for (let l = 0; l + 1 < widths.length; l++) {
-    layers.push({ type: 'linear', name: `fc${l + 1}`, in: widths[l], out: widths[l + 1] });
-    if (l + 2 < widths.length) layers.push({ type: 'relu' });
-  }
-  return { layers, likelihood: { type: 'categorical' } };
+  return mlpSpec([PIXELS, ...hidden, CLASSES]);
 }
 
 /** Runs every method over every task; the same settings and backend give the same numbers. */

@@ -85,6 +85,17 @@ export interface LayerOffsets {
   biasOffset: number;
 }
 
+/** A per-layer reduction over the batch: δ [batch, out] and a [batch, in] into θ-shaped `out`. */
+export interface ParameterReduction {
+  delta: GPUBuffer;
+  a: GPUBuffer;
+  out: GPUBuffer;
+  layer: LayerOffsets;
+  batch: number;
+  inputs: number;
+  outputs: number;
+}
+
 export class Matmul {
   readonly #kernels = new Map<string, ComputeKernel>();
 
@@ -165,25 +176,21 @@ export class Matmul {
    * (δ [batch, out], a [batch, in]), written into θ-shaped `out` at the
    * layer's offsets.
    */
-  weightGradient(step: Step, p: { delta: GPUBuffer; a: GPUBuffer; out: GPUBuffer; layer: LayerOffsets; batch: number; inputs: number; outputs: number; scale: number }): void {
-    this.#encode(step, 'weight_gradient', 0, { a: p.delta, b: p.a, c: p.out }, {
-      m: p.outputs,
-      n: p.inputs + 1,
-      k: p.batch,
-      lda: p.outputs,
-      ldb: p.inputs,
-      c_offset: p.layer.weightOffset,
-      c_bias_offset: p.layer.biasOffset,
-      scale: p.scale,
-    });
+  weightGradient(step: Step, p: ParameterReduction & { scale: number }): void {
+    this.#parameterReduction(step, 'weight_gradient', p, p.scale);
   }
 
   /**
    * Σ_s δ[s, o]² · ā[s, i]², ā = [a, 1] (δ [batch, out], a [batch, in]):
    * the layer's block of Σ_s g_s ⊙ g_s, written into θ-shaped `out`.
    */
-  squaredGradient(step: Step, p: { delta: GPUBuffer; a: GPUBuffer; out: GPUBuffer; layer: LayerOffsets; batch: number; inputs: number; outputs: number }): void {
-    this.#encode(step, 'squared_gradient', 0, { a: p.delta, b: p.a, c: p.out }, {
+  squaredGradient(step: Step, p: ParameterReduction): void {
+    this.#parameterReduction(step, 'squared_gradient', p, 1);
+  }
+
+  /** Dᵀ-times-[A, 1] products over the batch, stored in θ's layout. */
+  #parameterReduction(step: Step, entry: 'weight_gradient' | 'squared_gradient', p: ParameterReduction, scale: number): void {
+    this.#encode(step, entry, 0, { a: p.delta, b: p.a, c: p.out }, {
       m: p.outputs,
       n: p.inputs + 1,
       k: p.batch,
@@ -191,6 +198,7 @@ export class Matmul {
       ldb: p.inputs,
       c_offset: p.layer.weightOffset,
       c_bias_offset: p.layer.biasOffset,
+      scale,
     });
   }
 

@@ -111,3 +111,17 @@ export function specToJson(spec: ModelSpec): unknown {
   }
   return { layers, likelihood: spec.likelihood };
 }
+
+/**
+ * The JSON spec of an MLP with the given widths (input first), `activation`
+ * between its linear layers fc1, fc2, …, and a likelihood: the examples',
+ * the demo's and the benchmark's models.
+ */
+export function mlpSpec(widths: readonly number[], activation: ActivationName = 'relu', likelihood: LikelihoodSpec = { type: 'categorical' }): unknown {
+  const layers: unknown[] = [];
+  for (let l = 0; l + 1 < widths.length; l++) {
+    layers.push({ type: 'linear', name: `fc${l + 1}`, in: widths[l], out: widths[l + 1] });
+    if (l + 2 < widths.length && activation !== 'identity') layers.push({ type: activation });
+  }
+  return { layers, likelihood };
+}

@@ -4,15 +4,9 @@ import type { ActivationName } from '../../src/model/activations.js';
 import type { LikelihoodSpec } from '../../src/model/likelihoods.js';
 import { Mlp } from '../../src/model/mlp.js';
 import { Rng } from '../../src/model/random.js';
+import { mlpSpec } from '../../src/model/spec.js';
 
-export function mlpSpec(widths: number[], activation: ActivationName, likelihood: LikelihoodSpec): unknown {
-  const layers: unknown[] = [];
-  for (let l = 0; l + 1 < widths.length; l++) {
-    layers.push({ type: 'linear', name: `fc${l + 1}`, in: widths[l], out: widths[l + 1] });
-    if (l + 2 < widths.length) layers.push({ type: activation });
-  }
-  return { layers, likelihood };
-}
+export { mlpSpec };
 
 export function randomModel(widths: number[], activation: ActivationName, likelihood: LikelihoodSpec, seed: number): Mlp {
   return Mlp.random(mlpSpec(widths, activation, likelihood), seed);
