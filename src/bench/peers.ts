@@ -65,7 +65,8 @@ interface Tf {
   expandDims(a: Tensor, axis: number): Tensor;
   concat(ts: Tensor[], axis: number): Tensor;
   cast(a: Tensor, dtype: string): Tensor;
-  engine(): { startScope(): void; endScope(): void };
+  grads(f: (...args: Tensor[]) => Tensor): (args: Tensor[]) => Tensor[];
+  losses: { softmaxCrossEntropy(labels: Tensor, logits: Tensor): Tensor };
 }
 
 let tfLoaded: Promise<Tf> | undefined;
@@ -142,6 +143,60 @@ async function tfFisher(tf: Tf, model: Mlp, data: Dataset, structure: 'diag' | '
     }
   }
   return Float32Array.from(total, (v) => v / data.n);
+}
+
+/**
+ * The per-sample loop a TF.js user would write: tf.grads of each sample's
+ * loss, squared and summed (diagonal only).
+ */
+async function tfPerSampleDiagonal(tf: Tf, model: Mlp, data: Dataset, samples: number): Promise<Float64Array> {
+  const params = model.layers.flatMap((l, k) => [tf.tensor2d(model.weights[k]!.weight, [l.out, l.in]), tf.tensor1d(model.weights[k]!.bias)]);
+  const loss = (x: Tensor, y: Tensor) => (...p: Tensor[]) => {
+    let a = x;
+    for (let k = 0; k < p.length / 2; k++) {
+      const z = tf.add(tf.matMul(a, p[2 * k]!, false, true), p[2 * k + 1]!);
+      a = 2 * k + 2 < p.length ? tf.relu(z) : z;
+    }
+    return tf.losses.softmaxCrossEntropy(y, a);
+  };
+  const total = new Float64Array(model.parameterCount);
+  try {
+    for (let s = 0; s < samples; s++) {
+      const squares = tf.tidy(() => {
+        const x = tf.tensor2d(data.x.subarray(s * data.inputs, (s + 1) * data.inputs), [1, data.inputs]);
+        const y = tf.oneHot(tf.cast(tf.tensor1d(Int32Array.of(data.y[s]!)), 'int32'), model.outputs);
+        return tf.concat(tf.grads(loss(x, y))(params).map((g) => tf.reshape(tf.square(g), [-1])), 0);
+      });
+      const v = await squares.data();
+      squares.dispose();
+      for (let i = 0; i < v.length; i++) total[i]! += v[i]!;
+    }
+  } finally {
+    for (const p of params) p.dispose();
+  }
+  return total;
+}
+
+/** TF.js's per-sample loop on the WebGPU backend; where it would take longer than the budget, extrapolated from a sample of it is not counted: it is skipped with its estimate. */
+export function tfjsPerSamplePeer(gpu: GpuDevice, dir: string, budgetSeconds: number): Peer {
+  return {
+    name: 'TF.js WebGPU (per-sample tf.grads loop)',
+    async run(w: FisherWorkload, model: Mlp, data: Dataset) {
+      if (w.kind !== 'empirical' || w.structure !== 'diag') return { skipped: 'written for the empirical diagonal only' };
+      const tf = await loadTf(gpu, dir);
+      if (!(await tf.setBackend('webgpu'))) return { skipped: 'TF.js could not start its webgpu backend' };
+      await tf.ready();
+      const probe = Math.min(20, data.n);
+      await tfPerSampleDiagonal(tf, model, data, probe); // warm-up: compiles the per-sample pipelines
+      const t0 = performance.now();
+      await tfPerSampleDiagonal(tf, model, data, probe);
+      const estimate = ((performance.now() - t0) / 1000) * (data.n / probe);
+      if (estimate > budgetSeconds) return { skipped: `estimated ${estimate.toFixed(0)} s from ${probe} samples, over the ${budgetSeconds} s budget` };
+      const t1 = performance.now();
+      const total = await tfPerSampleDiagonal(tf, model, data, data.n);
+      return { values: total.map((v) => v / data.n), seconds: (performance.now() - t1) / 1000 };
+    },
+  };
 }
 
 export function tfjsPeer(gpu: GpuDevice, backend: 'webgpu' | 'cpu', dir: string): Peer {
