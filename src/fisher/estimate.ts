@@ -22,6 +22,9 @@ import { CompensatedSum } from './accumulator.js';
 import { resolveOptions, type FisherOptions, type ResolvedOptions } from './options.js';
 import { DenseFisher, DiagonalFisher, type FisherInfo, type FisherMatrix } from './result.js';
 
+/** The largest dense Fisher accumulated on the host: 2^28 entries (4 GiB as two float64 arrays, P ≈ 16,000). */
+export const MAX_DENSE_ENTRIES = 2 ** 28;
+
 /**
  * The Fisher information of `model` on `data`.
  *
@@ -31,13 +34,18 @@ export async function fisher(target: Engine | GpuDevice, model: Mlp, data: Datas
   const o = resolveOptions(options);
   if (data.inputs !== model.inputs) throw new InputError(`data has ${data.inputs} inputs per sample, the model takes ${model.inputs}`);
   if (data.targetWidth !== model.targetWidth) throw new InputError(`data has ${data.targetWidth} targets per sample, the model's likelihood needs ${model.targetWidth}`);
+  const p = model.parameterCount;
+  if (o.structure === 'full' && p * p > MAX_DENSE_ENTRIES) {
+    throw new InputError(
+      `the full Fisher of P = ${p} parameters has ${(p * p).toExponential(2)} entries (${((16 * p * p) / 2 ** 30).toFixed(1)} GiB as compensated float64 on the host), more than the ${MAX_DENSE_ENTRIES.toExponential(1)} supported; use structure "diag"`,
+    );
+  }
   const engine = engineFor(target);
   const loaded = await engine.load(model);
   try {
     const structure = o.structure === 'full' ? 'full' : 'diag';
     const max = loaded.maxBatch(structure);
     const batch = Math.min(o.batchSize ?? max, max);
-    const p = model.parameterCount;
     const acc = new CompensatedSum(structure === 'full' ? p * p : p);
     for (let start = 0; start < data.n; start += batch) {
       const end = Math.min(data.n, start + batch);

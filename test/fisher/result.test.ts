@@ -53,6 +53,11 @@ describe('Fisher operations', () => {
     expect(() => F.mv(new Float64Array(P + 1))).toThrow(/length/);
   });
 
+  it('refuses a full Fisher too large for host memory, before any work', async () => {
+    const big = randomModel([20000, 1], 'identity', { type: 'gaussian', sigma: 1 }, 1);
+    await expect(fisher(new CpuEngine(), big, randomData(big, 1, 1), { structure: 'full' })).rejects.toThrow(/full Fisher of P = 20001 parameters .* use structure "diag"/);
+  });
+
   it('saves the tensors and metadata of DESIGN.md §4', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'fisher-out-'));
     dirs.push(dir);
