@@ -126,7 +126,7 @@ export class GpuDevice {
 
   /** A pipeline for one entry point with its overrides, built once and cached. */
   kernel(spec: KernelSpec): Promise<ComputeKernel> {
-    const key = `${spec.family}\u0000${spec.entry}\u0000${JSON.stringify(Object.entries(spec.overrides ?? {}).sort())}\u0000${spec.source.length}`;
+    const key = `${spec.family}\u0000${spec.entry}\u0000${JSON.stringify(Object.entries(spec.overrides ?? {}).sort())}\u0000${spec.source}`;
     let k = this.#kernels.get(key);
     if (!k) {
       k = this.#buildKernel(spec);
