@@ -3,8 +3,10 @@
  * the same adapter: TensorFlow.js (its WebGPU backend, on this process's
  * Dawn, and its CPU backend) with the best batched formulation its ops allow
  * (manual back-propagation: squared deltas times squared activations for the
- * diagonal; per-sample gradient rows and GᵀG for the full matrix), and
- * PyTorch where `python3` has `torch` (reported as skipped otherwise). The
+ * diagonal; per-sample gradient rows and GᵀG for the full matrix) and its
+ * per-sample tf.grads loop; jax-js on its WebAssembly and WebGPU devices
+ * (the batched diagonal); and PyTorch where `python3` has `torch` (reported
+ * as skipped otherwise). The
  * peers live in their own package, bench/peers, installed on first use, so
  * fisher-gpu's own install stays small.
  */
@@ -32,8 +34,8 @@ export function peersDir(): string {
 /** Installs the peers' package if its node_modules is missing. */
 export function installPeers(log: (line: string) => void): string {
   const dir = peersDir();
-  if (!existsSync(join(dir, 'node_modules', '@tensorflow', 'tfjs'))) {
-    log(`installing the peers (TensorFlow.js) in ${dir}`);
+  if (!existsSync(join(dir, 'node_modules', '@tensorflow', 'tfjs')) || !existsSync(join(dir, 'node_modules', '@jax-js', 'jax'))) {
+    log(`installing the peers (TensorFlow.js, jax-js) in ${dir}`);
     execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
   }
   return dir;
@@ -71,12 +73,16 @@ interface Tf {
 
 let tfLoaded: Promise<Tf> | undefined;
 
+/** WebGPU peers look for navigator.gpu when they load: hand them this process's Dawn instance. */
+function provideNavigator(gpu: GpuDevice): void {
+  const g = globalThis as { navigator?: unknown };
+  if (!g.navigator) Object.defineProperty(globalThis, 'navigator', { value: { gpu: gpu.gpu, userAgent: 'node' }, configurable: true });
+}
+
 /** Loads TF.js from bench/peers with its WebGPU backend on our Dawn instance. */
 function loadTf(gpu: GpuDevice, dir: string): Promise<Tf> {
   tfLoaded ??= (async () => {
-    // The WebGPU backend looks for navigator.gpu when it is imported.
-    const g = globalThis as { navigator?: unknown };
-    if (!g.navigator) Object.defineProperty(globalThis, 'navigator', { value: { gpu: gpu.gpu, userAgent: 'node' }, configurable: true });
+    provideNavigator(gpu);
     const require = createRequire(join(dir, 'package.json'));
     // TF.js prints a banner on stdout when it loads in Node; keep stdout for the table.
     const log = console.log;
@@ -214,6 +220,103 @@ export function tfjsPeer(gpu: GpuDevice, backend: 'webgpu' | 'cpu', dir: string)
       const warmup = (performance.now() - w0) / 1000;
       const t0 = performance.now();
       const values = await tfFisher(tf, model, data, w.structure);
+      return { values, seconds: (performance.now() - t0) / 1000, warmup };
+    },
+  };
+}
+
+/** The subset of jax-js's API the peer uses (reference-counted arrays: every use consumes, `.ref` adds one). */
+interface JaxArray {
+  readonly ref: JaxArray;
+  transpose(): JaxArray;
+  reshape(shape: number[]): JaxArray;
+  add(b: JaxArray): JaxArray;
+  sub(b: JaxArray): JaxArray;
+  mul(b: JaxArray): JaxArray;
+  sum(axis: number): JaxArray;
+  astype(dtype: unknown): JaxArray;
+  data(): Promise<Float32Array>;
+  dispose(): void;
+}
+interface Jax {
+  init(): Promise<string[]>;
+  defaultDevice(device: string): string;
+  numpy: {
+    array(values: Float32Array | Int32Array, options?: { dtype: unknown }): JaxArray;
+    matmul(a: JaxArray, b: JaxArray): JaxArray;
+    square(a: JaxArray): JaxArray;
+    greater(a: JaxArray, b: number): JaxArray;
+    concatenate(xs: JaxArray[], axis: number): JaxArray;
+    int32: unknown;
+    float32: unknown;
+  };
+  nn: { relu(a: JaxArray): JaxArray; softmax(a: JaxArray, axis: number): JaxArray; oneHot(a: JaxArray, classes: number): JaxArray };
+}
+
+let jaxLoaded: Promise<{ jax: Jax; devices: string[] }> | undefined;
+
+function loadJax(gpu: GpuDevice, dir: string): Promise<{ jax: Jax; devices: string[] }> {
+  jaxLoaded ??= (async () => {
+    provideNavigator(gpu);
+    const require = createRequire(join(dir, 'package.json'));
+    const jax = require('@jax-js/jax') as Jax;
+    return { jax, devices: await jax.init() };
+  })();
+  return jaxLoaded;
+}
+
+/** The diagonal empirical Fisher of a ReLU/softmax MLP with jax-js ops, batched (manual back-propagation). */
+async function jaxDiagonal(jax: Jax, model: Mlp, data: Dataset): Promise<Float32Array> {
+  const { numpy: np, nn } = jax;
+  const chunk = 4096;
+  const params = model.layers.flatMap((l, k) => [np.array(model.weights[k]!.weight).reshape([l.out, l.in]), np.array(model.weights[k]!.bias)]);
+  const total = new Float64Array(model.parameterCount);
+  const L = model.layers.length;
+  try {
+    for (let s0 = 0; s0 < data.n; s0 += chunk) {
+      const b = data.slice(s0, Math.min(data.n, s0 + chunk));
+      let a = np.array(b.x).reshape([b.n, data.inputs]);
+      const inputs: JaxArray[] = [];
+      const zs: JaxArray[] = [];
+      let logits: JaxArray | undefined;
+      for (let l = 0; l < L; l++) {
+        inputs.push(a.ref);
+        const z = np.matmul(a, params[2 * l]!.ref.transpose()).add(params[2 * l + 1]!.ref);
+        if (l + 1 < L) {
+          zs.push(z.ref);
+          a = nn.relu(z);
+        } else logits = z;
+      }
+      let delta = nn.softmax(logits!, -1).sub(nn.oneHot(np.array(Int32Array.from(b.y), { dtype: np.int32 }), model.outputs));
+      const blocks: JaxArray[] = [];
+      for (let l = L - 1; l >= 0; l--) {
+        const d2 = np.square(delta.ref);
+        blocks.unshift(np.matmul(d2.ref.transpose(), np.square(inputs[l]!)).reshape([-1]), d2.sum(0));
+        if (l > 0) delta = np.matmul(delta, params[2 * l]!.ref).mul(np.greater(zs[l - 1]!, 0).astype(np.float32));
+        else delta.dispose();
+      }
+      const values = await np.concatenate(blocks, 0).data();
+      for (let i = 0; i < values.length; i++) total[i]! += values[i]!;
+    }
+  } finally {
+    for (const p of params) p.dispose();
+  }
+  return Float32Array.from(total, (v) => v / data.n);
+}
+
+export function jaxPeer(gpu: GpuDevice, device: 'wasm' | 'webgpu', dir: string): Peer {
+  return {
+    name: `jax-js ${device === 'wasm' ? 'WebAssembly' : 'WebGPU'} (batched)`,
+    async run(w: FisherWorkload, model: Mlp, data: Dataset) {
+      if (w.kind !== 'empirical' || w.structure !== 'diag') return { skipped: 'written for the empirical diagonal only' };
+      const { jax, devices } = await loadJax(gpu, dir);
+      if (!devices.includes(device)) return { skipped: `jax-js has no ${device} device here (it found ${devices.join(', ')})` };
+      jax.defaultDevice(device);
+      const w0 = performance.now();
+      await jaxDiagonal(jax, model, data);
+      const warmup = (performance.now() - w0) / 1000;
+      const t0 = performance.now();
+      const values = await jaxDiagonal(jax, model, data);
       return { values, seconds: (performance.now() - t0) / 1000, warmup };
     },
   };

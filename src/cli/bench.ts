@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { benchTable } from '../bench/report.js';
 import { rooflineSvg } from '../bench/roofline.js';
-import { installPeers, tfjsPeer, tfjsPerSamplePeer, torchPeer } from '../bench/peers.js';
+import { installPeers, jaxPeer, tfjsPeer, tfjsPerSamplePeer, torchPeer } from '../bench/peers.js';
 import { cpuPeer, runBench, type Peer } from '../bench/run.js';
 import { fullSuite, quickSuite } from '../bench/workloads.js';
 import { tune } from '../bench/tune.js';
@@ -21,7 +21,7 @@ export interface BenchArgs {
   peers?: string[];
 }
 
-export const PEER_NAMES = ['cpu', 'tfjs-webgpu', 'tfjs-cpu', 'tfjs-per-sample', 'torch'] as const;
+export const PEER_NAMES = ['cpu', 'tfjs-webgpu', 'tfjs-cpu', 'tfjs-per-sample', 'jax-wasm', 'jax-webgpu', 'torch'] as const;
 
 export async function bench(args: BenchArgs): Promise<void> {
   const gpu = await openDevice();
@@ -41,11 +41,13 @@ export async function bench(args: BenchArgs): Promise<void> {
     const wanted = args.peers ?? (args.quick ? ['cpu'] : [...PEER_NAMES]);
     const peers: Peer[] = [];
     if (wanted.includes('cpu')) peers.push(cpuPeer(args.quick ? 5 : args.cpuBudget));
-    if (wanted.some((p) => p.startsWith('tfjs'))) {
+    if (wanted.some((p) => p.startsWith('tfjs') || p.startsWith('jax'))) {
       const dir = installPeers(log);
       if (wanted.includes('tfjs-webgpu')) peers.push(tfjsPeer(gpu, 'webgpu', dir));
       if (wanted.includes('tfjs-cpu')) peers.push(tfjsPeer(gpu, 'cpu', dir));
       if (wanted.includes('tfjs-per-sample')) peers.push(tfjsPerSamplePeer(gpu, dir, args.cpuBudget));
+      if (wanted.includes('jax-wasm')) peers.push(jaxPeer(gpu, 'wasm', dir));
+      if (wanted.includes('jax-webgpu')) peers.push(jaxPeer(gpu, 'webgpu', dir));
     }
     if (wanted.includes('torch')) peers.push(torchPeer());
     const report = await runBench(gpu, workloads, {
