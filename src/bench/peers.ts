@@ -19,7 +19,7 @@ import type { GpuDevice } from '../gpu/device.js';
 import type { Dataset } from '../model/data.js';
 import type { Mlp } from '../model/mlp.js';
 import type { Peer } from './run.js';
-import type { FisherWorkload } from './workloads.js';
+import { workOf, type FisherWorkload } from './workloads.js';
 
 /** bench/peers of the source tree or of the installed package (dist/ sits beside bench/). */
 export function peersDir(): string {
@@ -250,7 +250,9 @@ interface Jax {
     int32: unknown;
     float32: unknown;
   };
-  nn: { relu(a: JaxArray): JaxArray; softmax(a: JaxArray, axis: number): JaxArray; oneHot(a: JaxArray, classes: number): JaxArray };
+  nn: { relu(a: JaxArray): JaxArray; softmax(a: JaxArray, axis: number): JaxArray; oneHot(a: JaxArray, classes: number): JaxArray; logSoftmax(a: JaxArray, axis: number): JaxArray };
+  grad(f: (params: JaxArray[], x: JaxArray, y: JaxArray) => JaxArray): (params: JaxArray[], x: JaxArray, y: JaxArray) => JaxArray[];
+  vmap<F>(f: F, inAxes: (number | null)[]): F;
 }
 
 let jaxLoaded: Promise<{ jax: Jax; devices: string[] }> | undefined;
@@ -304,19 +306,63 @@ async function jaxDiagonal(jax: Jax, model: Mlp, data: Dataset): Promise<Float32
   return Float32Array.from(total, (v) => v / data.n);
 }
 
-export function jaxPeer(gpu: GpuDevice, device: 'wasm' | 'webgpu', dir: string): Peer {
+/** The per-sample formulation a jax user would write: vmap(grad(loss)) over the batch, squared and summed. */
+async function jaxVmapGradDiagonal(jax: Jax, model: Mlp, data: Dataset, maxBindingBytes: number): Promise<Float32Array> {
+  const { numpy: np, nn } = jax;
+  // The per-sample gradients of a chunk must fit one storage binding: jax-js's WebGPU device
+  // returns wrong numbers, silently, when they do not.
+  const chunk = Math.max(1, Math.min(1024, Math.floor(maxBindingBytes / (4 * model.parameterCount))));
+  const L = model.layers.length;
+  // ℓ(θ; x, y) for one sample: x [in], y the one-hot label [classes].
+  const loss = (p: JaxArray[], x: JaxArray, y: JaxArray): JaxArray => {
+    let a = x;
+    for (let l = 0; l < L; l++) {
+      const z = np.matmul(p[2 * l]!, a).add(p[2 * l + 1]!);
+      a = l + 1 < L ? nn.relu(z) : z;
+    }
+    return nn.logSoftmax(a, -1).mul(y).sum(0).mul(np.array(Float32Array.of(-1)).reshape([]));
+  };
+  const perSample = jax.vmap(jax.grad(loss), [null, 0, 0]);
+  const params = model.layers.flatMap((l, k) => [np.array(model.weights[k]!.weight).reshape([l.out, l.in]), np.array(model.weights[k]!.bias)]);
+  const total = new Float64Array(model.parameterCount);
+  try {
+    for (let s0 = 0; s0 < data.n; s0 += chunk) {
+      const b = data.slice(s0, Math.min(data.n, s0 + chunk));
+      const x = np.array(b.x).reshape([b.n, data.inputs]);
+      const y = nn.oneHot(np.array(Int32Array.from(b.y), { dtype: np.int32 }), model.outputs).astype(np.float32);
+      const grads = perSample(params.map((p) => p.ref), x, y);
+      const squares = grads.map((g) => np.square(g).sum(0).reshape([-1]));
+      const values = await np.concatenate(squares, 0).data();
+      for (let i = 0; i < values.length; i++) total[i]! += values[i]!;
+    }
+  } finally {
+    for (const p of params) p.dispose();
+  }
+  return Float32Array.from(total, (v) => v / data.n);
+}
+
+/**
+ * jax-js on one device. The vmap(grad) formulation materialises every
+ * per-sample gradient and runs at about 1 GFLOP/s here; it is skipped where
+ * that estimate exceeds `budgetSeconds`.
+ */
+export function jaxPeer(gpu: GpuDevice, device: 'wasm' | 'webgpu', dir: string, formulation: 'batched' | 'vmap' = 'batched', budgetSeconds = Infinity): Peer {
   return {
-    name: `jax-js ${device === 'wasm' ? 'WebAssembly' : 'WebGPU'} (batched)`,
+    name: `jax-js ${device === 'wasm' ? 'WebAssembly' : 'WebGPU'} (${formulation === 'batched' ? 'batched' : 'vmap(grad)'})`,
     async run(w: FisherWorkload, model: Mlp, data: Dataset) {
       if (w.kind !== 'empirical' || w.structure !== 'diag') return { skipped: 'written for the empirical diagonal only' };
+      const estimate = workOf(w).flops / 1e9;
+      if (formulation === 'vmap' && estimate > budgetSeconds) return { skipped: `estimated ${estimate.toFixed(0)} s at 1 GFLOP/s, over the ${budgetSeconds} s budget` };
       const { jax, devices } = await loadJax(gpu, dir);
       if (!devices.includes(device)) return { skipped: `jax-js has no ${device} device here (it found ${devices.join(', ')})` };
       jax.defaultDevice(device);
+      const binding = gpu.limits.maxStorageBufferBindingSize;
+      const run = formulation === 'batched' ? jaxDiagonal : (j: Jax, m: Mlp, d: Dataset) => jaxVmapGradDiagonal(j, m, d, binding);
       const w0 = performance.now();
-      await jaxDiagonal(jax, model, data);
+      await run(jax, model, data);
       const warmup = (performance.now() - w0) / 1000;
       const t0 = performance.now();
-      const values = await jaxDiagonal(jax, model, data);
+      const values = await run(jax, model, data);
       return { values, seconds: (performance.now() - t0) / 1000, warmup };
     },
   };

@@ -21,7 +21,7 @@ export interface BenchArgs {
   peers?: string[];
 }
 
-export const PEER_NAMES = ['cpu', 'tfjs-webgpu', 'tfjs-cpu', 'tfjs-per-sample', 'jax-wasm', 'jax-webgpu', 'torch'] as const;
+export const PEER_NAMES = ['cpu', 'tfjs-webgpu', 'tfjs-cpu', 'tfjs-per-sample', 'jax-wasm', 'jax-webgpu', 'jax-vmap-wasm', 'jax-vmap-webgpu', 'torch'] as const;
 
 export async function bench(args: BenchArgs): Promise<void> {
   const gpu = await openDevice();
@@ -48,6 +48,8 @@ export async function bench(args: BenchArgs): Promise<void> {
       if (wanted.includes('tfjs-per-sample')) peers.push(tfjsPerSamplePeer(gpu, dir, args.cpuBudget));
       if (wanted.includes('jax-wasm')) peers.push(jaxPeer(gpu, 'wasm', dir));
       if (wanted.includes('jax-webgpu')) peers.push(jaxPeer(gpu, 'webgpu', dir));
+      if (wanted.includes('jax-vmap-wasm')) peers.push(jaxPeer(gpu, 'wasm', dir, 'vmap', args.cpuBudget));
+      if (wanted.includes('jax-vmap-webgpu')) peers.push(jaxPeer(gpu, 'webgpu', dir, 'vmap', args.cpuBudget));
     }
     if (wanted.includes('torch')) peers.push(torchPeer());
     const report = await runBench(gpu, workloads, {
