@@ -26,8 +26,12 @@ interface Result {
 }
 
 async function fisher(...args: string[]): Promise<Result> {
+  return fisherWith({}, ...args);
+}
+
+async function fisherWith(env: Record<string, string>, ...args: string[]): Promise<Result> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { cwd: dir });
+    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { cwd: dir, env: { ...process.env, ...env } });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };
@@ -135,6 +139,19 @@ describe('fisher', () => {
     for (const row of report.rows) expect(row.ours.wall).toBeGreaterThan(0);
     expect(report.rows.some((row: { peers: unknown[] }) => row.peers.length > 0)).toBe(true);
     expect(await readFile(join(dir, 'bench', 'roofline.svg'), 'utf8')).toMatch(/^<svg/);
+  });
+
+  it('without an adapter: --backend auto falls back to the CPU with a warning, --backend gpu fails with one line', async () => {
+    // A Vulkan loader pointed at no driver: Dawn finds no adapter.
+    const noGpu = { VK_ICD_FILENAMES: join(dir, 'no-such-icd.json') };
+    const auto = await fisherWith(noGpu, 'compute', ...files, '--out', 'fallback.safetensors');
+    expect(auto.code, auto.stderr).toBe(0);
+    expect(auto.stderr).toMatch(/fisher: warning: no WebGPU adapter found: .*computing on the CPU reference path/);
+    expect((await readSafetensors(join(dir, 'fallback.safetensors'))).metadata).toMatchObject({ backend: 'cpu' });
+    const gpuOnly = await fisherWith(noGpu, 'compute', ...files, '--backend', 'gpu', '--out', 'never.safetensors');
+    expect(gpuOnly.code).toBe(1);
+    expect(gpuOnly.stderr).toMatch(/^fisher: error: NoAdapterError: no WebGPU adapter found/m);
+    expect(existsSync(join(dir, 'never.safetensors'))).toBe(false);
   });
 
   it('info names the adapter and its limits', async () => {
