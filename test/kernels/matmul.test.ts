@@ -167,6 +167,47 @@ describe.each(CONFIGS)('matmul %o', (config) => {
   });
 });
 
+describe('every shape fisher bench --tune may choose', () => {
+  it('computes the forward pass and the Gram matrix (the two block-product orientations) as float64 does', async () => {
+    const [m, n, k] = [37, 19, 23];
+    const rng = new Rng(77);
+    const x = f64(m * k, rng);
+    const theta = f64(n * (k + 1), rng);
+    const layer = { weightOffset: 0, biasOffset: n * k };
+    const zRef = new Float64Array(m * n);
+    for (let r = 0; r < m; r++) for (let c = 0; c < n; c++) {
+      let s = theta[layer.biasOffset + c]!;
+      for (let q = 0; q < k; q++) s += x[r * k + q]! * theta[c * k + q]!;
+      zRef[r * n + c] = s;
+    }
+    // Gram of x as G [m, k] (P = k); the upper triangle.
+    const gRef: number[] = [];
+    for (let r = 0; r < k; r++) for (let c = r; c < k; c++) {
+      let s = 0;
+      for (let q = 0; q < m; q++) s += x[q * k + r]! * x[q * k + c]!;
+      gRef.push(s);
+    }
+    const [bx, bt] = [await upload(x, 'x'), await upload(theta, 'θ')];
+    const candidates = (await import('../../src/bench/tune.js')).candidates(gpu());
+    expect(candidates.length).toBeGreaterThan(10);
+    for (const config of candidates) {
+      const mm = await Matmul.create(gpu(), [activationCode('identity')], config);
+      const [bz, by, bf] = [await nanBuffer(m * n, 'z'), await nanBuffer(m * n, 'y'), await nanBuffer(k * k, 'F')];
+      await gpu().step('candidate', (s) => {
+        mm.forward(s, { x: bx, theta: bt, layer, z: bz, y: by, batch: m, inputs: k, outputs: n, activation: activationCode('identity') });
+        mm.gram(s, { g: bx, out: bf, batch: m, parameters: k, row0: 0, rows: k });
+      });
+      const tol = { rtol: f32Tolerance(k), atol: f32Tolerance(k) * Math.sqrt(k) };
+      expectClose(await read(bz, m * n), zRef, tol, `forward with ${JSON.stringify(config)}`);
+      const f = await read(bf, k * k);
+      expectClose(Array.from(f).filter((_, i) => i % k >= Math.floor(i / k)), gRef, tol, `gram with ${JSON.stringify(config)}`);
+      for (const b of [bz, by, bf]) gpu().buffers.release(b);
+    }
+    gpu().buffers.release(bx);
+    gpu().buffers.release(bt);
+  });
+});
+
 describe('matmul wrapper', () => {
   it('binds exactly the buffers each entry point declares (read from the WGSL)', () => {
     expect(entryInfo(MATMUL_WGSL, 'linear_forward').bindings.map((b) => b.name)).toEqual(['dims', 'a', 'b', 'c', 'c_act']);
