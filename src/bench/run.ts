@@ -13,7 +13,7 @@ import { matmulConfigFor } from '../engine/tuning.js';
 import { fisher } from '../fisher/estimate.js';
 import type { AdapterDescription, GpuDevice, Step } from '../gpu/device.js';
 import { activationCode } from '../kernels/activation.js';
-import { DEFAULT_MATMUL_CONFIG, Matmul, type MatmulConfig } from '../kernels/matmul.js';
+import { Matmul, type MatmulConfig } from '../kernels/matmul.js';
 import { Probe } from '../kernels/probe.js';
 import { Dataset } from '../model/data.js';
 import { Mlp } from '../model/mlp.js';
@@ -179,8 +179,8 @@ async function runFisher(gpu: GpuDevice, engine: Engine, w: FisherWorkload, o: B
   return { ours: timing, memoryBytes, peers };
 }
 
-async function runKernel(gpu: GpuDevice, w: KernelWorkload, o: BenchOptions): Promise<Omit<BenchRow, 'workload' | 'work'>> {
-  const mm = await Matmul.create(gpu, [activationCode('relu')], o.matmul ?? DEFAULT_MATMUL_CONFIG);
+async function runKernel(gpu: GpuDevice, w: KernelWorkload, matmul: MatmulConfig, o: BenchOptions): Promise<Omit<BenchRow, 'workload' | 'work'>> {
+  const mm = await Matmul.create(gpu, [activationCode('relu')], matmul);
   const rng = new Rng(3);
   const buf = (floats: number, label: string) => gpu.storage(floats * 4, label, rng.normals(floats));
   const { batch: b, inputs: i, outputs: out } = w;
@@ -252,7 +252,7 @@ export async function runBench(gpu: GpuDevice, workloads: Workload[], o: BenchOp
   const rows: BenchRow[] = [];
   for (const w of workloads) {
     log(`running ${w.name}`);
-    const r = w.type === 'fisher' ? await runFisher(gpu, engine, w, o) : await runKernel(gpu, w, { ...o, matmul });
+    const r = w.type === 'fisher' ? await runFisher(gpu, engine, w, o) : await runKernel(gpu, w, matmul, o);
     const row: BenchRow = { workload: w, work: workOf(w), ...r };
     rows.push(row);
     o.onRow?.(row);

@@ -73,15 +73,24 @@ export function moduleOverrides(source: string): string[] {
   return reflect(source).overrides.map((o) => o.name);
 }
 
+const constants = new Map<string, Map<string, number>>();
+
 /**
  * The value of `const NAME: u32 = Ku;` in a WGSL source: how the host learns
  * the codes a shader switches on (activation and likelihood ids) from the
- * shader itself.
+ * shader itself. Memoised per source, as callers ask on every dispatch.
  */
 export function u32Constant(source: string, name: string): number {
-  const m = new RegExp(`\\bconst\\s+${name}\\s*(?::\\s*u32\\s*)?=\\s*(\\d+)u?\\s*;`).exec(source);
-  if (!m) throw new Error(`WGSL source declares no u32 constant ${name}`);
-  return Number(m[1]);
+  let known = constants.get(source);
+  if (!known) constants.set(source, (known = new Map()));
+  let value = known.get(name);
+  if (value === undefined) {
+    const m = new RegExp(`\\bconst\\s+${name}\\s*(?::\\s*u32\\s*)?=\\s*(\\d+)u?\\s*;`).exec(source);
+    if (!m) throw new Error(`WGSL source declares no u32 constant ${name}`);
+    value = Number(m[1]);
+    known.set(name, value);
+  }
+  return value;
 }
 
 /** Packs named values into a uniform struct's bytes, checking every member is given. */
