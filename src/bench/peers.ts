@@ -5,9 +5,8 @@
  * (manual back-propagation: squared deltas times squared activations for the
  * diagonal; per-sample gradient rows and GᵀG for the full matrix) and its
  * per-sample tf.grads loop; jax-js on its WebAssembly and WebGPU devices
- * (the batched diagonal); and PyTorch where `python3` has `torch` (reported
- * as skipped otherwise). The
- * peers live in their own package, bench/peers, installed on first use, so
+ * (the batched diagonal). PyTorch is in torch.ts. The JavaScript peers
+ * live in their own package, bench/peers, installed on first use, so
  * fisher-gpu's own install stays small.
  */
 import { execFileSync } from 'node:child_process';
@@ -364,22 +363,6 @@ export function jaxPeer(gpu: GpuDevice, device: 'wasm' | 'webgpu', dir: string, 
       const t0 = performance.now();
       const values = await run(jax, model, data);
       return { values, seconds: (performance.now() - t0) / 1000, warmup };
-    },
-  };
-}
-
-/** PyTorch, where python3 imports torch; otherwise a peer that says why it is skipped. */
-export function torchPeer(): Peer {
-  let reason: string | undefined;
-  try {
-    execFileSync('python3', ['-c', 'import torch'], { stdio: 'ignore' });
-  } catch {
-    reason = 'python3 with torch is not installed on this machine';
-  }
-  return {
-    name: 'PyTorch',
-    async run() {
-      return { skipped: reason ?? 'the PyTorch peer script is not written yet' };
     },
   };
 }

@@ -39,6 +39,7 @@ export function benchTable(report: BenchReport): string {
   }
   const widths = header.map((_, c) => Math.max(...rows.map((row) => row[c]!.length)));
   const lines = rows.map((row) => row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  '));
+  const notes = [...new Set(report.rows.flatMap((r) => r.peers.filter((p) => p.note && p.seconds !== undefined).map((p) => `  ${p.peer}: ${p.note}`)))];
   const skips = report.rows.flatMap((r) => r.peers.filter((p) => p.skipped).map((p) => `  ${p.peer} on ${r.workload.name}: ${p.skipped}`));
   return [
     `device: ${report.adapter.summary}`,
@@ -46,6 +47,7 @@ export function benchTable(report: BenchReport): string {
     `matmul blocks: ${report.matmul.tm}×${report.matmul.tn}, workgroup ${report.matmul.wgM}×${report.matmul.wgN}`,
     '',
     ...lines,
+    ...(notes.length ? ['', 'peers ran with:', ...notes] : []),
     ...(skips.length ? ['', 'skipped:', ...skips] : []),
   ].join('\n');
 }

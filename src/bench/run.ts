@@ -48,6 +48,8 @@ export interface PeerResult {
   difference?: number;
   /** Seconds of its first, compiling run, where it reports one apart. */
   warmup?: number;
+  /** How it ran, where that matters to the figure (e.g. PyTorch's BLAS and threads). */
+  note?: string;
 }
 
 export interface BenchRow {
@@ -74,7 +76,7 @@ export interface Peer {
    * Runs the workload; returns its result for the check (and its own timing
    * where it must exclude a warm-up, else the call is timed), or a reason to skip.
    */
-  run(w: FisherWorkload, model: Mlp, data: Dataset): Promise<{ values: ArrayLike<number>; seconds?: number; warmup?: number } | { skipped: string }>;
+  run(w: FisherWorkload, model: Mlp, data: Dataset): Promise<{ values: ArrayLike<number>; seconds?: number; warmup?: number; note?: string } | { skipped: string }>;
 }
 
 export interface BenchOptions {
@@ -168,9 +170,9 @@ async function runFisher(gpu: GpuDevice, engine: Engine, w: FisherWorkload, o: B
       const seconds = r.seconds ?? (performance.now() - t0) / 1000;
       const difference = relativeDifference(r.values, ours);
       // A peer's time counts only when it computed the same matrix.
-      const warmup = r.warmup === undefined ? {} : { warmup: r.warmup };
+      const extra = { ...(r.warmup === undefined ? {} : { warmup: r.warmup }), ...(r.note === undefined ? {} : { note: r.note }) };
       peers.push(
-        difference <= 1e-3 ? { peer: peer.name, seconds, difference, ...warmup } : { peer: peer.name, difference, skipped: `result differs from ours by ${difference.toExponential(2)}` },
+        difference <= 1e-3 ? { peer: peer.name, seconds, difference, ...extra } : { peer: peer.name, difference, skipped: `result differs from ours by ${difference.toExponential(2)}` },
       );
     } catch (e) {
       peers.push({ peer: peer.name, skipped: `failed: ${(e as Error).message}` });

@@ -3,7 +3,8 @@ import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { benchTable } from '../bench/report.js';
 import { rooflineSvg } from '../bench/roofline.js';
-import { installPeers, jaxPeer, tfjsPeer, tfjsPerSamplePeer, torchPeer } from '../bench/peers.js';
+import { installPeers, jaxPeer, tfjsPeer, tfjsPerSamplePeer } from '../bench/peers.js';
+import { torchPeer } from '../bench/torch.js';
 import { cpuPeer, runBench, type Peer } from '../bench/run.js';
 import { fullSuite, quickSuite } from '../bench/workloads.js';
 import { tune } from '../bench/tune.js';
@@ -21,7 +22,7 @@ export interface BenchArgs {
   peers?: string[];
 }
 
-export const PEER_NAMES = ['cpu', 'tfjs-webgpu', 'tfjs-cpu', 'tfjs-per-sample', 'jax-wasm', 'jax-webgpu', 'jax-vmap-wasm', 'jax-vmap-webgpu', 'torch'] as const;
+export const PEER_NAMES = ['cpu', 'tfjs-webgpu', 'tfjs-cpu', 'tfjs-per-sample', 'jax-wasm', 'jax-webgpu', 'jax-vmap-wasm', 'jax-vmap-webgpu', 'torch', 'torch-vmap'] as const;
 
 export async function bench(args: BenchArgs): Promise<void> {
   const gpu = await openDevice();
@@ -51,7 +52,8 @@ export async function bench(args: BenchArgs): Promise<void> {
       if (wanted.includes('jax-vmap-wasm')) peers.push(jaxPeer(gpu, 'wasm', dir, 'vmap', args.cpuBudget));
       if (wanted.includes('jax-vmap-webgpu')) peers.push(jaxPeer(gpu, 'webgpu', dir, 'vmap', args.cpuBudget));
     }
-    if (wanted.includes('torch')) peers.push(torchPeer());
+    if (wanted.includes('torch')) peers.push(torchPeer('batched', args.cpuBudget));
+    if (wanted.includes('torch-vmap')) peers.push(torchPeer('vmap', args.cpuBudget));
     const report = await runBench(gpu, workloads, {
       quick: args.quick,
       peers,

@@ -3,10 +3,18 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { relativeDifference } from '../../src/bench/run.js';
+import { findTorch, torchPeer } from '../../src/bench/torch.js';
 import { candidates, score } from '../../src/bench/tune.js';
 import { fisherWork, fullSuite, kernelWork, parameterCount, quickSuite } from '../../src/bench/workloads.js';
 import { matmulConfigFor, saveTuning } from '../../src/engine/tuning.js';
 import { DEFAULT_MATMUL_CONFIG, matmulConfigProblem } from '../../src/kernels/matmul.js';
+import { CpuEngine } from '../../src/engine/cpu.js';
+import { fisher } from '../../src/fisher/estimate.js';
+import { Dataset } from '../../src/model/data.js';
+import { Mlp } from '../../src/model/mlp.js';
+import { Rng } from '../../src/model/random.js';
+import { mlpSpec } from '../../src/model/spec.js';
 import { useGpu } from '../helpers/gpu.js';
 
 const gpu = useGpu();
@@ -64,4 +72,31 @@ describe('tuning', () => {
     await saveTuning(gpu(), { matmul: { tm: 99, tn: 8, wgM: 1, wgN: 8, subgroups: false }, gflops: 2, defaultGflops: 1, date: 'now' });
     expect(matmulConfigFor(gpu())).toEqual(DEFAULT_MATMUL_CONFIG);
   });
+});
+
+describe('PyTorch peer', () => {
+  const w = { type: 'fisher' as const, name: 'tiny', widths: [6, 5, 3], n: 40, structure: 'diag' as const, kind: 'empirical' as const };
+  const model = Mlp.random(mlpSpec(w.widths), 4);
+  const rng = new Rng(5);
+  const data = new Dataset(rng.normals(w.n * 6), Float32Array.from({ length: w.n }, (_, i) => i % 3), w.n, 6, 1);
+
+  // Both branches are real checks: where a python3 has torch (e.g. Debian's python3-torch), its
+  // Fisher must match the float64 CPU path; where none has, the peer must say so rather than fail.
+  it.each(['diag', 'full'] as const)('computes the same %s Fisher as the CPU path, or says why it is skipped', async (structure) => {
+    const torch = findTorch();
+    for (const formulation of ['batched', 'vmap'] as const) {
+      const r = await torchPeer(formulation, 60).run({ ...w, structure }, model, data);
+      if (typeof torch === 'string') {
+        expect(r).toEqual({ skipped: torch });
+        expect(torch).toMatch(/no python3 with torch/);
+        continue;
+      }
+      if ('skipped' in r) throw new Error(`skipped: ${r.skipped}`);
+      const F = await fisher(new CpuEngine(), model, data, { structure });
+      const reference = structure === 'diag' ? F.diagonal() : (F as unknown as { values: Float64Array }).values;
+      expect(relativeDifference(r.values, reference)).toBeLessThan(1e-5);
+      expect(r.seconds).toBeGreaterThan(0);
+      expect(r.note).toMatch(/BLAS .*, \d+ threads/);
+    }
+  }, 120_000);
 });

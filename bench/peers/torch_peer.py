@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""The PyTorch peer of `fisher bench` (src/bench/torch.ts runs it).
+
+Computes the empirical Fisher (diagonal or full) of a ReLU MLP with a
+softmax/categorical likelihood, in float32, in one of two formulations:
+
+  batched  manual back-propagation over chunks of the data: the diagonal is
+           (delta^2)^T (a^2) per layer, the full matrix G^T G of the
+           per-sample gradient rows G (the best formulation PyTorch's ops allow);
+  vmap     vmap(grad(loss)) over the samples (torch.func, or functorch on
+           PyTorch 1.13), squared and summed, or G^T G.
+
+Usage: torch_peer.py REQUEST.json. The request names a folder holding the
+inputs as raw little-endian files: x.f32 [n, inputs], y.i32 [n], and per
+layer l = 1..L, W{l}.f32 [out, in] and b{l}.f32 [out]. The Fisher, divided
+by n and in fisher-gpu's parameter order (W1, b1, W2, b2, ...), is written
+to fisher.f32 in that folder, and one JSON line goes to stdout:
+{"seconds", "warmup", "device", "version", "blas", "threads"} or
+{"skipped": reason}. Timings exclude the first (warm-up) run; on CUDA each
+run ends with a synchronisation.
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+try:  # PyTorch 2
+    from torch.func import grad, vmap
+except ImportError:  # PyTorch 1.13
+    from functorch import grad, vmap
+
+
+def blas_library():
+    """Which BLAS this process loaded: Debian chooses libblas.so.3 by alternatives."""
+    names = {'blas': 'reference BLAS', 'openblas-pthread': 'OpenBLAS (pthreads)', 'openblas-openmp': 'OpenBLAS (OpenMP)', 'openblas-serial': 'OpenBLAS (serial)'}
+    try:
+        with open('/proc/self/maps') as maps:
+            dirs = {os.path.basename(os.path.dirname(line.split()[-1])) for line in maps if '/libblas.so.3' in line}
+    except OSError:
+        return 'unknown'
+    return ', '.join(sorted(names.get(d, d) for d in dirs)) or 'none mapped (torch may link its own)'
+
+
+def load(folder, name, dtype, shape):
+    return torch.from_numpy(np.fromfile(os.path.join(folder, name), dtype=dtype).reshape(shape))
+
+
+def batched_fisher(params, x, y, structure, chunk):
+    layers = len(params) // 2
+    p = sum(t.numel() for t in params)
+    total = torch.zeros(p if structure == 'diag' else (p, p), dtype=torch.float64, device=x.device)
+    for s0 in range(0, x.shape[0], chunk):
+        a = x[s0:s0 + chunk]
+        labels = y[s0:s0 + chunk]
+        inputs, pre = [], []
+        for l in range(layers):
+            inputs.append(a)
+            z = torch.addmm(params[2 * l + 1], a, params[2 * l].t())
+            pre.append(z)
+            a = torch.relu(z) if l + 1 < layers else z
+        delta = torch.softmax(a, dim=1)
+        delta[torch.arange(delta.shape[0], device=x.device), labels] -= 1.0
+        blocks = []
+        for l in reversed(range(layers)):
+            if structure == 'diag':
+                d2 = delta * delta
+                blocks[:0] = [(d2.t() @ (inputs[l] * inputs[l])).reshape(-1), d2.sum(0)]
+            else:
+                rows = (delta[:, :, None] * inputs[l][:, None, :]).reshape(delta.shape[0], -1)
+                blocks[:0] = [rows, delta]
+            if l > 0:
+                delta = (delta @ params[2 * l]) * (pre[l - 1] > 0)
+        if structure == 'diag':
+            total += torch.cat(blocks)
+        else:
+            g = torch.cat(blocks, dim=1)
+            total += g.t() @ g
+    return total / x.shape[0]
+
+
+def vmap_fisher(params, x, y, structure, chunk):
+    layers = len(params) // 2
+
+    def loss(ps, xi, yi):
+        a = xi
+        for l in range(layers):
+            z = ps[2 * l] @ a + ps[2 * l + 1]
+            a = torch.relu(z) if l + 1 < layers else z
+        return -torch.gather(torch.log_softmax(a, dim=0), 0, yi[None]).sum()
+
+    per_sample = vmap(grad(loss), in_dims=(None, 0, 0))
+    p = sum(t.numel() for t in params)
+    total = torch.zeros(p if structure == 'diag' else (p, p), dtype=torch.float64, device=x.device)
+    for s0 in range(0, x.shape[0], chunk):
+        grads = per_sample(tuple(params), x[s0:s0 + chunk], y[s0:s0 + chunk])
+        g = torch.cat([t.reshape(t.shape[0], -1) for t in grads], dim=1)
+        total += (g * g).sum(0) if structure == 'diag' else g.t() @ g
+    return total / x.shape[0]
+
+
+def main():
+    # Every core the process may use: fisher-gpu's software-GPU runs use all of them too.
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    with open(sys.argv[1]) as f:
+        req = json.load(f)
+    folder, widths, n = req['folder'], req['widths'], req['n']
+    device = torch.device('cuda' if req['device'] == 'auto' and torch.cuda.is_available() else req['device'].replace('auto', 'cpu'))
+    x = load(folder, 'x.f32', np.float32, (n, widths[0])).to(device)
+    y = load(folder, 'y.i32', np.int32, (n,)).long().to(device)
+    params = []
+    for l in range(1, len(widths)):
+        params.append(load(folder, f'W{l}.f32', np.float32, (widths[l], widths[l - 1])).to(device))
+        params.append(load(folder, f'b{l}.f32', np.float32, (widths[l],)).to(device))
+    p = sum(t.numel() for t in params)
+    # Chunks small enough that the per-sample rows (full, vmap) stay within ~256 MiB.
+    per_sample_floats = p if (req['structure'] == 'full' or req['formulation'] == 'vmap') else sum(widths)
+    chunk = max(1, min(4096, (64 << 20) // per_sample_floats))
+    run = batched_fisher if req['formulation'] == 'batched' else vmap_fisher
+
+    def timed(m):
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.no_grad() if run is batched_fisher else torch.enable_grad():
+            out = run(params, x[:m], y[:m], req['structure'], chunk)
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - t0
+
+    # Warm-up on a prefix; it also estimates the whole run against the budget.
+    prefix = min(n, max(chunk, 1000))
+    _, warmup = timed(prefix)
+    _, again = timed(prefix)
+    estimate = again * n / prefix
+    info = {'device': str(device), 'version': torch.__version__, 'blas': blas_library(), 'threads': torch.get_num_threads()}
+    if estimate > req['budget_seconds']:
+        print(json.dumps({'skipped': f"estimated {estimate:.0f} s from {prefix} samples, over the {req['budget_seconds']:g} s budget", **info}))
+        return
+    fisher, seconds = timed(n)
+    fisher.to(torch.float32).cpu().numpy().tofile(os.path.join(folder, 'fisher.f32'))
+    print(json.dumps({'seconds': seconds, 'warmup': warmup, **info}))
+
+
+if __name__ == '__main__':
+    main()
