@@ -9,11 +9,11 @@
 import { CpuEngine } from '../engine/cpu.js';
 import type { Engine } from '../engine/engine.js';
 import { GpuEngine } from '../engine/gpu.js';
-import { matmulConfigFor } from '../engine/tuning.js';
+import { matmulShapesFor } from '../engine/tuning.js';
 import { fisher } from '../fisher/estimate.js';
 import type { AdapterDescription, GpuDevice, Step } from '../gpu/device.js';
 import { activationCode } from '../kernels/activation.js';
-import { Matmul, type MatmulConfig } from '../kernels/matmul.js';
+import { Matmul, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { Probe } from '../kernels/probe.js';
 import { Dataset } from '../model/data.js';
 import { Mlp } from '../model/mlp.js';
@@ -65,7 +65,9 @@ export interface BenchReport {
   format: 'fisher-gpu-bench/1';
   date: string;
   adapter: AdapterDescription & { summary: string };
+  /** The primary matmul shape, and every shape the products chose from with its tuned rate. */
   matmul: MatmulConfig;
+  matmulShapes: readonly MatmulShape[];
   peaks: Peaks;
   rows: BenchRow[];
 }
@@ -181,8 +183,8 @@ async function runFisher(gpu: GpuDevice, engine: Engine, w: FisherWorkload, o: B
   return { ours: timing, memoryBytes, peers };
 }
 
-async function runKernel(gpu: GpuDevice, w: KernelWorkload, matmul: MatmulConfig, o: BenchOptions): Promise<Omit<BenchRow, 'workload' | 'work'>> {
-  const mm = await Matmul.create(gpu, [activationCode('relu')], matmul);
+async function runKernel(gpu: GpuDevice, w: KernelWorkload, shapes: readonly MatmulShape[], o: BenchOptions): Promise<Omit<BenchRow, 'workload' | 'work'>> {
+  const mm = await Matmul.create(gpu, [activationCode('relu')], shapes);
   const rng = new Rng(3);
   const buf = (floats: number, label: string) => gpu.storage(floats * 4, label, rng.normals(floats));
   const { batch: b, inputs: i, outputs: out } = w;
@@ -249,12 +251,13 @@ export async function runBench(gpu: GpuDevice, workloads: Workload[], o: BenchOp
   const log = o.log ?? (() => undefined);
   log(`measuring the device's peaks on ${gpu.describe()}`);
   const peaks = await measurePeaks(gpu, o.quick);
-  const matmul = o.matmul ?? matmulConfigFor(gpu);
-  const engine = new GpuEngine(gpu, matmul);
+  // The library's own choice of shapes, unless the caller fixes one.
+  const shapes = o.matmul ? [{ config: o.matmul, gflops: 1 }] : matmulShapesFor(gpu);
+  const engine = new GpuEngine(gpu, shapes);
   const rows: BenchRow[] = [];
   for (const w of workloads) {
     log(`running ${w.name}`);
-    const r = w.type === 'fisher' ? await runFisher(gpu, engine, w, o) : await runKernel(gpu, w, matmul, o);
+    const r = w.type === 'fisher' ? await runFisher(gpu, engine, w, o) : await runKernel(gpu, w, shapes, o);
     const row: BenchRow = { workload: w, work: workOf(w), ...r };
     rows.push(row);
     o.onRow?.(row);
@@ -263,7 +266,8 @@ export async function runBench(gpu: GpuDevice, workloads: Workload[], o: BenchOp
     format: 'fisher-gpu-bench/1',
     date: new Date().toISOString(),
     adapter: { ...gpu.adapter, summary: gpu.describe() },
-    matmul,
+    matmul: shapes[0]!.config,
+    matmulShapes: shapes,
     peaks,
     rows,
   };

@@ -1,5 +1,5 @@
 /** `fisher info`: the adapter, its limits and features. */
-import { matmulConfigFor, tuningCacheFile } from '../engine/tuning.js';
+import { matmulShapesFor, tuningCacheFile } from '../engine/tuning.js';
 import { openDevice } from '../gpu/device.js';
 import { DEFAULT_MATMUL_CONFIG } from '../kernels/matmul.js';
 
@@ -7,10 +7,11 @@ export async function info(args: { json: boolean }): Promise<void> {
   const gpu = await openDevice();
   try {
     const a = gpu.adapter;
-    const matmul = matmulConfigFor(gpu);
+    const shapes = matmulShapesFor(gpu);
+    const matmul = shapes[0]!.config;
     const tuned = JSON.stringify(matmul) !== JSON.stringify(DEFAULT_MATMUL_CONFIG);
     if (args.json) {
-      process.stdout.write(`${JSON.stringify({ ...a, matmul, tuned, tuningCache: tuningCacheFile() }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ ...a, matmul, matmulShapes: shapes, tuned, tuningCache: tuningCacheFile() }, null, 2)}\n`);
       return;
     }
     const lines = [
@@ -20,7 +21,7 @@ export async function info(args: { json: boolean }): Promise<void> {
       `device:       ${a.device || '-'}`,
       `features:     ${a.features.join(', ')}`,
       `subgroups:    ${a.subgroupMinSize ? `${a.subgroupMinSize}…${a.subgroupMaxSize} lanes` : '-'}`,
-      `matmul:       ${matmul.tm}×${matmul.tn} blocks, workgroup ${matmul.wgM}×${matmul.wgN}${matmul.subgroups ? ', subgroup-shared rows' : ''} (${tuned ? `tuned, from ${tuningCacheFile()}` : 'default; `fisher bench --tune` tunes it'})`,
+      `matmul:       ${matmul.tm}×${matmul.tn} blocks, workgroup ${matmul.wgM}×${matmul.wgN}${matmul.subgroups ? ', subgroup-shared rows' : ''} (${tuned ? `tuned, from ${tuningCacheFile()}` : 'default; `fisher bench --tune` tunes it'})${shapes[1] ? `; products too small for its tile use the default ${shapes[1].config.tm}×${shapes[1].config.tn}` : ''}`,
       'limits:',
       ...Object.entries(a.limits).map(([k, v]) => `  ${k.padEnd(36)} ${v}`),
     ];

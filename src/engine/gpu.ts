@@ -18,13 +18,13 @@ import type { GpuDevice, Step } from '../gpu/device.js';
 import { GpuLimitError } from '../gpu/errors.js';
 import { activationCode } from '../kernels/activation.js';
 import { LikelihoodHead } from '../kernels/likelihood.js';
-import { DEFAULT_MATMUL_CONFIG, Matmul, type MatmulConfig } from '../kernels/matmul.js';
+import { DEFAULT_MATMUL_CONFIG, Matmul, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { Optimizer } from '../kernels/optimizer.js';
 import { PerSampleGrad } from '../kernels/per_sample_grad.js';
 import type { Dataset } from '../model/data.js';
 import type { Mlp } from '../model/mlp.js';
 import { DATA_LABELS, type BatchStructure, type Engine, type GramTile, type LabelSource, type LoadedModel } from './engine.js';
-import { matmulConfigFor } from './tuning.js';
+import { matmulShapesFor } from './tuning.js';
 import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 
 /** Most samples per batch: bounds the float32 sums inside one batch (the estimator sums batches in float64). */
@@ -72,10 +72,10 @@ export class GpuModel implements LoadedModel {
     readonly optimizer: Optimizer,
   ) {}
 
-  static async load(gpu: GpuDevice, model: Mlp, config: MatmulConfig = DEFAULT_MATMUL_CONFIG): Promise<GpuModel> {
+  static async load(gpu: GpuDevice, model: Mlp, shapes: MatmulConfig | readonly MatmulShape[] = DEFAULT_MATMUL_CONFIG): Promise<GpuModel> {
     const codes = model.layers.map((l) => activationCode(l.activation));
     const [matmul, head, perSample, optimizer] = await Promise.all([
-      Matmul.create(gpu, [...codes, activationCode('identity')], config),
+      Matmul.create(gpu, [...codes, activationCode('identity')], shapes),
       LikelihoodHead.create(gpu, model.likelihood.spec.type),
       PerSampleGrad.create(gpu),
       Optimizer.create(gpu),
@@ -355,14 +355,24 @@ export class GpuModel implements LoadedModel {
 
 export class GpuEngine implements Engine {
   readonly backend = 'gpu' as const;
-  readonly config: MatmulConfig;
+  /** The matmul shapes the products choose from, the primary first. */
+  readonly shapes: readonly MatmulShape[];
 
-  /** @param config the matmul shape; default: the one tuned for this adapter (`fisher bench --tune`), else a safe default. */
+  /**
+   * @param shapes one matmul configuration for every product, or shapes with
+   * their rates to choose from per product; default: those tuned for this
+   * adapter (`fisher bench --tune`), else a safe default.
+   */
   constructor(
     readonly gpu: GpuDevice,
-    config?: MatmulConfig,
+    shapes?: MatmulConfig | readonly MatmulShape[],
   ) {
-    this.config = config ?? matmulConfigFor(gpu);
+    this.shapes = shapes === undefined ? matmulShapesFor(gpu) : Array.isArray(shapes) ? (shapes as readonly MatmulShape[]) : [{ config: shapes as MatmulConfig, gflops: 1 }];
+  }
+
+  /** The primary matmul shape. */
+  get config(): MatmulConfig {
+    return this.shapes[0]!.config;
   }
 
   describe(): string {
@@ -370,7 +380,7 @@ export class GpuEngine implements Engine {
   }
 
   load(model: Mlp): Promise<GpuModel> {
-    return GpuModel.load(this.gpu, model, this.config);
+    return GpuModel.load(this.gpu, model, this.shapes);
   }
 
   /** The device belongs to the caller; the engine leaves it open. */

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import type { GpuDevice } from '../gpu/device.js';
 import { trace } from '../gpu/trace.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { DEFAULT_MATMUL_CONFIG, matmulConfigProblem, type MatmulConfig } from '../kernels/matmul.js';
+import { DEFAULT_MATMUL_CONFIG, matmulConfigProblem, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 
 export interface TuningEntry {
   matmul: MatmulConfig;
@@ -45,18 +45,30 @@ function readCache(): Record<string, TuningEntry> {
   }
 }
 
-/** The tuned matmul shape for this device, or the default. */
-export function matmulConfigFor(gpu: GpuDevice): MatmulConfig {
-  if (typeof process === 'undefined' || process.env['FISHER_GPU_TUNING'] === 'off') return DEFAULT_MATMUL_CONFIG;
+/**
+ * The matmul shapes for this device, the primary first: the tuned shape and
+ * the default with their measured rates (each product picks the one predicted
+ * fastest for its size), or the default alone where there is no usable tuning.
+ */
+export function matmulShapesFor(gpu: GpuDevice): MatmulShape[] {
+  const fallback = [{ config: DEFAULT_MATMUL_CONFIG, gflops: 1 }];
+  if (typeof process === 'undefined' || process.env['FISHER_GPU_TUNING'] === 'off') return fallback;
   const entry = readCache()[adapterKey(gpu)];
-  if (!entry) return DEFAULT_MATMUL_CONFIG;
+  if (!entry) return fallback;
   const config = { ...DEFAULT_MATMUL_CONFIG, ...entry.matmul };
   const problem = matmulConfigProblem(config, gpu);
   if (problem) {
     trace(`ignoring the tuned matmul shape ${JSON.stringify(config)}: ${problem}`);
-    return DEFAULT_MATMUL_CONFIG;
+    return fallback;
   }
-  return config;
+  const tuned = { config, gflops: entry.gflops };
+  if (JSON.stringify(config) === JSON.stringify(DEFAULT_MATMUL_CONFIG) || !(entry.defaultGflops > 0)) return [tuned];
+  return [tuned, { config: DEFAULT_MATMUL_CONFIG, gflops: entry.defaultGflops }];
+}
+
+/** The primary (tuned, else default) matmul shape for this device. */
+export function matmulConfigFor(gpu: GpuDevice): MatmulConfig {
+  return matmulShapesFor(gpu)[0]!.config;
 }
 
 /** Stores the tuned shape for this device. */

@@ -28,6 +28,31 @@ export interface MatmulConfig {
 // Measured on lavapipe: 8×8 blocks do 1.6–1.8× the FLOP/s of 4×4. `fisher bench --tune` finds better per adapter.
 export const DEFAULT_MATMUL_CONFIG: MatmulConfig = { tm: 8, tn: 8, wgM: 8, wgN: 8, subgroups: false };
 
+/** A configuration with the rate it reached in tuning: what the choice between shapes weighs. */
+export interface MatmulShape {
+  config: MatmulConfig;
+  gflops: number;
+}
+
+/**
+ * Of several shapes, the index of the one predicted fastest for C [m, n]:
+ * the work it actually does, with m and n rounded up to its workgroup's
+ * tile, divided by its measured rate. A tall tuned tile wins on the big
+ * products; a small one wins on a training batch of 64, where the tall one
+ * would compute mostly padding.
+ */
+export function fastestShape(shapes: readonly MatmulShape[], m: number, n: number): number {
+  let best = 0;
+  let bestTime = Infinity;
+  shapes.forEach(({ config: c, gflops }, i) => {
+    const rows = c.tm * c.wgM;
+    const cols = c.tn * c.wgN;
+    const time = (Math.ceil(m / rows) * rows * Math.ceil(n / cols) * cols) / gflops;
+    if (time < bestTime) [best, bestTime] = [i, time];
+  });
+  return best;
+}
+
 /** The composed module of a configuration: the block core (its `enable` first), the activations, the entry points. */
 export function matmulWgsl(subgroups: boolean): string {
   return `${subgroups ? subgroupBlock : plainBlock}\n${ACTIVATION_WGSL}\n${entries}`;
@@ -101,18 +126,28 @@ export class Matmul {
 
   private constructor(
     readonly gpu: GpuDevice,
-    readonly config: MatmulConfig,
+    /** The shapes each product chooses from (fastestShape); the first is the tuned or default one. */
+    readonly shapes: readonly MatmulShape[],
   ) {}
 
+  /** The primary shape: the tuned one, or the default. */
+  get config(): MatmulConfig {
+    return this.shapes[0]!.config;
+  }
+
   /**
-   * Builds the pipelines: the reductions, and forward and backward for each
-   * activation code that will be used.
+   * Builds the pipelines of every shape: the reductions, and forward and
+   * backward for each activation code that will be used. One configuration
+   * means one shape for every product.
    */
-  static async create(gpu: GpuDevice, activationCodes: Iterable<number>, config: MatmulConfig = DEFAULT_MATMUL_CONFIG): Promise<Matmul> {
-    const problem = matmulConfigProblem(config, gpu);
-    if (problem) throw new RangeError(`matmul config ${JSON.stringify(config)}: ${problem}`);
-    const source = matmulWgsl(config.subgroups);
-    const mm = new Matmul(gpu, config);
+  static async create(gpu: GpuDevice, activationCodes: Iterable<number>, shapes: MatmulConfig | readonly MatmulShape[] = DEFAULT_MATMUL_CONFIG): Promise<Matmul> {
+    const list = Array.isArray(shapes) ? (shapes as readonly MatmulShape[]) : [{ config: shapes as MatmulConfig, gflops: 1 }];
+    if (list.length === 0) throw new RangeError('matmul: no shapes given');
+    for (const { config } of list) {
+      const problem = matmulConfigProblem(config, gpu);
+      if (problem) throw new RangeError(`matmul config ${JSON.stringify(config)}: ${problem}`);
+    }
+    const mm = new Matmul(gpu, list);
     const wanted: [Entry, number][] = [
       ['weight_gradient', 0],
       ['squared_gradient', 0],
@@ -120,23 +155,26 @@ export class Matmul {
     ];
     for (const code of new Set(activationCodes)) wanted.push(['linear_forward', code], ['linear_backward', code]);
     await Promise.all(
-      wanted.map(async ([entry, activation]) => {
-        const kernel = await gpu.kernel({
-          family: config.subgroups ? 'matmul/subgroups' : 'matmul',
-          source,
-          entry,
-          overrides: { TM: config.tm, TN: config.tn, WG_M: config.wgM, WG_N: config.wgN, ACTIVATION: activation },
-        });
-        mm.#kernels.set(`${entry}/${activation}`, kernel);
-      }),
+      list.flatMap(({ config }, shape) =>
+        wanted.map(async ([entry, activation]) => {
+          const kernel = await gpu.kernel({
+            family: config.subgroups ? 'matmul/subgroups' : 'matmul',
+            source: matmulWgsl(config.subgroups),
+            entry,
+            overrides: { TM: config.tm, TN: config.tn, WG_M: config.wgM, WG_N: config.wgN, ACTIVATION: activation },
+          });
+          mm.#kernels.set(`${shape}/${entry}/${activation}`, kernel);
+        }),
+      ),
     );
     return mm;
   }
 
   #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims): void {
-    const k = this.#kernels.get(`${entry}/${activation}`);
+    const shape = this.shapes.length === 1 ? 0 : fastestShape(this.shapes, d.m, d.n);
+    const k = this.#kernels.get(`${shape}/${entry}/${activation}`);
     if (!k) throw new Error(`matmul.${entry} for activation ${activation} was not built`);
-    const c = this.config;
+    const c = this.shapes[shape]!.config;
     k.encode(step.pass, step, buffers, dims(d), [groups(d.n, c.tn * c.wgN), groups(d.m, c.tm * c.wgM)]);
   }
 

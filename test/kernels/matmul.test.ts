@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { GpuValidationError } from '../../src/gpu/errors.js';
 import { entryInfo } from '../../src/gpu/reflect.js';
 import { activationCode } from '../../src/kernels/activation.js';
-import { DEFAULT_MATMUL_CONFIG, Matmul, matmulConfigProblem, MATMUL_WGSL, type MatmulConfig } from '../../src/kernels/matmul.js';
+import { DEFAULT_MATMUL_CONFIG, fastestShape, Matmul, matmulConfigProblem, MATMUL_WGSL, type MatmulConfig, type MatmulShape } from '../../src/kernels/matmul.js';
 import { ACTIVATIONS, ACTIVATION_NAMES } from '../../src/model/activations.js';
 import { Rng } from '../../src/model/random.js';
 import { expectClose, f32Tolerance } from '../helpers/compare.js';
@@ -237,5 +237,44 @@ describe('matmul wrapper', () => {
       /bad step \[matmul.squared_gradient \{"m":3,"n":3,"k":2/,
     );
     tiny.destroy();
+  });
+});
+
+describe('choosing a shape per product', () => {
+  const tall: MatmulShape = { config: { tm: 32, tn: 8, wgM: 8, wgN: 8, subgroups: true }, gflops: 35 };
+  const small: MatmulShape = { config: DEFAULT_MATMUL_CONFIG, gflops: 14 };
+
+  it('predicts each shape by the padded work over its rate', () => {
+    // 4096 × 256: no padding for either tile, the faster rate wins.
+    expect(fastestShape([tall, small], 4096, 256)).toBe(0);
+    // A training batch of 64 rows: the 256-row tile computes 4× padding (4/35 > 1/14).
+    expect(fastestShape([tall, small], 64, 256)).toBe(1);
+    // 100 rows: 2.56× padding at 35 against 1.28× at 14: still the tall tile.
+    expect(fastestShape([tall, small], 100, 785)).toBe(0);
+    expect(fastestShape([small], 1, 1)).toBe(0);
+  });
+
+  it('gives the same products whichever shape each takes', async (ctx) => {
+    skipUnfit(tall.config, ctx);
+    // Batches of 64 take the small shape and 300 the tall one: both against float64.
+    for (const m of [64, 300]) {
+      const [n, k] = [24, 19];
+      const rng = new Rng(m);
+      const x = f64(m * k, rng);
+      const theta = f64(n * (k + 1), rng);
+      const layer = { weightOffset: 0, biasOffset: n * k };
+      const zRef = new Float64Array(m * n);
+      for (let r = 0; r < m; r++) for (let c = 0; c < n; c++) {
+        let s = theta[layer.biasOffset + c]!;
+        for (let q = 0; q < k; q++) s += x[r * k + q]! * theta[c * k + q]!;
+        zRef[r * n + c] = s;
+      }
+      const mm = await Matmul.create(gpu(), [activationCode('identity')], [tall, small]);
+      expect(mm.config).toEqual(tall.config);
+      const [bx, bt, bz, by] = [await upload(x, 'x'), await upload(theta, 'θ'), await nanBuffer(m * n, 'z'), await nanBuffer(m * n, 'y')];
+      await gpu().step('two shapes', (s) => mm.forward(s, { x: bx, theta: bt, layer, z: bz, y: by, batch: m, inputs: k, outputs: n, activation: activationCode('identity') }));
+      expectClose(await read(bz, m * n), zRef, { rtol: f32Tolerance(k), atol: f32Tolerance(k) * Math.sqrt(k) }, `forward of ${m} rows`);
+      for (const b of [bx, bt, bz, by]) gpu().buffers.release(b);
+    }
   });
 });
