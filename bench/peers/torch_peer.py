@@ -102,8 +102,9 @@ def vmap_fisher(params, x, y, structure, chunk):
 
 
 def main():
-    # Every core the process may use: fisher-gpu's software-GPU runs use all of them too.
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    # FISHER_GPU_TORCH_THREADS sets torch's intra-op threads; by default torch chooses, as its users get it.
+    if os.environ.get('FISHER_GPU_TORCH_THREADS'):
+        torch.set_num_threads(int(os.environ['FISHER_GPU_TORCH_THREADS']))
     with open(sys.argv[1]) as f:
         req = json.load(f)
     folder, widths, n = req['folder'], req['widths'], req['n']
