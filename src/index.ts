@@ -34,6 +34,7 @@ export { Rng } from './model/random.js';
 export type { Engine, LoadedModel, Backend } from './engine/engine.js';
 export { CpuEngine } from './engine/cpu.js';
 export { GpuEngine } from './engine/gpu.js';
+export type { MatmulConfig, MatmulShape } from './kernels/matmul.js';
 export { selectEngine, type BackendChoice } from './engine/select.js';
 export { fisher } from './fisher/estimate.js';
 export {

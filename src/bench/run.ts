@@ -13,7 +13,7 @@ import { matmulShapesFor } from '../engine/tuning.js';
 import { fisher } from '../fisher/estimate.js';
 import type { AdapterDescription, GpuDevice, Step } from '../gpu/device.js';
 import { activationCode } from '../kernels/activation.js';
-import { Matmul, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
+import { asShapes, Matmul, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { Probe } from '../kernels/probe.js';
 import { Dataset } from '../model/data.js';
 import { Mlp } from '../model/mlp.js';
@@ -252,7 +252,7 @@ export async function runBench(gpu: GpuDevice, workloads: Workload[], o: BenchOp
   log(`measuring the device's peaks on ${gpu.describe()}`);
   const peaks = await measurePeaks(gpu, o.quick);
   // The library's own choice of shapes, unless the caller fixes one.
-  const shapes = o.matmul ? [{ config: o.matmul, gflops: 1 }] : matmulShapesFor(gpu);
+  const shapes = o.matmul ? asShapes(o.matmul) : matmulShapesFor(gpu);
   const engine = new GpuEngine(gpu, shapes);
   const rows: BenchRow[] = [];
   for (const w of workloads) {

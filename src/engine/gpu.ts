@@ -18,7 +18,7 @@ import type { GpuDevice, Step } from '../gpu/device.js';
 import { GpuLimitError } from '../gpu/errors.js';
 import { activationCode } from '../kernels/activation.js';
 import { LikelihoodHead } from '../kernels/likelihood.js';
-import { DEFAULT_MATMUL_CONFIG, Matmul, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
+import { asShapes, DEFAULT_MATMUL_CONFIG, Matmul, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { Optimizer } from '../kernels/optimizer.js';
 import { PerSampleGrad } from '../kernels/per_sample_grad.js';
 import type { Dataset } from '../model/data.js';
@@ -367,7 +367,7 @@ export class GpuEngine implements Engine {
     readonly gpu: GpuDevice,
     shapes?: MatmulConfig | readonly MatmulShape[],
   ) {
-    this.shapes = shapes === undefined ? matmulShapesFor(gpu) : Array.isArray(shapes) ? (shapes as readonly MatmulShape[]) : [{ config: shapes as MatmulConfig, gflops: 1 }];
+    this.shapes = shapes === undefined ? matmulShapesFor(gpu) : asShapes(shapes);
   }
 
   /** The primary matmul shape. */

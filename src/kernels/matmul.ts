@@ -34,6 +34,11 @@ export interface MatmulShape {
   gflops: number;
 }
 
+/** One configuration as the only shape (its rate is then irrelevant), or the shapes as given. */
+export function asShapes(shapes: MatmulConfig | readonly MatmulShape[]): readonly MatmulShape[] {
+  return Array.isArray(shapes) ? (shapes as readonly MatmulShape[]) : [{ config: shapes as MatmulConfig, gflops: 1 }];
+}
+
 /**
  * Of several shapes, the index of the one predicted fastest for C [m, n]:
  * the work it actually does, with m and n rounded up to its workgroup's
@@ -141,7 +146,7 @@ export class Matmul {
    * means one shape for every product.
    */
   static async create(gpu: GpuDevice, activationCodes: Iterable<number>, shapes: MatmulConfig | readonly MatmulShape[] = DEFAULT_MATMUL_CONFIG): Promise<Matmul> {
-    const list = Array.isArray(shapes) ? (shapes as readonly MatmulShape[]) : [{ config: shapes as MatmulConfig, gflops: 1 }];
+    const list = asShapes(shapes);
     if (list.length === 0) throw new RangeError('matmul: no shapes given');
     for (const { config } of list) {
       const problem = matmulConfigProblem(config, gpu);
