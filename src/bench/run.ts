@@ -184,7 +184,7 @@ async function runFisher(gpu: GpuDevice, engine: Engine, w: FisherWorkload, o: B
 }
 
 async function runKernel(gpu: GpuDevice, w: KernelWorkload, shapes: readonly MatmulShape[], o: BenchOptions): Promise<Omit<BenchRow, 'workload' | 'work'>> {
-  const mm = await Matmul.create(gpu, [activationCode('relu')], shapes);
+  const mm = await Matmul.create(gpu, shapes);
   const rng = new Rng(3);
   const buf = (floats: number, label: string) => gpu.storage(floats * 4, label, rng.normals(floats));
   const { batch: b, inputs: i, outputs: out } = w;

@@ -33,7 +33,7 @@ export function candidates(gpu: GpuDevice): MatmulConfig[] {
 
 /** Scores one configuration: the geometric mean of three products' GFLOP/s (best of 3 runs each). */
 export async function score(gpu: GpuDevice, config: MatmulConfig, size: 'quick' | 'full'): Promise<number> {
-  const mm = await Matmul.create(gpu, [activationCode('relu')], config);
+  const mm = await Matmul.create(gpu, config);
   const rng = new Rng(5);
   const [batch, inputs, outputs, p] = size === 'quick' ? [512, 784, 128, 600] : [4096, 784, 256, 2410];
   const held: GPUBuffer[] = [];

@@ -73,9 +73,8 @@ export class GpuModel implements LoadedModel {
   ) {}
 
   static async load(gpu: GpuDevice, model: Mlp, shapes: MatmulConfig | readonly MatmulShape[] = DEFAULT_MATMUL_CONFIG): Promise<GpuModel> {
-    const codes = model.layers.map((l) => activationCode(l.activation));
     const [matmul, head, perSample, optimizer] = await Promise.all([
-      Matmul.create(gpu, [...codes, activationCode('identity')], shapes),
+      Matmul.create(gpu, shapes),
       LikelihoodHead.create(gpu, model.likelihood.spec.type),
       PerSampleGrad.create(gpu),
       Optimizer.create(gpu),

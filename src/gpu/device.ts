@@ -53,7 +53,18 @@ export interface Step {
   record(d: DispatchRecord): void;
   /** Queues a buffer copy to run after the step's compute pass. */
   copyAfter(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void;
+  /**
+   * Says that a pipeline this step needs is still being built (its dispatch
+   * was left out): the attempt is not submitted, and the step is encoded
+   * again once every such build has finished. Pipelines can so be built on
+   * first use, while encoding stays synchronous.
+   */
+  awaitBuild(build: Promise<unknown>): void;
 }
+
+// Each retry of a step only waits for builds its previous attempt started, so
+// a few suffice; more means a kernel that never becomes ready.
+const MAX_STEP_ATTEMPTS = 8;
 
 export class GpuDevice {
   readonly buffers: BufferPool;
@@ -161,14 +172,27 @@ export class GpuDevice {
   /**
    * Runs one step: `encode` records dispatches into a compute pass; the step
    * is submitted inside validation, out-of-memory and internal error scopes,
-   * and any error is thrown typed, naming the step and its dispatches.
+   * and any error is thrown typed, naming the step and its dispatches. Where
+   * `encode` waits for pipeline builds (Step.awaitBuild), it runs again once
+   * they are done, and only the complete attempt is submitted.
    */
   async step<T>(label: string, encode: (step: Step) => T): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const { result, builds } = await this.#attempt(label, encode);
+      if (builds.length === 0) return result as T;
+      if (attempt === MAX_STEP_ATTEMPTS) throw new GpuInternalError(`${label}: pipelines still not ready after ${attempt} attempts`);
+      await Promise.all(builds);
+    }
+  }
+
+  /** One attempt at a step: submitted unless it waits for pipeline builds, which it returns. */
+  async #attempt<T>(label: string, encode: (step: Step) => T): Promise<{ result: T | undefined; builds: Promise<unknown>[] }> {
     this.#assertAlive();
     const device = this.device;
     const records: DispatchRecord[] = [];
     const uniforms: GPUBuffer[] = [];
     const copies: [GPUBuffer, number, GPUBuffer, number, number][] = [];
+    const builds: Promise<unknown>[] = [];
     device.pushErrorScope('validation');
     device.pushErrorScope('out-of-memory');
     device.pushErrorScope('internal');
@@ -191,27 +215,31 @@ export class GpuDevice {
         },
         record: (d) => records.push(d),
         copyAfter: (...c) => copies.push(c),
+        awaitBuild: (build) => builds.push(build),
       };
       try {
         result = encode(step);
       } finally {
         pass.end();
       }
-      for (const c of copies) if (c[4] > 0) encoder.copyBufferToBuffer(...c);
-      device.queue.submit([encoder.finish()]);
+      // An attempt that waits for builds is dropped unsubmitted (its timestamps are never resolved).
+      if (builds.length === 0) {
+        for (const c of copies) if (c[4] > 0) encoder.copyBufferToBuffer(...c);
+        device.queue.submit([encoder.finish()]);
+      }
     } catch (e) {
       thrown = e;
     }
     const [internal, oom, validation] = await Promise.all([device.popErrorScope(), device.popErrorScope(), device.popErrorScope()]);
     // Destroying after submit is allowed: the buffers live until the queued work is done.
     for (const b of uniforms) b.destroy();
-    if (TRACE_ENABLED) trace(`step ${label}: ${records.length} dispatches encoded in ${(performance.now() - t0).toFixed(2)} ms`);
+    if (TRACE_ENABLED) trace(`step ${label}: ${records.length} dispatches encoded in ${(performance.now() - t0).toFixed(2)} ms${builds.length ? `, waiting for ${builds.length} pipeline builds` : ''}`);
     const what = () => `${label} [${records.map((r) => `${r.kernel} ${JSON.stringify(r.sizes)}`).join('; ')}]`;
     if (validation) throw new GpuValidationError(`${what()}: ${validation.message}`);
     if (oom) throw new GpuOutOfMemoryError(`${what()}: out of device memory: ${oom.message}`);
     if (internal) throw new GpuInternalError(`${what()}: ${internal.message}`);
     if (thrown) throw thrown;
-    return result as T;
+    return { result, builds };
   }
 
   /** A storage buffer from the pool, filled with `data` when given; allocation failures throw typed. */

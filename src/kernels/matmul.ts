@@ -127,6 +127,7 @@ export interface ParameterReduction {
 }
 
 export class Matmul {
+  /** Pipelines built so far, by shape, entry and activation: each is built on first use. */
   readonly #kernels = new Map<string, ComputeKernel>();
 
   private constructor(
@@ -141,45 +142,36 @@ export class Matmul {
   }
 
   /**
-   * Builds the pipelines of every shape: the reductions, and forward and
-   * backward for each activation code that will be used. One configuration
+   * Checks the shapes against the device. Pipelines are built when a product
+   * first needs one (a shape and entry point a run never uses costs nothing):
+   * the step waits for the build and is encoded again. One configuration
    * means one shape for every product.
    */
-  static async create(gpu: GpuDevice, activationCodes: Iterable<number>, shapes: MatmulConfig | readonly MatmulShape[] = DEFAULT_MATMUL_CONFIG): Promise<Matmul> {
+  static async create(gpu: GpuDevice, shapes: MatmulConfig | readonly MatmulShape[] = DEFAULT_MATMUL_CONFIG): Promise<Matmul> {
     const list = asShapes(shapes);
     if (list.length === 0) throw new RangeError('matmul: no shapes given');
     for (const { config } of list) {
       const problem = matmulConfigProblem(config, gpu);
       if (problem) throw new RangeError(`matmul config ${JSON.stringify(config)}: ${problem}`);
     }
-    const mm = new Matmul(gpu, list);
-    const wanted: [Entry, number][] = [
-      ['weight_gradient', 0],
-      ['squared_gradient', 0],
-      ['gram', 0],
-    ];
-    for (const code of new Set(activationCodes)) wanted.push(['linear_forward', code], ['linear_backward', code]);
-    await Promise.all(
-      list.flatMap(({ config }, shape) =>
-        wanted.map(async ([entry, activation]) => {
-          const kernel = await gpu.kernel({
-            family: config.subgroups ? 'matmul/subgroups' : 'matmul',
-            source: matmulWgsl(config.subgroups),
-            entry,
-            overrides: { TM: config.tm, TN: config.tn, WG_M: config.wgM, WG_N: config.wgN, ACTIVATION: activation },
-          });
-          mm.#kernels.set(`${shape}/${entry}/${activation}`, kernel);
-        }),
-      ),
-    );
-    return mm;
+    return new Matmul(gpu, list);
   }
 
   #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims): void {
     const shape = this.shapes.length === 1 ? 0 : fastestShape(this.shapes, d.m, d.n);
-    const k = this.#kernels.get(`${shape}/${entry}/${activation}`);
-    if (!k) throw new Error(`matmul.${entry} for activation ${activation} was not built`);
     const c = this.shapes[shape]!.config;
+    const key = `${shape}/${entry}/${activation}`;
+    const k = this.#kernels.get(key);
+    if (!k) {
+      const build = this.gpu.kernel({
+        family: c.subgroups ? 'matmul/subgroups' : 'matmul',
+        source: matmulWgsl(c.subgroups),
+        entry,
+        overrides: { TM: c.tm, TN: c.tn, WG_M: c.wgM, WG_N: c.wgN, ACTIVATION: activation },
+      });
+      step.awaitBuild(build.then((built) => this.#kernels.set(key, built)));
+      return;
+    }
     k.encode(step.pass, step, buffers, dims(d), [groups(d.n, c.tn * c.wgN), groups(d.m, c.tm * c.wgM)]);
   }
 

@@ -43,6 +43,28 @@ describe('GPU runtime', () => {
     await expect(gpu().storage(gpu().limits.maxStorageBufferBindingSize + 4, 'huge')).rejects.toThrow(GpuLimitError);
   });
 
+  it('encodes a step again once the pipelines it waited for are built, and submits only that attempt', async () => {
+    const d = gpu();
+    const source = '@group(0) @binding(0) var<storage, read_write> out: array<f32>;\n@compute @workgroup_size(1) fn main() { out[0] = out[0] + 1.0; }';
+    const out = await d.storage(4, 'out', Float32Array.of(0));
+    let built: Awaited<ReturnType<typeof d.kernel>> | undefined;
+    let attempts = 0;
+    await d.step('lazy', (step) => {
+      attempts++;
+      if (!built) {
+        step.awaitBuild(d.kernel({ family: 'lazy', source, entry: 'main' }).then((k) => (built = k)));
+        return;
+      }
+      built.encode(step.pass, step, { out }, {}, [1]);
+    });
+    expect(attempts).toBe(2);
+    // Incremented once: the first attempt was dropped, not submitted.
+    expect(Array.from(await d.readF32(out, 4))).toEqual([1]);
+    // A build that fails fails the step with the build's error.
+    await expect(d.step('broken build', (step) => step.awaitBuild(d.kernel({ family: 'broken', source: 'fn x(', entry: 'main' })))).rejects.toThrow(ShaderError);
+    d.buffers.release(out);
+  });
+
   it('reports WGSL that does not compile as a ShaderError with the line', async () => {
     await expect(gpu().kernel({ family: 'broken', source: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }', entry: 'main' })).rejects.toThrow(ShaderError);
     await expect(gpu().kernel({ family: 'broken', source: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }', entry: 'main' })).rejects.toThrow(/broken: WGSL does not compile: 1:/);

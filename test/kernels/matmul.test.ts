@@ -67,8 +67,7 @@ function packTheta(w: Float32Array, bias: Float32Array, pad: number): { theta: F
 describe.each(CONFIGS)('matmul %o', (config) => {
   it.for(SHAPES)('linear_forward and linear_backward, m=%i n=%i k=%i, every activation', async ([m, n, k], ctx) => {
     skipUnfit(config, ctx);
-    const codes = ACTIVATION_NAMES.map((a) => activationCode(a));
-    const mm = await Matmul.create(gpu(), codes, config);
+    const mm = await Matmul.create(gpu(), config);
     const rng = new Rng(m * 1000 + n * 10 + k);
     const x = f64(m * k, rng);
     const w = f64(n * k, rng);
@@ -105,7 +104,7 @@ describe.each(CONFIGS)('matmul %o', (config) => {
 
   it.for(SHAPES)('weight_gradient, squared_gradient and gram, out=%i in=%i batch=%i', async ([out, inputs, batch], ctx) => {
     skipUnfit(config, ctx);
-    const mm = await Matmul.create(gpu(), [], config);
+    const mm = await Matmul.create(gpu(), config);
     const rng = new Rng(out * 7 + inputs * 3 + batch);
     const delta = f64(batch * out, rng);
     const a = f64(batch * inputs, rng);
@@ -191,7 +190,7 @@ describe('every shape fisher bench --tune may choose', () => {
     const candidates = (await import('../../src/bench/tune.js')).candidates(gpu());
     expect(candidates.length).toBeGreaterThan(10);
     for (const config of candidates) {
-      const mm = await Matmul.create(gpu(), [activationCode('identity')], config);
+      const mm = await Matmul.create(gpu(), config);
       const [bz, by, bf] = [await nanBuffer(m * n, 'z'), await nanBuffer(m * n, 'y'), await nanBuffer(k * k, 'F')];
       await gpu().step('candidate', (s) => {
         mm.forward(s, { x: bx, theta: bt, layer, z: bz, y: by, batch: m, inputs: k, outputs: n, activation: activationCode('identity') });
@@ -220,12 +219,12 @@ describe('matmul wrapper', () => {
   });
 
   it('rejects blocks larger than the kernel holds', async () => {
-    await expect(Matmul.create(gpu(), [], { tm: 9, tn: 1, wgM: 1, wgN: 1, subgroups: false })).rejects.toThrow(/at most 8×8/);
-    await expect(Matmul.create(gpu(), [], { tm: 12, tn: 1, wgM: 1, wgN: 8, subgroups: true })).rejects.toThrow(/multiple of wgN/);
+    await expect(Matmul.create(gpu(), { tm: 9, tn: 1, wgM: 1, wgN: 1, subgroups: false })).rejects.toThrow(/at most 8×8/);
+    await expect(Matmul.create(gpu(), { tm: 12, tn: 1, wgM: 1, wgN: 8, subgroups: true })).rejects.toThrow(/multiple of wgN/);
   });
 
   it('a buffer of the wrong usage is a validation error naming the step, kernel and sizes', async () => {
-    const mm = await Matmul.create(gpu(), [], DEFAULT_MATMUL_CONFIG);
+    const mm = await Matmul.create(gpu(), DEFAULT_MATMUL_CONFIG);
     const [bd, ba] = [await upload(new Float32Array(6), 'd'), await upload(new Float32Array(6), 'a')];
     // A buffer made without STORAGE usage, bound as the output: the bind group is invalid.
     const tiny = gpu().device.createBuffer({ size: 4, usage: GPUBufferUsage.UNIFORM });
@@ -269,7 +268,7 @@ describe('choosing a shape per product', () => {
         for (let q = 0; q < k; q++) s += x[r * k + q]! * theta[c * k + q]!;
         zRef[r * n + c] = s;
       }
-      const mm = await Matmul.create(gpu(), [activationCode('identity')], [tall, small]);
+      const mm = await Matmul.create(gpu(), [tall, small]);
       expect(mm.config).toEqual(tall.config);
       const [bx, bt, bz, by] = [await upload(x, 'x'), await upload(theta, 'θ'), await nanBuffer(m * n, 'z'), await nanBuffer(m * n, 'y')];
       await gpu().step('two shapes', (s) => mm.forward(s, { x: bx, theta: bt, layer, z: bz, y: by, batch: m, inputs: k, outputs: n, activation: activationCode('identity') }));
