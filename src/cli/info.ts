@@ -21,7 +21,7 @@ export async function info(args: { json: boolean }): Promise<void> {
       `device:       ${a.device || '-'}`,
       `features:     ${a.features.join(', ')}`,
       `subgroups:    ${a.subgroupMinSize ? `${a.subgroupMinSize}…${a.subgroupMaxSize} lanes` : '-'}`,
-      `matmul:       ${matmul.tm}×${matmul.tn} blocks, workgroup ${matmul.wgM}×${matmul.wgN}${matmul.subgroups ? ', subgroup-shared rows' : ''} (${tuned ? `tuned, from ${tuningCacheFile()}` : 'default; `fisher bench --tune` tunes it'})${shapes[1] ? `; products too small for its tile use the default ${shapes[1].config.tm}×${shapes[1].config.tn}` : ''}`,
+      `matmul:       ${matmul.tm}×${matmul.tn} blocks, workgroup ${matmul.wgM}×${matmul.wgN}${matmul.subgroups ? ', subgroup-shared rows' : ''} (${tuned ? `tuned, from ${tuningCacheFile()}` : 'default; `fisher bench --tune` tunes it'})${shapes.length > 1 ? `; products too small for its tile choose from ${shapes.length - 1} smaller shapes` : ''}`,
       'limits:',
       ...Object.entries(a.limits).map(([k, v]) => `  ${k.padEnd(36)} ${v}`),
     ];

@@ -21,7 +21,28 @@ export interface TuningEntry {
   /** Geometric-mean GFLOP/s of the tuned kernels, and the default's, when tuned. */
   gflops: number;
   defaultGflops: number;
+  /** Every candidate scored, best first (absent in caches written before it was kept). */
+  ranked?: MatmulShape[];
   date: string;
+}
+
+const tile = (c: MatmulConfig) => ({ rows: c.tm * c.wgM, cols: c.tn * c.wgN });
+
+/**
+ * The shapes worth choosing from: those no other shape beats with a tile
+ * as small or smaller in both directions and a rate as high or higher. A
+ * product then pays for padding only where a smaller tile would be slower.
+ */
+export function paretoShapes(shapes: readonly MatmulShape[]): MatmulShape[] {
+  return shapes.filter((s, i) => {
+    const a = tile(s.config);
+    return !shapes.some((o, j) => {
+      const b = tile(o.config);
+      const noWorse = b.rows <= a.rows && b.cols <= a.cols && o.gflops >= s.gflops;
+      const better = b.rows < a.rows || b.cols < a.cols || o.gflops > s.gflops || j < i;
+      return j !== i && noWorse && better;
+    });
+  });
 }
 
 export function tuningCacheFile(): string {
@@ -46,9 +67,12 @@ function readCache(): Record<string, TuningEntry> {
 }
 
 /**
- * The matmul shapes for this device, the primary first: the tuned shape and
- * the default with their measured rates (each product picks the one predicted
- * fastest for its size), or the default alone where there is no usable tuning.
+ * The matmul shapes for this device, the primary first: the tuned shape,
+ * then the other candidates tuning scored that are on the front of tile size
+ * against rate (paretoShapes; in a cache without the scores, the default),
+ * each with its measured rate. Each product picks the one predicted fastest
+ * for its size; pipelines are built only for the shapes picked. Without a
+ * usable tuning: the default alone.
  */
 export function matmulShapesFor(gpu: GpuDevice): MatmulShape[] {
   const fallback = [{ config: DEFAULT_MATMUL_CONFIG, gflops: 1 }];
@@ -62,8 +86,13 @@ export function matmulShapesFor(gpu: GpuDevice): MatmulShape[] {
     return fallback;
   }
   const tuned = { config, gflops: entry.gflops };
-  if (JSON.stringify(config) === JSON.stringify(DEFAULT_MATMUL_CONFIG) || !(entry.defaultGflops > 0)) return [tuned];
-  return [tuned, { config: DEFAULT_MATMUL_CONFIG, gflops: entry.defaultGflops }];
+  const others: MatmulShape[] = entry.ranked?.length
+    ? entry.ranked.filter((r) => !matmulConfigProblem(r.config, gpu))
+    : entry.defaultGflops > 0
+      ? [{ config: DEFAULT_MATMUL_CONFIG, gflops: entry.defaultGflops }]
+      : [];
+  const same = (a: MatmulConfig) => JSON.stringify(a) === JSON.stringify(config);
+  return [tuned, ...paretoShapes([tuned, ...others]).filter((s) => !same(s.config))];
 }
 
 /** The primary (tuned, else default) matmul shape for this device. */

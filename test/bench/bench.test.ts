@@ -7,7 +7,7 @@ import { relativeDifference } from '../../src/bench/run.js';
 import { findTorch, torchPeer } from '../../src/bench/torch.js';
 import { candidates, score } from '../../src/bench/tune.js';
 import { fisherWork, fullSuite, kernelWork, parameterCount, quickSuite } from '../../src/bench/workloads.js';
-import { matmulConfigFor, saveTuning } from '../../src/engine/tuning.js';
+import { matmulConfigFor, matmulShapesFor, paretoShapes, saveTuning } from '../../src/engine/tuning.js';
 import { DEFAULT_MATMUL_CONFIG, matmulConfigProblem } from '../../src/kernels/matmul.js';
 import { CpuEngine } from '../../src/engine/cpu.js';
 import { fisher } from '../../src/fisher/estimate.js';
@@ -71,6 +71,32 @@ describe('tuning', () => {
     delete process.env['FISHER_GPU_TUNING'];
     await saveTuning(gpu(), { matmul: { tm: 99, tn: 8, wgM: 1, wgN: 8, subgroups: false }, gflops: 2, defaultGflops: 1, date: 'now' });
     expect(matmulConfigFor(gpu())).toEqual(DEFAULT_MATMUL_CONFIG);
+  });
+
+  it('offers the tuned shape first, then the scored shapes on the front of tile against rate that fit the device', async () => {
+    const tuned = { config: { tm: 8, tn: 8, wgM: 8, wgN: 8, subgroups: false }, gflops: 20 };
+    const smaller = { config: { tm: 4, tn: 4, wgM: 8, wgN: 8, subgroups: false }, gflops: 12 };
+    const dominated = { config: { tm: 8, tn: 4, wgM: 8, wgN: 8, subgroups: false }, gflops: 11 };
+    const unfit = { config: { tm: 99, tn: 8, wgM: 1, wgN: 8, subgroups: false }, gflops: 50 };
+    await saveTuning(gpu(), { matmul: tuned.config, gflops: 20, defaultGflops: 20, ranked: [unfit, tuned, smaller, dominated], date: 'now' });
+    expect(matmulShapesFor(gpu())).toEqual([tuned, smaller]);
+    // A cache written before the scores were kept: the tuned shape and the default.
+    await saveTuning(gpu(), { matmul: smaller.config, gflops: 12, defaultGflops: 20, date: 'now' });
+    expect(matmulShapesFor(gpu())).toEqual([smaller, { config: DEFAULT_MATMUL_CONFIG, gflops: 20 }]);
+  });
+});
+
+describe('shapes to choose from', () => {
+  const shape = (tm: number, wgM: number, gflops: number) => ({ config: { tm, tn: 8, wgM, wgN: 8, subgroups: true }, gflops });
+  it('keeps the front of tile size against rate: a shape survives only if no smaller tile is as fast', () => {
+    const tall = shape(32, 8, 35); // 256 × 64
+    const half = shape(32, 4, 33); // 128 × 64: smaller, slower: kept
+    const slowHalf = shape(16, 8, 20); // 128 × 64 again, slower: dropped
+    const small = shape(8, 8, 25); // 64 × 64: kept
+    const bigSlow = shape(32, 8, 10); // tall's tile, slower: dropped
+    expect(paretoShapes([tall, half, slowHalf, small, bigSlow])).toEqual([tall, half, small]);
+    // Exact duplicates keep the first.
+    expect(paretoShapes([tall, tall])).toEqual([tall]);
   });
 });
 
