@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import type { GpuDevice } from '../gpu/device.js';
 import { trace } from '../gpu/trace.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { DEFAULT_MATMUL_CONFIG, matmulConfigProblem, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
+import { DEFAULT_MATMUL_CONFIG, matmulConfigProblem, tileOf, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 
 export interface TuningEntry {
   matmul: MatmulConfig;
@@ -26,8 +26,6 @@ export interface TuningEntry {
   date: string;
 }
 
-const tile = (c: MatmulConfig) => ({ rows: c.tm * c.wgM, cols: c.tn * c.wgN });
-
 /**
  * The shapes worth choosing from: those no other shape beats with a tile
  * as small or smaller in both directions and a rate as high or higher. A
@@ -35,9 +33,9 @@ const tile = (c: MatmulConfig) => ({ rows: c.tm * c.wgM, cols: c.tn * c.wgN });
  */
 export function paretoShapes(shapes: readonly MatmulShape[]): MatmulShape[] {
   return shapes.filter((s, i) => {
-    const a = tile(s.config);
+    const a = tileOf(s.config);
     return !shapes.some((o, j) => {
-      const b = tile(o.config);
+      const b = tileOf(o.config);
       const noWorse = b.rows <= a.rows && b.cols <= a.cols && o.gflops >= s.gflops;
       const better = b.rows < a.rows || b.cols < a.cols || o.gflops > s.gflops || j < i;
       return j !== i && noWorse && better;

@@ -34,6 +34,11 @@ export interface MatmulShape {
   gflops: number;
 }
 
+/** The part of C one workgroup computes: rows × columns. */
+export function tileOf(c: MatmulConfig): { rows: number; cols: number } {
+  return { rows: c.tm * c.wgM, cols: c.tn * c.wgN };
+}
+
 /** One configuration as the only shape (its rate is then irrelevant), or the shapes as given. */
 export function asShapes(shapes: MatmulConfig | readonly MatmulShape[]): readonly MatmulShape[] {
   return Array.isArray(shapes) ? (shapes as readonly MatmulShape[]) : [{ config: shapes as MatmulConfig, gflops: 1 }];
@@ -49,9 +54,8 @@ export function asShapes(shapes: MatmulConfig | readonly MatmulShape[]): readonl
 export function fastestShape(shapes: readonly MatmulShape[], m: number, n: number): number {
   let best = 0;
   let bestTime = Infinity;
-  shapes.forEach(({ config: c, gflops }, i) => {
-    const rows = c.tm * c.wgM;
-    const cols = c.tn * c.wgN;
+  shapes.forEach(({ config, gflops }, i) => {
+    const { rows, cols } = tileOf(config);
     const time = (Math.ceil(m / rows) * rows * Math.ceil(n / cols) * cols) / gflops;
     if (time < bestTime) [best, bestTime] = [i, time];
   });
@@ -172,7 +176,8 @@ export class Matmul {
       step.awaitBuild(build.then((built) => this.#kernels.set(key, built)));
       return;
     }
-    k.encode(step.pass, step, buffers, dims(d), [groups(d.n, c.tn * c.wgN), groups(d.m, c.tm * c.wgM)]);
+    const tile = tileOf(c);
+    k.encode(step.pass, step, buffers, dims(d), [groups(d.n, tile.cols), groups(d.m, tile.rows)]);
   }
 
   /**
