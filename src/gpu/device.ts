@@ -174,7 +174,9 @@ export class GpuDevice {
    * is submitted inside validation, out-of-memory and internal error scopes,
    * and any error is thrown typed, naming the step and its dispatches. Where
    * `encode` waits for pipeline builds (Step.awaitBuild), it runs again once
-   * they are done, and only the complete attempt is submitted.
+   * they are done, and only the complete attempt is submitted: `encode` must
+   * only encode (no counters, no buffer writes), so that running it twice is
+   * harmless.
    */
   async step<T>(label: string, encode: (step: Step) => T): Promise<T> {
     for (let attempt = 1; ; attempt++) {
