@@ -64,6 +64,17 @@ function packTheta(w: Float32Array, bias: Float32Array, pad: number): { theta: F
   return { theta, layer: { weightOffset: pad, biasOffset: pad + w.length } };
 }
 
+/** Z = X Wᵀ + b in float64: X [m, k]; W [n, k] and b [n] read from θ at the layer's offsets. */
+function forwardReference(x: Float32Array, theta: Float32Array, layer: { weightOffset: number; biasOffset: number }, m: number, n: number, k: number): Float64Array {
+  const z = new Float64Array(m * n);
+  for (let r = 0; r < m; r++) for (let c = 0; c < n; c++) {
+    let s = theta[layer.biasOffset + c]!;
+    for (let q = 0; q < k; q++) s += x[r * k + q]! * theta[layer.weightOffset + c * k + q]!;
+    z[r * n + c] = s;
+  }
+  return z;
+}
+
 describe.each(CONFIGS)('matmul %o', (config) => {
   it.for(SHAPES)('linear_forward and linear_backward, m=%i n=%i k=%i, every activation', async ([m, n, k], ctx) => {
     skipUnfit(config, ctx);
@@ -76,12 +87,7 @@ describe.each(CONFIGS)('matmul %o', (config) => {
     for (const act of ACTIVATION_NAMES) {
       const [bx, bt, bz, by] = [await upload(x, 'x'), await upload(theta, 'θ'), await nanBuffer(m * n, 'z'), await nanBuffer(m * n, 'y')];
       await gpu().step('forward', (s) => mm.forward(s, { x: bx, theta: bt, layer, z: bz, y: by, batch: m, inputs: k, outputs: n, activation: activationCode(act) }));
-      const zRef = new Float64Array(m * n);
-      for (let r = 0; r < m; r++) for (let c = 0; c < n; c++) {
-        let s = bias[c]!;
-        for (let q = 0; q < k; q++) s += x[r * k + q]! * w[c * k + q]!;
-        zRef[r * n + c] = s;
-      }
+      const zRef = forwardReference(x, theta, layer, m, n, k);
       const tol = { rtol: f32Tolerance(k), atol: f32Tolerance(k) * Math.sqrt(k) };
       expectClose(await read(bz, m * n), zRef, tol, `z (${act})`);
       expectClose(await read(by, m * n), zRef.map(ACTIVATIONS[act].f), { rtol: 1e-5, atol: 1e-5 * Math.sqrt(k) }, `act(z) (${act})`);
@@ -173,12 +179,7 @@ describe('every shape fisher bench --tune may choose', () => {
     const x = f64(m * k, rng);
     const theta = f64(n * (k + 1), rng);
     const layer = { weightOffset: 0, biasOffset: n * k };
-    const zRef = new Float64Array(m * n);
-    for (let r = 0; r < m; r++) for (let c = 0; c < n; c++) {
-      let s = theta[layer.biasOffset + c]!;
-      for (let q = 0; q < k; q++) s += x[r * k + q]! * theta[c * k + q]!;
-      zRef[r * n + c] = s;
-    }
+    const zRef = forwardReference(x, theta, layer, m, n, k);
     // Gram of x as G [m, k] (P = k); the upper triangle.
     const gRef: number[] = [];
     for (let r = 0; r < k; r++) for (let c = r; c < k; c++) {
@@ -262,12 +263,7 @@ describe('choosing a shape per product', () => {
       const x = f64(m * k, rng);
       const theta = f64(n * (k + 1), rng);
       const layer = { weightOffset: 0, biasOffset: n * k };
-      const zRef = new Float64Array(m * n);
-      for (let r = 0; r < m; r++) for (let c = 0; c < n; c++) {
-        let s = theta[layer.biasOffset + c]!;
-        for (let q = 0; q < k; q++) s += x[r * k + q]! * theta[c * k + q]!;
-        zRef[r * n + c] = s;
-      }
+      const zRef = forwardReference(x, theta, layer, m, n, k);
       const mm = await Matmul.create(gpu(), [tall, small]);
       expect(mm.config).toEqual(tall.config);
       const [bx, bt, bz, by] = [await upload(x, 'x'), await upload(theta, 'θ'), await nanBuffer(m * n, 'z'), await nanBuffer(m * n, 'y')];
