@@ -5,7 +5,7 @@
 //
 //   linear_forward    Z = X Wᵀ + b, Y = act(Z)          X [M, K], W [N, K] in θ
 //   linear_backward   D' = (D W) ⊙ act'(Z')              D [M, K], W [K, N] in θ
-//   weight_gradient   [dW | db] = scale · Dᵀ [A, 1]      D [K, M], A [K, N-1]
+//   weight_gradient   [dW | db] = scale · Dᵀ [A, 1]      D [K, M], A [K, N-1]   ([A] and N-1 → N without a bias)
 //   squared_gradient  [SW | Sb] = (D²)ᵀ [A², 1]          D [K, M], A [K, N-1]
 //   gram              F = G[:, r0:r0+M]ᵀ G               G [K, ld], upper triangle
 //
@@ -32,6 +32,7 @@ override WG_N: u32 = 8u;   // invocations per workgroup along n
 override TM: u32 = 4u;     // rows of C per invocation, 1 ≤ TM ≤ BLOCK_ROWS of the core
 override TN: u32 = 4u;     // columns of C per invocation, 1 ≤ TN ≤ BLOCK_COLS
 override ACTIVATION: u32 = 0u;  // an ACT_* code of activation.wgsl
+override STORE_Z: bool = true;   // linear_forward: store Z beside Y = act(Z)
 
 struct Dims {
   m: u32,              // rows of C
@@ -45,6 +46,7 @@ struct Dims {
   c_offset: u32,       // where a parameter-shaped result's weight goes
   c_bias_offset: u32,  // where its bias goes
   scale: f32,          // weight_gradient's factor (1/batch for a mean)
+  has_bias: u32,       // 1: the layer has a bias (the ONE forms' last column, the bias add)
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -76,10 +78,10 @@ fn load_b(form: u32, k: u32, n: u32) -> f32 {
   switch form {
     case B_KN: { return b[dims.b_offset + k * dims.ldb + n]; }
     case B_KN_ONE, B_KN_SQUARED_ONE: {
-      // Column N-1 is the constant input 1 of the bias; clamp its load.
-      let last = dims.n - 1u;
-      let v = b[dims.b_offset + k * dims.ldb + min(n, last - 1u)];
-      return select(select(v, v * v, form == B_KN_SQUARED_ONE), 1.0, n == last);
+      // With a bias, column N-1 is its constant input 1; clamp its load.
+      let inputs = dims.n - dims.has_bias;
+      let v = b[dims.b_offset + k * dims.ldb + min(n, inputs - 1u)];
+      return select(select(v, v * v, form == B_KN_SQUARED_ONE), 1.0, n >= inputs);
     }
     default: { return b[dims.b_offset + n * dims.ldb + k]; }
   }
@@ -103,8 +105,8 @@ fn linear_forward(@builtin(global_invocation_id) id: vec3u, @builtin(local_invoc
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
         let at = (o.x + i) * dims.n + o.y + j;
-        let z = blk.v[i * BLOCK_COLS + j] + b[dims.bias_offset + o.y + j];
-        c[at] = z;
+        let z = blk.v[i * BLOCK_COLS + j] + select(0.0, b[dims.bias_offset + o.y + j], dims.has_bias != 0u);
+        if (STORE_Z) { c[at] = z; }
         c_act[at] = activate(ACTIVATION, z);
       }
     }
@@ -125,10 +127,10 @@ fn linear_backward(@builtin(global_invocation_id) id: vec3u, @builtin(local_invo
   }
 }
 
-// Stores C [out, in + 1] into θ's layout: column n < in is W[m, n], the last
-// column is b[m].
+// Stores C [out, in + has_bias] into θ's layout: column n < in is W[m, n],
+// the last (with a bias) is b[m].
 fn store_parameters(o: vec2u, blk: Block, scale: f32) {
-  let inputs = dims.n - 1u;
+  let inputs = dims.n - dims.has_bias;
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {

@@ -3,7 +3,7 @@
  *
  * ```ts
  * const gpu = await openDevice();
- * const model = await Mlp.load('model.json', 'weights.safetensors');
+ * const model = await Network.load('model.json', 'weights.safetensors');
  * const data = await Dataset.load('data.safetensors', model);
  * const F = await fisher(gpu, model, data, { kind: 'empirical', structure: 'diag' });
  * await F.save('fisher.safetensors');
@@ -23,11 +23,13 @@ export {
   DeviceLostError,
   GpuLimitError,
 } from './gpu/errors.js';
-export { Mlp, type LayerWeights } from './model/mlp.js';
+export { Network, Mlp } from './model/network.js';
 export { Dataset } from './model/data.js';
-export { parseSpec, type ModelSpec, type LinearLayer } from './model/spec.js';
-export { InputError } from './model/errors.js';
-export { ACTIVATION_NAMES, type ActivationName } from './model/activations.js';
+export { parseSpec, mlpSpec, type ModelSpec } from './model/spec.js';
+export { LAYER_TYPE_NAMES } from './layers/registry.js';
+export type { LayerNode, Shape, ParameterSpec } from './layers/layer.js';
+export { InputError } from './layers/errors.js';
+export { ACTIVATION_NAMES, type ActivationName } from './layers/activations.js';
 export { LIKELIHOOD_TYPES, type LikelihoodSpec, type LikelihoodType } from './model/likelihoods.js';
 export { parameterLayout, type ParameterLayout, type ParameterEntry } from './model/layout.js';
 export { Rng } from './model/random.js';

@@ -16,7 +16,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { GpuDevice } from '../gpu/device.js';
 import type { Dataset } from '../model/data.js';
-import type { Mlp } from '../model/mlp.js';
+import type { Network } from '../model/network.js';
+import { mlpOf } from './mlp.js';
 import type { Peer } from './run.js';
 import { workOf, type FisherWorkload } from './workloads.js';
 
@@ -98,11 +99,11 @@ function loadTf(gpu: GpuDevice, dir: string): Promise<Tf> {
 }
 
 /** The diagonal (or full) empirical Fisher of a ReLU/softmax MLP with TF.js ops, batched. */
-async function tfFisher(tf: Tf, model: Mlp, data: Dataset, structure: 'diag' | 'full'): Promise<Float32Array> {
+async function tfFisher(tf: Tf, model: Network, data: Dataset, structure: 'diag' | 'full'): Promise<Float32Array> {
   const chunk = structure === 'full' ? 1024 : 4096;
   const p = model.parameterCount;
   const total = new Float64Array(structure === 'full' ? p * p : p);
-  const weights = model.layers.map((l, k) => [tf.tensor2d(model.weights[k]!.weight, [l.out, l.in]), tf.tensor1d(model.weights[k]!.bias)] as const);
+  const weights = mlpOf(model).map((l) => [tf.tensor2d(l.weight, [l.out, l.in]), tf.tensor1d(l.bias)] as const);
   try {
     for (let s0 = 0; s0 < data.n; s0 += chunk) {
       const batch = data.slice(s0, Math.min(data.n, s0 + chunk));
@@ -154,8 +155,8 @@ async function tfFisher(tf: Tf, model: Mlp, data: Dataset, structure: 'diag' | '
  * The per-sample loop a TF.js user would write: tf.grads of each sample's
  * loss, squared and summed (diagonal only).
  */
-async function tfPerSampleDiagonal(tf: Tf, model: Mlp, data: Dataset, samples: number): Promise<Float64Array> {
-  const params = model.layers.flatMap((l, k) => [tf.tensor2d(model.weights[k]!.weight, [l.out, l.in]), tf.tensor1d(model.weights[k]!.bias)]);
+async function tfPerSampleDiagonal(tf: Tf, model: Network, data: Dataset, samples: number): Promise<Float64Array> {
+  const params = mlpOf(model).flatMap((l) => [tf.tensor2d(l.weight, [l.out, l.in]), tf.tensor1d(l.bias)]);
   const loss = (x: Tensor, y: Tensor) => (...p: Tensor[]) => {
     let a = x;
     for (let k = 0; k < p.length / 2; k++) {
@@ -186,7 +187,7 @@ async function tfPerSampleDiagonal(tf: Tf, model: Mlp, data: Dataset, samples: n
 export function tfjsPerSamplePeer(gpu: GpuDevice, dir: string, budgetSeconds: number): Peer {
   return {
     name: 'TF.js WebGPU (per-sample tf.grads loop)',
-    async run(w: FisherWorkload, model: Mlp, data: Dataset) {
+    async run(w: FisherWorkload, model: Network, data: Dataset) {
       if (w.kind !== 'empirical' || w.structure !== 'diag') return { skipped: 'written for the empirical diagonal only' };
       const tf = await loadTf(gpu, dir);
       if (!(await tf.setBackend('webgpu'))) return { skipped: 'TF.js could not start its webgpu backend' };
@@ -207,7 +208,7 @@ export function tfjsPerSamplePeer(gpu: GpuDevice, dir: string, budgetSeconds: nu
 export function tfjsPeer(gpu: GpuDevice, backend: 'webgpu' | 'cpu', dir: string): Peer {
   return {
     name: `TF.js ${backend === 'webgpu' ? 'WebGPU' : 'CPU'} (batched)`,
-    async run(w: FisherWorkload, model: Mlp, data: Dataset) {
+    async run(w: FisherWorkload, model: Network, data: Dataset) {
       if (w.kind !== 'empirical') return { skipped: 'the TF.js formulation here computes the empirical kind only' };
       if (backend === 'cpu' && w.n * model.parameterCount > 2e9) return { skipped: 'too slow on the TF.js CPU backend for this size' };
       const tf = await loadTf(gpu, dir);
@@ -267,12 +268,12 @@ function loadJax(gpu: GpuDevice, dir: string): Promise<{ jax: Jax; devices: stri
 }
 
 /** The diagonal empirical Fisher of a ReLU/softmax MLP with jax-js ops, batched (manual back-propagation). */
-async function jaxDiagonal(jax: Jax, model: Mlp, data: Dataset): Promise<Float32Array> {
+async function jaxDiagonal(jax: Jax, model: Network, data: Dataset): Promise<Float32Array> {
   const { numpy: np, nn } = jax;
   const chunk = 4096;
-  const params = model.layers.flatMap((l, k) => [np.array(model.weights[k]!.weight).reshape([l.out, l.in]), np.array(model.weights[k]!.bias)]);
+  const params = mlpOf(model).flatMap((l) => [np.array(l.weight).reshape([l.out, l.in]), np.array(l.bias)]);
   const total = new Float64Array(model.parameterCount);
-  const L = model.layers.length;
+  const L = mlpOf(model).length;
   try {
     for (let s0 = 0; s0 < data.n; s0 += chunk) {
       const b = data.slice(s0, Math.min(data.n, s0 + chunk));
@@ -306,12 +307,12 @@ async function jaxDiagonal(jax: Jax, model: Mlp, data: Dataset): Promise<Float32
 }
 
 /** The per-sample formulation a jax user would write: vmap(grad(loss)) over the batch, squared and summed. */
-async function jaxVmapGradDiagonal(jax: Jax, model: Mlp, data: Dataset, maxBindingBytes: number): Promise<Float32Array> {
+async function jaxVmapGradDiagonal(jax: Jax, model: Network, data: Dataset, maxBindingBytes: number): Promise<Float32Array> {
   const { numpy: np, nn } = jax;
   // The per-sample gradients of a chunk must fit one storage binding: jax-js's WebGPU device
   // returns wrong numbers, silently, when they do not.
   const chunk = Math.max(1, Math.min(1024, Math.floor(maxBindingBytes / (4 * model.parameterCount))));
-  const L = model.layers.length;
+  const L = mlpOf(model).length;
   // ℓ(θ; x, y) for one sample: x [in], y the one-hot label [classes].
   const loss = (p: JaxArray[], x: JaxArray, y: JaxArray): JaxArray => {
     let a = x;
@@ -322,7 +323,7 @@ async function jaxVmapGradDiagonal(jax: Jax, model: Mlp, data: Dataset, maxBindi
     return nn.logSoftmax(a, -1).mul(y).sum(0).mul(np.array(Float32Array.of(-1)).reshape([]));
   };
   const perSample = jax.vmap(jax.grad(loss), [null, 0, 0]);
-  const params = model.layers.flatMap((l, k) => [np.array(model.weights[k]!.weight).reshape([l.out, l.in]), np.array(model.weights[k]!.bias)]);
+  const params = mlpOf(model).flatMap((l) => [np.array(l.weight).reshape([l.out, l.in]), np.array(l.bias)]);
   const total = new Float64Array(model.parameterCount);
   try {
     for (let s0 = 0; s0 < data.n; s0 += chunk) {
@@ -348,7 +349,7 @@ async function jaxVmapGradDiagonal(jax: Jax, model: Mlp, data: Dataset, maxBindi
 export function jaxPeer(gpu: GpuDevice, device: 'wasm' | 'webgpu', dir: string, formulation: 'batched' | 'vmap' = 'batched', budgetSeconds = Infinity): Peer {
   return {
     name: `jax-js ${device === 'wasm' ? 'WebAssembly' : 'WebGPU'} (${formulation === 'batched' ? 'batched' : 'vmap(grad)'})`,
-    async run(w: FisherWorkload, model: Mlp, data: Dataset) {
+    async run(w: FisherWorkload, model: Network, data: Dataset) {
       if (w.kind !== 'empirical' || w.structure !== 'diag') return { skipped: 'written for the empirical diagonal only' };
       const estimate = workOf(w).flops / 1e9;
       if (formulation === 'vmap' && estimate > budgetSeconds) return { skipped: `estimated ${estimate.toFixed(0)} s at 1 GFLOP/s, over the ${budgetSeconds} s budget` };
@@ -356,7 +357,7 @@ export function jaxPeer(gpu: GpuDevice, device: 'wasm' | 'webgpu', dir: string, 
       if (!devices.includes(device)) return { skipped: `jax-js has no ${device} device here (it found ${devices.join(', ')})` };
       jax.defaultDevice(device);
       const binding = gpu.limits.maxStorageBufferBindingSize;
-      const run = formulation === 'batched' ? jaxDiagonal : (j: Jax, m: Mlp, d: Dataset) => jaxVmapGradDiagonal(j, m, d, binding);
+      const run = formulation === 'batched' ? jaxDiagonal : (j: Jax, m: Network, d: Dataset) => jaxVmapGradDiagonal(j, m, d, binding);
       const w0 = performance.now();
       await run(jax, model, data);
       const warmup = (performance.now() - w0) / 1000;

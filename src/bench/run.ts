@@ -16,7 +16,7 @@ import { activationCode } from '../kernels/activation.js';
 import { asShapes, Matmul, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { Probe } from '../kernels/probe.js';
 import { Dataset } from '../model/data.js';
-import { Mlp } from '../model/mlp.js';
+import { Network } from '../model/network.js';
 import { Rng } from '../model/random.js';
 import { mlpSpec } from '../model/spec.js';
 import { workOf, type FisherWorkload, type KernelWorkload, type WorkModel, type Workload } from './workloads.js';
@@ -78,7 +78,7 @@ export interface Peer {
    * Runs the workload; returns its result for the check (and its own timing
    * where it must exclude a warm-up, else the call is timed), or a reason to skip.
    */
-  run(w: FisherWorkload, model: Mlp, data: Dataset): Promise<{ values: ArrayLike<number>; seconds?: number; warmup?: number; note?: string } | { skipped: string }>;
+  run(w: FisherWorkload, model: Network, data: Dataset): Promise<{ values: ArrayLike<number>; seconds?: number; warmup?: number; note?: string } | { skipped: string }>;
 }
 
 export interface BenchOptions {
@@ -136,8 +136,8 @@ export async function measurePeaks(gpu: GpuDevice, quick: boolean): Promise<Peak
 }
 
 /** A seeded model and data for a workload: inputs N(0, 1), labels uniform. */
-export function workloadInputs(w: FisherWorkload): { model: Mlp; data: Dataset } {
-  const model = Mlp.random(mlpSpec(w.widths), 1);
+export function workloadInputs(w: FisherWorkload): { model: Network; data: Dataset } {
+  const model = Network.random(mlpSpec(w.widths), 1);
   const rng = new Rng(2);
   const x = rng.normals(w.n * model.inputs);
   const y = Float32Array.from({ length: w.n }, () => rng.int(model.outputs));

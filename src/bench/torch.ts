@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Dataset } from '../model/data.js';
-import type { Mlp } from '../model/mlp.js';
+import type { Network } from '../model/network.js';
+import { mlpLayers, mlpOf } from './mlp.js';
 import { peersDir } from './peers.js';
 import type { Peer } from './run.js';
 import type { FisherWorkload } from './workloads.js';
@@ -54,14 +55,14 @@ export function findTorch(): TorchInfo | string {
 }
 
 /** The request's files: x [n, in] float32, y [n] int32, W{l} [out, in] and b{l} [out] float32. */
-function writeInputs(folder: string, model: Mlp, data: Dataset): void {
+function writeInputs(folder: string, model: Network, data: Dataset): void {
   const f32 = (name: string, values: Float32Array) => writeFileSync(join(folder, name), new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
   f32('x.f32', data.x);
   const y = Int32Array.from(data.y);
   writeFileSync(join(folder, 'y.i32'), new Uint8Array(y.buffer));
-  model.weights.forEach((w, k) => {
-    f32(`W${k + 1}.f32`, w.weight);
-    f32(`b${k + 1}.f32`, w.bias);
+  mlpOf(model).forEach((l, k) => {
+    f32(`W${k + 1}.f32`, l.weight);
+    f32(`b${k + 1}.f32`, l.bias);
   });
 }
 
@@ -71,10 +72,11 @@ export function torchPeer(formulation: TorchFormulation, budgetSeconds: number):
   const where = typeof torch === 'string' ? '' : ` ${torch.version} ${torch.device === 'cuda' ? 'CUDA' : 'CPU'}`;
   return {
     name: `PyTorch${where} (${formulation === 'batched' ? 'batched' : 'vmap(grad)'})`,
-    async run(w: FisherWorkload, model: Mlp, data: Dataset) {
+    async run(w: FisherWorkload, model: Network, data: Dataset) {
       if (typeof torch === 'string') return { skipped: torch };
       if (w.kind !== 'empirical') return { skipped: 'the PyTorch formulations here compute the empirical kind only' };
-      if (model.layers.some((l, k) => l.activation !== (k + 1 < model.layers.length ? 'relu' : 'identity')) || model.spec.likelihood.type !== 'categorical') {
+      const layers = mlpLayers(model);
+      if (typeof layers === 'string' || layers.some((l, k) => l.activation !== (k + 1 < layers.length ? 'relu' : 'identity')) || model.spec.likelihood.type !== 'categorical') {
         return { skipped: 'written for ReLU MLPs with a categorical likelihood' };
       }
       const folder = mkdtempSync(join(tmpdir(), 'fisher-gpu-torch-'));
@@ -82,7 +84,7 @@ export function torchPeer(formulation: TorchFormulation, budgetSeconds: number):
         writeInputs(folder, model, data);
         const request = {
           folder,
-          widths: [model.inputs, ...model.layers.map((l) => l.out)],
+          widths: [model.inputs, ...layers.map((l) => l.out)],
           n: data.n,
           structure: w.structure,
           formulation,

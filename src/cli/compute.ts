@@ -6,8 +6,8 @@ import { fisher } from '../fisher/estimate.js';
 import type { FisherKind, FisherStructure, Reduction } from '../fisher/options.js';
 import type { FileDtype } from '../fisher/result.js';
 import { Dataset } from '../model/data.js';
-import { InputError } from '../model/errors.js';
-import { Mlp } from '../model/mlp.js';
+import { InputError } from '../layers/errors.js';
+import { Network } from '../model/network.js';
 import { progressBar } from './progress.js';
 
 export interface ComputeArgs {
@@ -31,7 +31,7 @@ export async function compute(args: ComputeArgs): Promise<void> {
   await access(dirname(resolve(args.out)), constants.W_OK).catch(() => {
     throw new InputError(`--out ${args.out}: directory ${dirname(resolve(args.out))} does not exist or is not writable`);
   });
-  const model = await Mlp.load(args.model, args.weights);
+  const model = await Network.load(args.model, args.weights);
   const data = await Dataset.load(args.data, model);
   const { engine, device, fallback } = await selectEngine(args.backend);
   if (fallback) process.stderr.write(`fisher: warning: ${fallback}; computing on the CPU reference path instead (slow)\n`);

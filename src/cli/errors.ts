@@ -5,7 +5,7 @@
  */
 import { GpuError } from '../gpu/errors.js';
 import { SafetensorsError } from '../io/safetensors.js';
-import { InputError } from '../model/errors.js';
+import { InputError } from '../layers/errors.js';
 
 export const EXIT_FAILURE = 1;
 

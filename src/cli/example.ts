@@ -5,7 +5,7 @@
  */
 import { CpuEngine } from '../engine/cpu.js';
 import { Dataset } from '../model/data.js';
-import { Mlp } from '../model/mlp.js';
+import { Network } from '../model/network.js';
 import { Rng } from '../model/random.js';
 import { mlpSpec } from '../model/spec.js';
 
@@ -13,10 +13,10 @@ import { mlpSpec } from '../model/spec.js';
  * A model with the given widths and N samples of data: inputs ~ N(0, 1),
  * labels the argmax of a second, random "teacher" network of the same shape.
  */
-export async function makeExample(widths: readonly number[], n: number, seed: number): Promise<{ model: Mlp; data: Dataset }> {
+export async function makeExample(widths: readonly number[], n: number, seed: number): Promise<{ model: Network; data: Dataset }> {
   const spec = mlpSpec(widths);
-  const model = Mlp.random(spec, seed);
-  const teacher = Mlp.random(spec, seed + 1);
+  const model = Network.random(spec, seed);
+  const teacher = Network.random(spec, seed + 1);
   const rng = new Rng(seed + 2);
   const x = rng.normals(n * model.inputs);
   const y = new Float32Array(n);

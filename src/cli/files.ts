@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import type { Dataset } from '../model/data.js';
-import type { Mlp } from '../model/mlp.js';
+import type { Network } from '../model/network.js';
 
 export interface ExampleFiles {
   model: string;
@@ -12,7 +12,7 @@ export interface ExampleFiles {
   data: string;
 }
 
-export async function writeExample(dir: string, model: Mlp, data: Dataset): Promise<ExampleFiles> {
+export async function writeExample(dir: string, model: Network, data: Dataset): Promise<ExampleFiles> {
   await mkdir(dir, { recursive: true });
   const files = { model: join(dir, 'model.json'), weights: join(dir, 'weights.safetensors'), data: join(dir, 'data.safetensors') };
   await writeFileAtomic(files.model, `${JSON.stringify(model.specJson(), null, 2)}\n`);

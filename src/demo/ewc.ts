@@ -13,7 +13,7 @@ import type { OptimizerSpec } from '../engine/optimizer.js';
 import { fisher } from '../fisher/estimate.js';
 import type { FisherKind } from '../fisher/options.js';
 import type { Dataset } from '../model/data.js';
-import { Mlp } from '../model/mlp.js';
+import { Network } from '../model/network.js';
 import { mlpSpec } from '../model/spec.js';
 import { penaltyGradient, type Anchor } from '../train/penalty.js';
 import { accuracy, train } from '../train/train.js';
@@ -92,7 +92,7 @@ export async function runEwc(engine: Engine, settings: EwcSettings, onProgress?:
     const perm = taskPermutation(t, settings.seed);
     tasks.push({ train: permutePixels(split.train, perm), test: permutePixels(split.test, perm) });
   }
-  const initial = Mlp.random(modelSpec(settings.hidden), settings.seed);
+  const initial = Network.random(modelSpec(settings.hidden), settings.seed);
   const result: EwcResult = { settings, accuracy: {}, device: engine.describe(), backend: engine.backend, seconds };
 
   for (const method of settings.methods) {

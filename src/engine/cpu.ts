@@ -1,35 +1,36 @@
 /**
  * The reference engine: float64, plain loops, one sample at a time, written
  * to be read and trusted, not to be fast. Every GPU result is checked against
- * it. Conventions as in engine.ts: W row-major [out, in], z = W a + b,
- * a' = act(z); δ = ∂ℓ/∂z; ∂ℓ/∂W[o, i] = δ[o] · a[i], ∂ℓ/∂b[o] = δ[o].
+ * it. It walks the network with each layer's CPU twin (src/layers): one
+ * forward pass per sample, then one backward pass per virtual sample.
+ * Conventions as in engine.ts.
  */
-import { ACTIVATIONS } from '../model/activations.js';
+import type { CpuRunner, CpuTrace, LayerNode } from '../layers/layer.js';
+import { sizeOf } from '../layers/layer.js';
+import { layerTypeOf } from '../layers/registry.js';
 import type { Dataset } from '../model/data.js';
-import type { Mlp } from '../model/mlp.js';
+import { layerOffsets } from '../model/layout.js';
+import type { Network } from '../model/network.js';
 import { counterUniform } from '../model/random.js';
 import { DATA_LABELS, type BatchStructure, type Engine, type GramTile, type LabelSource, type LoadedModel } from './engine.js';
 import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 
-interface Layer64 {
-  in: number;
-  out: number;
-  w: Float64Array;
-  b: Float64Array;
-  f: (z: number) => number;
-  df: (z: number) => number;
-}
-
-/** One sample's forward pass: inputs a[0] = x, pre-activations z[l], outputs a[l + 1]. */
-interface Trace {
-  a: Float64Array[];
-  z: Float64Array[];
+/** Views of one layer's parameters (weight, bias) into a θ-shaped vector. */
+function parameterViews(node: LayerNode, offset: number, v: Float64Array): Float64Array[] {
+  let at = offset;
+  return node.parameters.map((p) => {
+    const size = sizeOf(p.shape);
+    const view = v.subarray(at, at + size);
+    at += size;
+    return view;
+  });
 }
 
 export class CpuModel implements LoadedModel {
-  /** θ in float64; each layer's w and b are views into it, so a training step updates them. */
+  /** θ in float64; a training step updates it in place. */
   readonly #theta: Float64Array;
-  readonly #layers: Layer64[];
+  readonly #offsets: Map<LayerNode, number>;
+  readonly #weights = new Map<LayerNode, Float64Array[]>();
   #training: { optimizer: ResolvedOptimizer; steps: number; penalty: PenaltyGradient | undefined; m: Float64Array; v: Float64Array } | undefined;
 
   /**
@@ -37,23 +38,14 @@ export class CpuModel implements LoadedModel {
    *   model's float32 weights (finite differences in tests need them exact).
    */
   constructor(
-    readonly model: Mlp,
+    readonly model: Network,
     theta?: Float64Array,
   ) {
     const t = Float64Array.from(theta ?? model.parameters());
     if (t.length !== model.parameterCount) throw new RangeError(`θ has length ${t.length}, the model has ${model.parameterCount} parameters`);
     this.#theta = t;
-    this.#layers = model.layers.map((l, k) => {
-      const { weightOffset, biasOffset } = model.layout.layers[k]!;
-      return {
-        in: l.in,
-        out: l.out,
-        w: t.subarray(weightOffset, weightOffset + l.out * l.in),
-        b: t.subarray(biasOffset, biasOffset + l.out),
-        f: ACTIVATIONS[l.activation].f,
-        df: ACTIVATIONS[l.activation].df,
-      };
-    });
+    this.#offsets = layerOffsets(model.layout);
+    for (const [node, offset] of this.#offsets) this.#weights.set(node, parameterViews(node, offset, t));
   }
 
   maxBatch(structure: BatchStructure): number {
@@ -62,64 +54,68 @@ export class CpuModel implements LoadedModel {
     return structure === 'diag' ? 1024 : Math.max(1, Math.min(1024, Math.floor(2 ** 26 / p)));
   }
 
-  /** Forward pass of one input row. */
-  trace(x: ArrayLike<number>): Trace {
-    const a: Float64Array[] = [Float64Array.from(x)];
-    const z: Float64Array[] = [];
-    for (const L of this.#layers) {
-      const input = a[a.length - 1]!;
-      const zl = new Float64Array(L.out);
-      const al = new Float64Array(L.out);
-      for (let o = 0; o < L.out; o++) {
-        let s = L.b[o]!;
-        for (let i = 0; i < L.in; i++) s += L.w[o * L.in + i]! * input[i]!;
-        zl[o] = s;
-        al[o] = L.f(s);
-      }
-      z.push(zl);
-      a.push(al);
-    }
-    return { a, z };
+  /** A runner writing the per-sample gradients of a backward pass into `g` [P]. */
+  #runner(g?: Float64Array): CpuRunner {
+    const scratch = new Map<LayerNode, Float64Array[]>();
+    const runner: CpuRunner = {
+      forward: (nodes, x) => {
+        const steps: CpuTrace['steps'] = [];
+        let v = x;
+        for (const node of nodes) {
+          const { y, saved } = layerTypeOf(node).cpu.forward(node, this.#weights.get(node) ?? [], v, runner);
+          steps.push({ x: v, y, saved });
+          v = y;
+        }
+        return { nodes, steps };
+      },
+      backward: (trace, dy, wantDx) => {
+        let d: Float64Array | undefined = dy;
+        for (let k = trace.nodes.length - 1; k >= 0; k--) {
+          const node = trace.nodes[k]!;
+          const offset = this.#offsets.get(node);
+          let grads: Float64Array[] = [];
+          if (offset !== undefined) {
+            if (g) grads = parameterViews(node, offset, g);
+            else {
+              if (!scratch.has(node)) scratch.set(node, node.parameters.map((p) => new Float64Array(sizeOf(p.shape))));
+              grads = scratch.get(node)!;
+            }
+          }
+          d = layerTypeOf(node).cpu.backward(node, this.#weights.get(node) ?? [], { ...trace.steps[k]!, dy: d! }, grads, k > 0 || wantDx, runner);
+        }
+        return d;
+      },
+    };
+    return runner;
+  }
+
+  /** One sample's forward pass through the whole network. */
+  trace(x: ArrayLike<number>): CpuTrace {
+    return this.#runner().forward(this.model.layers, Float64Array.from(x));
+  }
+
+  /** The network output f of a trace. */
+  output(t: CpuTrace): Float64Array {
+    return t.steps[t.steps.length - 1]!.y;
   }
 
   /**
    * ∇θ of a loss whose gradient with respect to the network output f is
    * `outputGrad`, back-propagated through a recorded trace, into `g` [P].
    */
-  backpropagate(t: Trace, outputGrad: Float64Array, g: Float64Array): void {
-    const slices = this.model.layout.layers;
-    let delta = outputGrad;
-    for (let l = this.#layers.length - 1; l >= 0; l--) {
-      const L = this.#layers[l]!;
-      const { weightOffset, biasOffset } = slices[l]!;
-      const input = t.a[l]!;
-      for (let o = 0; o < L.out; o++) {
-        for (let i = 0; i < L.in; i++) g[weightOffset + o * L.in + i] = delta[o]! * input[i]!;
-        g[biasOffset + o] = delta[o]!;
-      }
-      if (l === 0) break;
-      const below = this.#layers[l - 1]!;
-      const zPrev = t.z[l - 1]!;
-      const next = new Float64Array(L.in);
-      for (let i = 0; i < L.in; i++) {
-        let s = 0;
-        for (let o = 0; o < L.out; o++) s += L.w[o * L.in + i]! * delta[o]!;
-        next[i] = s * below.df(zPrev[i]!);
-      }
-      delta = next;
-    }
+  backpropagate(t: CpuTrace, outputGrad: Float64Array, g: Float64Array): void {
+    this.#runner(g).backward(t, outputGrad, false);
   }
 
   /** g_n for sample row `x` with target row `y`, into `g` [P]. */
   sampleGradient(x: ArrayLike<number>, y: ArrayLike<number>, g: Float64Array): void {
-    this.#labelledGradient(x, y, DATA_LABELS, 0, g);
+    this.#labelledGradient(this.trace(x), y, DATA_LABELS, 0, g);
   }
 
-  /** The gradient of sample `index` of the dataset (row x, targets y) under a label source. */
-  #labelledGradient(x: ArrayLike<number>, y: ArrayLike<number>, labels: LabelSource, index: number, g: Float64Array): void {
+  /** The gradient of sample `index` of the dataset (its trace, targets y) under a label source. */
+  #labelledGradient(t: CpuTrace, y: ArrayLike<number>, labels: LabelSource, index: number, g: Float64Array): void {
     const lik = this.model.likelihood;
-    const t = this.trace(x);
-    const f = t.z[t.z.length - 1]!;
+    const f = this.output(t);
     const dF = new Float64Array(f.length);
     if (labels.kind === 'data') lik.outputGradient(f, y, dF);
     else if (labels.kind === 'sampled') {
@@ -129,69 +125,65 @@ export class CpuModel implements LoadedModel {
     this.backpropagate(t, dF, g);
   }
 
-  /** g for row s of the batch. */
-  #batchGradient(batch: Dataset, s: number, labels: LabelSource, g: Float64Array): void {
-    const [x, y] = rows(batch, s);
-    this.#labelledGradient(x, y, labels, s, g);
+  /** Calls `visit(g)` with the gradient of every (sample, label source) of the batch: one forward pass per sample. */
+  #eachGradient(batch: Dataset, labels: readonly LabelSource[], visit: (g: Float64Array, s: number) => void): void {
+    const g = new Float64Array(this.model.parameterCount);
+    for (let s = 0; s < batch.n; s++) {
+      const [x, y] = rows(batch, s);
+      const t = this.trace(x);
+      for (const l of labels) {
+        this.#labelledGradient(t, y, l, s, g);
+        visit(g, s);
+      }
+    }
   }
 
   /** ℓ_n = −log p(y | x, θ) of one sample. */
   sampleLoss(x: ArrayLike<number>, y: ArrayLike<number>): number {
-    const t = this.trace(x);
-    return this.model.likelihood.loss(t.z[t.z.length - 1]!, y);
+    return this.model.likelihood.loss(this.output(this.trace(x)), y);
   }
 
   async forward(x: Float32Array, n: number): Promise<Float64Array> {
-    const out = new Float64Array(n * this.model.outputs);
-    for (let s = 0; s < n; s++) {
-      const t = this.trace(x.subarray(s * this.model.inputs, (s + 1) * this.model.inputs));
-      out.set(t.z[t.z.length - 1]!, s * this.model.outputs);
-    }
+    const m = this.model;
+    const out = new Float64Array(n * m.outputs);
+    for (let s = 0; s < n; s++) out.set(this.output(this.trace(x.subarray(s * m.inputs, (s + 1) * m.inputs))), s * m.outputs);
     return out;
   }
 
   async gradients(batch: Dataset, labels: LabelSource = DATA_LABELS): Promise<Float64Array> {
     const p = this.model.parameterCount;
     const out = new Float64Array(batch.n * p);
-    for (let s = 0; s < batch.n; s++) this.#batchGradient(batch, s, labels, out.subarray(s * p, (s + 1) * p));
+    this.#eachGradient(batch, [labels], (g, s) => out.set(g, s * p));
     return out;
   }
 
-  async squaredGradientSum(batch: Dataset, labels: LabelSource = DATA_LABELS): Promise<Float64Array> {
-    const p = this.model.parameterCount;
-    const sum = new Float64Array(p);
-    const g = new Float64Array(p);
-    for (let s = 0; s < batch.n; s++) {
-      this.#batchGradient(batch, s, labels, g);
-      for (let k = 0; k < p; k++) sum[k]! += g[k]! * g[k]!;
-    }
+  async squaredGradientSum(batch: Dataset, labels: readonly LabelSource[] = [DATA_LABELS]): Promise<Float64Array> {
+    const sum = new Float64Array(this.model.parameterCount);
+    this.#eachGradient(batch, labels, (g) => {
+      for (let k = 0; k < g.length; k++) sum[k]! += g[k]! * g[k]!;
+    });
     return sum;
   }
 
-  async gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels: LabelSource = DATA_LABELS): Promise<void> {
+  async gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels: readonly LabelSource[] = [DATA_LABELS]): Promise<void> {
     const p = this.model.parameterCount;
     const sum = new Float64Array(p * p);
-    const g = new Float64Array(p);
-    for (let s = 0; s < batch.n; s++) {
-      this.#batchGradient(batch, s, labels, g);
+    this.#eachGradient(batch, labels, (g) => {
       // The upper triangle only, as the interface asks: half the work.
       for (let r = 0; r < p; r++) {
         const gr = g[r]!;
         if (gr === 0) continue;
         for (let c = r; c < p; c++) sum[r * p + c]! += gr * g[c]!;
       }
-    }
+    });
     onTile({ row0: 0, rows: p, values: sum });
   }
 
   async meanGradient(batch: Dataset): Promise<Float64Array> {
-    const p = this.model.parameterCount;
-    const sum = new Float64Array(p);
-    const g = new Float64Array(p);
-    for (let s = 0; s < batch.n; s++) {
-      this.sampleGradient(...rows(batch, s), g);
-      for (let k = 0; k < p; k++) sum[k]! += g[k]!;
-    }
+    const sum = new Float64Array(this.model.parameterCount);
+    this.#eachGradient(batch, [DATA_LABELS], (g) => {
+      for (let k = 0; k < g.length; k++) sum[k]! += g[k]!;
+    });
     return sum.map((v) => v / batch.n);
   }
 
@@ -243,7 +235,7 @@ export class CpuEngine implements Engine {
     return 'CPU reference (float64, single-threaded)';
   }
 
-  async load(model: Mlp): Promise<CpuModel> {
+  async load(model: Network): Promise<CpuModel> {
     return new CpuModel(model);
   }
 

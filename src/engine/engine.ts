@@ -13,7 +13,7 @@
  */
 import type { HeadLabels } from '../kernels/likelihood.js';
 import type { Dataset } from '../model/data.js';
-import type { Mlp } from '../model/mlp.js';
+import type { Network } from '../model/network.js';
 import type { OptimizerSpec, PenaltyGradient } from './optimizer.js';
 
 export type Backend = 'gpu' | 'cpu';
@@ -51,26 +51,30 @@ export interface Engine {
   /** One line naming the device (adapter and driver, or the CPU reference). */
   describe(): string;
   /** Prepares a model (uploads its weights, plans its buffers). */
-  load(model: Mlp): Promise<LoadedModel>;
+  load(model: Network): Promise<LoadedModel>;
   /** Releases everything the engine holds. */
   dispose(): void;
 }
 
 export interface LoadedModel {
-  readonly model: Mlp;
+  readonly model: Network;
   /**
-   * The largest batch the engine handles at once for this structure, from
-   * its memory and binding limits.
+   * The largest batch the engine handles at once for this structure with
+   * `virtualSamples` label sources per sample, from its memory and binding
+   * limits.
    */
-  maxBatch(structure: BatchStructure): number;
-  /** Network outputs f (the last layer's pre-activation) at the current θ, [n, out]. */
+  maxBatch(structure: BatchStructure, virtualSamples?: number): number;
+  /** Network outputs f (the last layer's output: logits or mean) at the current θ, [n, out]. */
   forward(x: Float32Array, n: number): Promise<Float32Array | Float64Array>;
   /** Per-sample gradients g_n, [n, P]. */
   gradients(batch: Dataset, labels?: LabelSource): Promise<Float32Array | Float64Array>;
-  /** Σ_n g_n ⊙ g_n over the batch, [P]. */
-  squaredGradientSum(batch: Dataset, labels?: LabelSource): Promise<Float32Array | Float64Array>;
-  /** Σ_n g_n g_nᵀ over the batch, handed over tile by tile of rows. */
-  gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels?: LabelSource): Promise<void>;
+  /**
+   * Σ_v Σ_n g_{n,v} ⊙ g_{n,v} over the batch and the virtual samples v (one
+   * per label source), [P]: one forward pass, one backward pass per source.
+   */
+  squaredGradientSum(batch: Dataset, labels?: readonly LabelSource[]): Promise<Float32Array | Float64Array>;
+  /** Σ_v Σ_n g_{n,v} g_{n,v}ᵀ over the batch, handed over tile by tile of rows; one forward pass. */
+  gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels?: readonly LabelSource[]): Promise<void>;
   /** The gradient of the batch's mean loss, (1/n) Σ_n g_n, [P]. */
   meanGradient(batch: Dataset): Promise<Float32Array | Float64Array>;
   /**

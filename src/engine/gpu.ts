@@ -1,31 +1,35 @@
 /**
- * The GPU engine: drives the kernels of src/kernels over one batch at a time.
- * θ lives on the device as one flat buffer in parameter order; the kernels
- * read each layer's W and b at its offsets.
+ * The GPU engine: runs a network over one batch at a time with the layers'
+ * GPU ops (src/layers), planned as one sequence op (sequence.ts). θ lives on
+ * the device as one flat buffer in parameter order.
  *
- * Per batch (layers l = 0…L−1, a_0 = x):
- *   forward   z_l = a_l W_lᵀ + b_l, a_{l+1} = act_l(z_l)       matmul.linear_forward
- *   head      δ_{L−1} = ∂ℓ/∂f, f = z_{L−1}                      likelihood.output_gradient
- *   backward  δ_{l−1} = (δ_l W_l) ⊙ act_{l−1}'(z_{l−1})        matmul.linear_backward
- * then, by what is asked:
- *   diag      Σ_s g_s ⊙ g_s = per layer (δ_l²)ᵀ [a_l², 1]       matmul.squared_gradient
- *   full      G = [g_s] rows, F tile = G[:, rows]ᵀ G          per_sample_grad, matmul.gram
- *   training  ∇ = per layer (1/n) δ_lᵀ [a_l, 1]; θ ← step      matmul.weight_gradient, optimizer
+ * Per batch:
+ *   forward   the layers in order, x → f (activations fused where possible)   once
+ *   head      δ_f = ∂ℓ/∂f for one label source (likelihood.wgsl)               per virtual sample
+ *   backward  the layers in reverse, δ_f → every layer's output gradient        per virtual sample
+ * then, by what is asked, per parametrised layer:
+ *   diag      Σ_s g_s ⊙ g_s: a direct product where the layer has one (linear
+ *             on a flat input: (δ²)ᵀ[a², 1]), else per-sample rows squared and
+ *             summed over s (column_reduce)
+ *   full      per-sample rows g [n·V, P], then F tile = G[:, rows]ᵀ G (gram)
+ *   training  (1/n) Σ_s g_s (a direct product, or rows summed), then θ ← step
  * Fisher results are read back once per batch (the estimator sums batches in
  * float64 with compensation); training steps are only enqueued.
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
 import { GpuLimitError } from '../gpu/errors.js';
-import { activationCode } from '../kernels/activation.js';
 import { LikelihoodHead } from '../kernels/likelihood.js';
 import { asShapes, DEFAULT_MATMUL_CONFIG, Matmul, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { Optimizer } from '../kernels/optimizer.js';
-import { PerSampleGrad } from '../kernels/per_sample_grad.js';
+import { layerKernels, type LayerKernels } from '../layers/kernels.js';
+import type { GpuEnv, ParameterLeaf } from '../layers/layer.js';
 import type { Dataset } from '../model/data.js';
-import type { Mlp } from '../model/mlp.js';
+import { layerOffsets } from '../model/layout.js';
+import type { Network } from '../model/network.js';
 import { DATA_LABELS, type BatchStructure, type Engine, type GramTile, type LabelSource, type LoadedModel } from './engine.js';
-import { matmulShapesFor } from './tuning.js';
 import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
+import { SequenceOp } from './sequence.js';
+import { matmulShapesFor } from './tuning.js';
 
 /** Most samples per batch: bounds the float32 sums inside one batch (the estimator sums batches in float64). */
 export const MAX_BATCH = 4096;
@@ -33,16 +37,16 @@ export const MAX_BATCH = 4096;
 const BATCH_MEMORY_BUDGET = 512 * 2 ** 20;
 const F32 = 4;
 
-/** The per-batch buffers, sized for `capacity` samples and reused across batches. */
+/** The per-batch buffers of the network's input and output, sized for `capacity` samples and reused across batches. */
 interface BatchBuffers {
   capacity: number;
   x: GPUBuffer;
   targets: GPUBuffer;
-  /** z_l and a_{l+1} = act(z_l) per layer, [capacity, out_l]. */
-  z: GPUBuffer[];
-  a: GPUBuffer[];
-  /** δ_l = ∂ℓ/∂z_l per layer, [capacity, out_l]. */
-  delta: GPUBuffer[];
+  /** The network output f and its gradient δ_f, [capacity, out]. */
+  f: GPUBuffer;
+  df: GPUBuffer;
+  /** Per-sample gradient rows of the layers without a direct reduction, [capacity, largest P_l]. */
+  rows: GPUBuffer | undefined;
 }
 
 /** Training state: θ-shaped buffers for the gradient, the penalty and the optimiser's moments. */
@@ -60,44 +64,61 @@ export class GpuModel implements LoadedModel {
   #batch: BatchBuffers | undefined;
   #training: TrainingState | undefined;
   #released = false;
+  readonly #network: SequenceOp;
+  readonly #leaves: number;
+  /** The largest parametrised layer without a direct reduction (its rows' width). */
+  readonly #widestRows: number;
 
   private constructor(
     readonly gpu: GpuDevice,
-    readonly model: Mlp,
+    readonly model: Network,
     /** θ, [P], in parameter order. */
     readonly theta: GPUBuffer,
-    readonly matmul: Matmul,
+    readonly kernels: LayerKernels,
     readonly head: LikelihoodHead,
-    readonly perSample: PerSampleGrad,
     readonly optimizer: Optimizer,
-  ) {}
+  ) {
+    const offsets = layerOffsets(model.layout);
+    const env: GpuEnv = {
+      gpu,
+      kernels,
+      theta,
+      offset: (node) => {
+        const o = offsets.get(node);
+        if (o === undefined) throw new Error(`layer ${node.name ?? node.type} has no parameters`);
+        return o;
+      },
+      sequence: (nodes, input) => new SequenceOp(env, nodes, input),
+    };
+    this.#network = new SequenceOp(env, model.layers, model.inputShape);
+    this.#leaves = model.layout.layers.length;
+    this.#widestRows = Math.max(0, ...model.layout.layers.map((l) => l.size));
+  }
 
-  static async load(gpu: GpuDevice, model: Mlp, shapes: MatmulConfig | readonly MatmulShape[] = DEFAULT_MATMUL_CONFIG): Promise<GpuModel> {
-    const [matmul, head, perSample, optimizer] = await Promise.all([
-      Matmul.create(gpu, shapes),
-      LikelihoodHead.create(gpu, model.likelihood.spec.type),
-      PerSampleGrad.create(gpu),
-      Optimizer.create(gpu),
-    ]);
+  get matmul(): Matmul {
+    return this.kernels.matmul;
+  }
+
+  static async load(gpu: GpuDevice, model: Network, shapes: MatmulConfig | readonly MatmulShape[] = DEFAULT_MATMUL_CONFIG): Promise<GpuModel> {
+    const [matmul, head, optimizer] = await Promise.all([Matmul.create(gpu, shapes), LikelihoodHead.create(gpu, model.likelihood.spec.type), Optimizer.create(gpu)]);
     const theta = model.parameters();
-    return new GpuModel(gpu, model, await gpu.storage(theta.byteLength, 'θ', theta), matmul, head, perSample, optimizer);
+    return new GpuModel(gpu, model, await gpu.storage(theta.byteLength, 'θ', theta), await layerKernels(gpu, matmul), head, optimizer);
   }
 
   /** Floats per sample that one batch holds on the device. */
-  #floatsPerSample(structure: BatchStructure): number {
+  #floatsPerSample(structure: BatchStructure, virtualSamples: number): number {
     const m = this.model;
-    let floats = m.inputs + m.targetWidth;
-    for (const l of m.layers) floats += 3 * l.out;
-    if (structure === 'full') floats += m.parameterCount;
+    let floats = m.inputs + m.targetWidth + 2 * m.outputs + this.#network.floatsPerSample() + this.#widestRows;
+    if (structure === 'full') floats += virtualSamples * m.parameterCount;
     return floats;
   }
 
-  maxBatch(structure: BatchStructure): number {
+  maxBatch(structure: BatchStructure, virtualSamples = 1): number {
     const m = this.model;
     const binding = this.gpu.limits.maxStorageBufferBindingSize;
-    const widest = Math.max(m.inputs, ...m.layers.map((l) => l.out), structure === 'full' ? m.parameterCount : 0);
+    const widest = Math.max(m.inputs, this.#widestRows, this.#network.floatsPerSample(), structure === 'full' ? virtualSamples * m.parameterCount : 0);
     const byBinding = Math.floor(binding / (F32 * widest));
-    const byBudget = Math.floor(BATCH_MEMORY_BUDGET / (F32 * this.#floatsPerSample(structure)));
+    const byBudget = Math.floor(BATCH_MEMORY_BUDGET / (F32 * this.#floatsPerSample(structure, virtualSamples)));
     const byDispatch = this.gpu.limits.maxComputeWorkgroupsPerDimension;
     const b = Math.min(MAX_BATCH, byBinding, byBudget, byDispatch);
     if (b < 1) throw new GpuLimitError(`one sample's ${structure} work (${widest} floats in one buffer) exceeds the device's ${binding}-byte binding limit`);
@@ -112,85 +133,65 @@ export class GpuModel implements LoadedModel {
     return rows;
   }
 
-  async #buffers(n: number, structure: BatchStructure): Promise<BatchBuffers> {
+  async #buffers(n: number, structure: BatchStructure, virtualSamples = 1): Promise<BatchBuffers> {
     this.#assertLive();
-    const max = this.maxBatch(structure);
+    const max = this.maxBatch(structure, virtualSamples);
     if (n > max) throw new GpuLimitError(`batch of ${n} exceeds the largest the device allows (${max})`);
     if (this.#batch && this.#batch.capacity >= n) return this.#batch;
     this.#releaseBatch();
     const m = this.model;
     const alloc = (width: number, label: string) => this.gpu.storage(n * width * F32, label);
-    const batch: BatchBuffers = { capacity: n, x: await alloc(m.inputs, 'x'), targets: await alloc(m.targetWidth, 'targets'), z: [], a: [], delta: [] };
-    for (const l of m.layers) {
-      batch.z.push(await alloc(l.out, `${l.name}.z`));
-      batch.a.push(await alloc(l.out, `${l.name}.a`));
-      batch.delta.push(await alloc(l.out, `${l.name}.delta`));
-    }
-    this.#batch = batch;
-    return batch;
-  }
-
-  /** Input of layer l: x for the first, else the activation below. */
-  #input(buf: BatchBuffers, l: number): GPUBuffer {
-    return l === 0 ? buf.x : buf.a[l - 1]!;
+    this.#batch = {
+      capacity: n,
+      x: await alloc(m.inputs, 'x'),
+      targets: await alloc(m.targetWidth, 'targets'),
+      f: await alloc(m.outputs, 'f'),
+      df: await alloc(m.outputs, 'δf'),
+      rows: this.#widestRows > 0 ? await alloc(this.#widestRows, 'per-sample rows') : undefined,
+    };
+    await this.#network.allocate(n);
+    return this.#batch;
   }
 
   #encodeForward(step: Step, buf: BatchBuffers, n: number): void {
-    this.model.layers.forEach((l, k) => {
-      this.matmul.forward(step, {
-        x: this.#input(buf, k),
-        theta: this.theta,
-        layer: this.model.layout.layers[k]!,
-        z: buf.z[k]!,
-        y: buf.a[k]!,
-        batch: n,
-        inputs: l.in,
-        outputs: l.out,
-        activation: activationCode(l.activation),
-      });
-    });
+    this.#network.forward(step, { n, x: buf.x, y: buf.f });
   }
 
+  /** The head for one label source, then the backward pass: every layer's output gradient. */
   #encodeBackward(step: Step, buf: BatchBuffers, n: number, labels: LabelSource = DATA_LABELS): void {
-    const layers = this.model.layers;
-    const last = layers.length - 1;
     this.head.outputGradient(step, {
       labels,
-      f: buf.z[last]!,
+      f: buf.f,
       targets: buf.targets,
-      delta: buf.delta[last]!,
+      delta: buf.df,
       batch: n,
-      outputs: layers[last]!.out,
+      outputs: this.model.outputs,
       targetWidth: this.model.targetWidth,
       precision: this.model.likelihood.precision,
     });
-    for (let k = last; k > 0; k--) {
-      const l = layers[k]!;
-      this.matmul.backward(step, {
-        delta: buf.delta[k]!,
-        theta: this.theta,
-        layer: this.model.layout.layers[k]!,
-        zBelow: buf.z[k - 1]!,
-        deltaBelow: buf.delta[k - 1]!,
-        batch: n,
-        inputs: l.in,
-        outputs: l.out,
-        activation: activationCode(layers[k - 1]!.activation),
-      });
+    this.#network.backward(step, { n, x: buf.x, y: buf.f, dy: buf.df });
+  }
+
+  #leavesOf(buf: BatchBuffers): ParameterLeaf[] {
+    const leaves = this.#network.leaves(buf.x, buf.df);
+    if (leaves.length !== this.#leaves) throw new Error(`the plan has ${leaves.length} parametrised layers, the layout ${this.#leaves}`);
+    return leaves;
+  }
+
+  /**
+   * Per layer, a θ-shaped result into `out` at `offset` + the layer's offset:
+   * scale · Σ_s g_s (sum) or Σ_s g_s ⊙ g_s (squared).
+   */
+  #encodeParameterReduction(step: Step, buf: BatchBuffers, n: number, out: GPUBuffer, kind: 'sum' | 'squared', scale: number, offset = 0): void {
+    for (const { op, x, dy } of this.#leavesOf(buf)) {
+      if (op.reduce(step, { n, x, dy }, { buffer: out, at: offset }, kind, scale)) continue;
+      op.perSampleGradient(step, { n, x, dy }, { g: buf.rows!, ldg: op.size, offset: 0 });
+      this.kernels.elementwise.columnReduce(step, { rows: buf.rows!, out, columns: op.size, samples: n, ld: op.size, offset: offset + op.offset, scale, square: kind === 'squared' });
     }
   }
 
-  /** Per layer, a θ-shaped result from δ_l and a_l (gradient or squared gradient). */
-  #encodeParameterReduction(step: Step, buf: BatchBuffers, n: number, out: GPUBuffer, kind: 'gradient' | 'squared'): void {
-    this.model.layers.forEach((l, k) => {
-      const common = { delta: buf.delta[k]!, a: this.#input(buf, k), out, layer: this.model.layout.layers[k]!, batch: n, inputs: l.in, outputs: l.out };
-      if (kind === 'gradient') this.matmul.weightGradient(step, { ...common, scale: 1 / n });
-      else this.matmul.squaredGradient(step, common);
-    });
-  }
-
-  async #upload(batch: Dataset, structure: BatchStructure): Promise<BatchBuffers> {
-    const buf = await this.#buffers(batch.n, structure);
+  async #upload(batch: Dataset, structure: BatchStructure, virtualSamples = 1): Promise<BatchBuffers> {
+    const buf = await this.#buffers(batch.n, structure, virtualSamples);
     this.gpu.write(buf.x, batch.x);
     this.gpu.write(buf.targets, batch.y);
     return buf;
@@ -205,37 +206,33 @@ export class GpuModel implements LoadedModel {
       const buf = await this.#buffers(s1 - s0, 'diag');
       this.gpu.write(buf.x, x.subarray(s0 * m.inputs, s1 * m.inputs));
       await this.gpu.step('forward', (step) => this.#encodeForward(step, buf, s1 - s0));
-      out.set(await this.gpu.readF32(buf.z[m.layers.length - 1]!, (s1 - s0) * m.outputs * F32), s0 * m.outputs);
+      out.set(await this.gpu.readF32(buf.f, (s1 - s0) * m.outputs * F32), s0 * m.outputs);
     }
     return out;
   }
 
-  /** Runs forward, head, backward and the per-sample rows into a new buffer g [n, P]. */
-  async #perSampleGradients(batch: Dataset, labels: LabelSource): Promise<GPUBuffer> {
-    const buf = await this.#upload(batch, 'full');
+  /** One forward pass, then per label source the backward pass and the per-sample rows into a new buffer g [n·V, P]. */
+  async #perSampleGradients(batch: Dataset, labels: readonly LabelSource[]): Promise<GPUBuffer> {
+    const buf = await this.#upload(batch, 'full', labels.length);
     const p = this.model.parameterCount;
-    const g = await this.gpu.storage(batch.n * p * F32, 'per-sample gradients');
-    await this.gpu.step('per-sample gradients', (step) => {
-      this.#encodeForward(step, buf, batch.n);
-      this.#encodeBackward(step, buf, batch.n, labels);
-      this.model.layers.forEach((l, k) => {
-        this.perSample.encode(step, {
-          delta: buf.delta[k]!,
-          a: this.#input(buf, k),
-          g,
-          batch: batch.n,
-          inputs: l.in,
-          outputs: l.out,
-          parameters: p,
-          offset: this.model.layout.layers[k]!.weightOffset,
+    const g = await this.gpu.storage(labels.length * batch.n * p * F32, 'per-sample gradients');
+    try {
+      await this.gpu.step('per-sample gradients', (step) => {
+        this.#encodeForward(step, buf, batch.n);
+        labels.forEach((l, v) => {
+          this.#encodeBackward(step, buf, batch.n, l);
+          for (const { op, x, dy } of this.#leavesOf(buf)) op.perSampleGradient(step, { n: batch.n, x, dy }, { g, ldg: p, offset: v * batch.n * p + op.offset });
         });
       });
-    });
+    } catch (e) {
+      this.gpu.buffers.release(g);
+      throw e;
+    }
     return g;
   }
 
   async gradients(batch: Dataset, labels: LabelSource = DATA_LABELS): Promise<Float32Array> {
-    const g = await this.#perSampleGradients(batch, labels);
+    const g = await this.#perSampleGradients(batch, [labels]);
     try {
       return await this.gpu.readF32(g, batch.n * this.model.parameterCount * F32);
     } finally {
@@ -243,47 +240,57 @@ export class GpuModel implements LoadedModel {
     }
   }
 
-  /** A θ-shaped reduction of the batch (its gradient or squared-gradient sum), read back. */
-  async #reduce(batch: Dataset, kind: 'gradient' | 'squared', labels: LabelSource = DATA_LABELS): Promise<Float32Array> {
+  /** Per label source v, a θ-shaped reduction of the batch into row v of a [V, P] buffer, read back and summed. */
+  async #reduce(batch: Dataset, kind: 'sum' | 'squared', labels: readonly LabelSource[], scale: number): Promise<Float32Array | Float64Array> {
     const buf = await this.#upload(batch, 'diag');
     const p = this.model.parameterCount;
-    const out = await this.gpu.storage(p * F32, kind === 'gradient' ? 'mean gradient' : 'squared-gradient sums');
+    const v = labels.length;
+    const out = await this.gpu.storage(v * p * F32, kind === 'sum' ? 'mean gradient' : 'squared-gradient sums');
     try {
-      await this.gpu.step(kind === 'gradient' ? 'mean gradient' : 'squared-gradient sum', (step) => {
+      await this.gpu.step(kind === 'sum' ? 'mean gradient' : 'squared-gradient sum', (step) => {
         this.#encodeForward(step, buf, batch.n);
-        this.#encodeBackward(step, buf, batch.n, labels);
-        this.#encodeParameterReduction(step, buf, batch.n, out, kind);
+        labels.forEach((l, k) => {
+          this.#encodeBackward(step, buf, batch.n, l);
+          this.#encodeParameterReduction(step, buf, batch.n, out, kind, scale, k * p);
+        });
       });
-      return await this.gpu.readF32(out, p * F32);
+      const rows = await this.gpu.readF32(out, v * p * F32);
+      if (v === 1) return rows;
+      const sum = new Float64Array(p);
+      for (let k = 0; k < v; k++) for (let j = 0; j < p; j++) sum[j]! += rows[k * p + j]!;
+      return sum;
     } finally {
       this.gpu.buffers.release(out);
     }
   }
 
-  squaredGradientSum(batch: Dataset, labels: LabelSource = DATA_LABELS): Promise<Float32Array> {
-    return this.#reduce(batch, 'squared', labels);
+  squaredGradientSum(batch: Dataset, labels: readonly LabelSource[] = [DATA_LABELS]): Promise<Float32Array | Float64Array> {
+    return this.#reduce(batch, 'squared', labels, 1);
   }
 
-  meanGradient(batch: Dataset): Promise<Float32Array> {
-    return this.#reduce(batch, 'gradient');
+  meanGradient(batch: Dataset): Promise<Float32Array | Float64Array> {
+    return this.#reduce(batch, 'sum', [DATA_LABELS], 1 / batch.n);
   }
 
-  async gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels: LabelSource = DATA_LABELS): Promise<void> {
+  async gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels: readonly LabelSource[] = [DATA_LABELS]): Promise<void> {
     const p = this.model.parameterCount;
     const g = await this.#perSampleGradients(batch, labels);
     const rowsPerTile = this.gramRowsPerTile();
-    const tile = await this.gpu.storage(rowsPerTile * p * F32, 'gram tile');
     try {
-      for (let row0 = 0; row0 < p; row0 += rowsPerTile) {
-        const rows = Math.min(rowsPerTile, p - row0);
-        await this.gpu.step(`gram rows ${row0}..${row0 + rows}`, (step) => {
-          this.matmul.gram(step, { g, out: tile, batch: batch.n, parameters: p, row0, rows });
-        });
-        onTile({ row0, rows, values: await this.gpu.readF32(tile, rows * p * F32) });
+      const tile = await this.gpu.storage(rowsPerTile * p * F32, 'gram tile');
+      try {
+        for (let row0 = 0; row0 < p; row0 += rowsPerTile) {
+          const rows = Math.min(rowsPerTile, p - row0);
+          await this.gpu.step(`gram rows ${row0}..${row0 + rows}`, (step) => {
+            this.matmul.gram(step, { g, out: tile, batch: labels.length * batch.n, parameters: p, row0, rows });
+          });
+          onTile({ row0, rows, values: await this.gpu.readF32(tile, rows * p * F32) });
+        }
+      } finally {
+        this.gpu.buffers.release(tile);
       }
     } finally {
       this.gpu.buffers.release(g);
-      this.gpu.buffers.release(tile);
     }
   }
 
@@ -316,7 +323,7 @@ export class GpuModel implements LoadedModel {
     await this.gpu.step('train step', (step) => {
       this.#encodeForward(step, buf, batch.n);
       this.#encodeBackward(step, buf, batch.n);
-      this.#encodeParameterReduction(step, buf, batch.n, t.grad, 'gradient');
+      this.#encodeParameterReduction(step, buf, batch.n, t.grad, 'sum', 1 / batch.n);
       this.optimizer.encode(step, o.type, { ...t, theta: this.theta }, this.model.parameterCount, { ...o, ...biasCorrections(o, t.steps) });
     });
   }
@@ -328,7 +335,8 @@ export class GpuModel implements LoadedModel {
   #releaseBatch(): void {
     const b = this.#batch;
     if (!b) return;
-    for (const buf of [b.x, b.targets, ...b.z, ...b.a, ...b.delta]) this.gpu.buffers.release(buf);
+    for (const buf of [b.x, b.targets, b.f, b.df, b.rows]) if (buf) this.gpu.buffers.release(buf);
+    this.#network.release();
     this.#batch = undefined;
   }
 
@@ -348,6 +356,7 @@ export class GpuModel implements LoadedModel {
     this.#releaseBatch();
     this.#releaseTraining();
     this.gpu.buffers.release(this.theta);
+    this.gpu.buffers.release(this.kernels.scratch);
     this.#released = true;
   }
 }
@@ -378,7 +387,7 @@ export class GpuEngine implements Engine {
     return this.gpu.describe();
   }
 
-  load(model: Mlp): Promise<GpuModel> {
+  load(model: Network): Promise<GpuModel> {
     return GpuModel.load(this.gpu, model, this.shapes);
   }
 

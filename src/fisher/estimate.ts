@@ -16,8 +16,8 @@ import type { GpuDevice } from '../gpu/device.js';
 import { DATA_LABELS, type Engine, type LabelSource } from '../engine/engine.js';
 import { engineFor } from '../engine/select.js';
 import type { Dataset } from '../model/data.js';
-import { InputError } from '../model/errors.js';
-import type { Mlp } from '../model/mlp.js';
+import { InputError } from '../layers/errors.js';
+import type { Network } from '../model/network.js';
 import { CompensatedSum } from './accumulator.js';
 import { resolveOptions, type FisherOptions, type ResolvedOptions } from './options.js';
 import { DenseFisher, DiagonalFisher, type FisherInfo, type FisherMatrix } from './result.js';
@@ -30,7 +30,7 @@ export const MAX_DENSE_ENTRIES = 2 ** 28;
  *
  * @param target a GPU device from `openDevice()`, or an engine (e.g. `new CpuEngine()`).
  */
-export async function fisher(target: Engine | GpuDevice, model: Mlp, data: Dataset, options: FisherOptions = {}): Promise<FisherMatrix> {
+export async function fisher(target: Engine | GpuDevice, model: Network, data: Dataset, options: FisherOptions = {}): Promise<FisherMatrix> {
   const o = resolveOptions(options);
   if (data.inputs !== model.inputs) throw new InputError(`data has ${data.inputs} inputs per sample, the model takes ${model.inputs}`);
   if (data.targetWidth !== model.targetWidth) throw new InputError(`data has ${data.targetWidth} targets per sample, the model's likelihood needs ${model.targetWidth}`);
@@ -44,16 +44,17 @@ export async function fisher(target: Engine | GpuDevice, model: Mlp, data: Datas
   const loaded = await engine.load(model);
   try {
     const structure = o.structure === 'full' ? 'full' : 'diag';
-    const max = loaded.maxBatch(structure);
+    const virtualSamples = labelSources(o, model, 0).length;
+    const max = loaded.maxBatch(structure, virtualSamples);
     const batch = Math.min(o.batchSize ?? max, max);
     const acc = new CompensatedSum(structure === 'full' ? p * p : p);
     for (let start = 0; start < data.n; start += batch) {
       const end = Math.min(data.n, start + batch);
       const chunk = data.slice(start, end);
-      for (const labels of labelSources(o, model, start)) {
-        if (structure === 'full') await loaded.gramSum(chunk, (t) => acc.add(t.values, t.row0 * p), labels);
-        else acc.add(await loaded.squaredGradientSum(chunk, labels));
-      }
+      // One forward pass per batch; the engine runs one backward pass per virtual sample.
+      const labels = labelSources(o, model, start);
+      if (structure === 'full') await loaded.gramSum(chunk, (t) => acc.add(t.values, t.row0 * p), labels);
+      else acc.add(await loaded.squaredGradientSum(chunk, labels));
       o.onProgress?.(end, data.n);
     }
     const info: FisherInfo = {
@@ -74,7 +75,7 @@ export async function fisher(target: Engine | GpuDevice, model: Mlp, data: Datas
 }
 
 /** The virtual samples of each input, for a batch starting at dataset index `start`. */
-function labelSources(o: ResolvedOptions, model: Mlp, start: number): LabelSource[] {
+function labelSources(o: ResolvedOptions, model: Network, start: number): LabelSource[] {
   switch (o.kind) {
     case 'empirical':
       return [DATA_LABELS];

@@ -2,7 +2,7 @@
  * The estimator's options (DESIGN.md §1), their defaults and validation.
  * The names here are the library's and the command line's vocabulary.
  */
-import { InputError } from '../model/errors.js';
+import { InputError } from '../layers/errors.js';
 
 export const KINDS = ['empirical', 'mc', 'exact'] as const;
 export const STRUCTURES = ['diag', 'full', 'block', 'kfac', 'lowrank'] as const;

@@ -106,17 +106,27 @@ interface Dims {
   c_offset?: number;
   c_bias_offset?: number;
   scale?: number;
+  has_bias?: number;
 }
 
 function dims(d: Dims): Required<Dims> {
   // The sizes first: they lead the dispatch's record in error messages.
-  return { ...d, a_offset: d.a_offset ?? 0, b_offset: d.b_offset ?? 0, bias_offset: d.bias_offset ?? 0, c_offset: d.c_offset ?? 0, c_bias_offset: d.c_bias_offset ?? 0, scale: d.scale ?? 1 };
+  return {
+    ...d,
+    a_offset: d.a_offset ?? 0,
+    b_offset: d.b_offset ?? 0,
+    bias_offset: d.bias_offset ?? 0,
+    c_offset: d.c_offset ?? 0,
+    c_bias_offset: d.c_bias_offset ?? 0,
+    scale: d.scale ?? 1,
+    has_bias: d.has_bias ?? 1,
+  };
 }
 
-/** Where a layer's weight [out, in] and bias [out] sit in θ-shaped vectors. */
+/** Where a layer's weight [out, in] and bias [out] sit in θ-shaped vectors; no bias: undefined. */
 export interface LayerOffsets {
   weightOffset: number;
-  biasOffset: number;
+  biasOffset: number | undefined;
 }
 
 /** A per-layer reduction over the batch: δ [batch, out] and a [batch, in] into θ-shaped `out`. */
@@ -161,17 +171,17 @@ export class Matmul {
     return new Matmul(gpu, list);
   }
 
-  #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims): void {
+  #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims, storeZ = true): void {
     const shape = this.shapes.length === 1 ? 0 : fastestShape(this.shapes, d.m, d.n);
     const c = this.shapes[shape]!.config;
-    const key = `${shape}/${entry}/${activation}`;
+    const key = `${shape}/${entry}/${activation}/${storeZ}`;
     const k = this.#kernels.get(key);
     if (!k) {
       const build = this.gpu.kernel({
         family: c.subgroups ? 'matmul/subgroups' : 'matmul',
         source: matmulWgsl(c.subgroups),
         entry,
-        overrides: { TM: c.tm, TN: c.tn, WG_M: c.wgM, WG_N: c.wgN, ACTIVATION: activation },
+        overrides: { TM: c.tm, TN: c.tn, WG_M: c.wgM, WG_N: c.wgN, ACTIVATION: activation, STORE_Z: storeZ },
       });
       step.awaitBuild(build.then((built) => this.#kernels.set(key, built)));
       return;
@@ -182,18 +192,32 @@ export class Matmul {
 
   /**
    * Z = X Wᵀ + b and Y = act(Z): X [batch, in]; W [out, in] and b [out] in θ
-   * at the layer's offsets; Z, Y [batch, out].
+   * at the layer's offsets; Z, Y [batch, out]. Without `z`, Z is not stored
+   * (`scratch`, any small buffer, fills its binding).
    */
-  forward(step: Step, p: { x: GPUBuffer; theta: GPUBuffer; layer: LayerOffsets; z: GPUBuffer; y: GPUBuffer; batch: number; inputs: number; outputs: number; activation: number }): void {
-    this.#encode(step, 'linear_forward', p.activation, { a: p.x, b: p.theta, c: p.z, c_act: p.y }, {
-      m: p.batch,
-      n: p.outputs,
-      k: p.inputs,
-      lda: p.inputs,
-      ldb: p.inputs,
-      b_offset: p.layer.weightOffset,
-      bias_offset: p.layer.biasOffset,
-    });
+  forward(
+    step: Step,
+    p: { x: GPUBuffer; theta: GPUBuffer; layer: LayerOffsets; z?: GPUBuffer; scratch?: GPUBuffer; y: GPUBuffer; batch: number; inputs: number; outputs: number; activation: number },
+  ): void {
+    const z = p.z ?? p.scratch;
+    if (!z) throw new Error('matmul.forward: give z, or scratch when Z is not stored');
+    this.#encode(
+      step,
+      'linear_forward',
+      p.activation,
+      { a: p.x, b: p.theta, c: z, c_act: p.y },
+      {
+        m: p.batch,
+        n: p.outputs,
+        k: p.inputs,
+        lda: p.inputs,
+        ldb: p.inputs,
+        b_offset: p.layer.weightOffset,
+        bias_offset: p.layer.biasOffset ?? 0,
+        has_bias: p.layer.biasOffset === undefined ? 0 : 1,
+      },
+      p.z !== undefined,
+    );
   }
 
   /**
@@ -230,15 +254,17 @@ export class Matmul {
 
   /** Dᵀ-times-[A, 1] products over the batch, stored in θ's layout. */
   #parameterReduction(step: Step, entry: 'weight_gradient' | 'squared_gradient', p: ParameterReduction, scale: number): void {
+    const bias = p.layer.biasOffset === undefined ? 0 : 1;
     this.#encode(step, entry, 0, { a: p.delta, b: p.a, c: p.out }, {
       m: p.outputs,
-      n: p.inputs + 1,
+      n: p.inputs + bias,
       k: p.batch,
       lda: p.outputs,
       ldb: p.inputs,
       c_offset: p.layer.weightOffset,
-      c_bias_offset: p.layer.biasOffset,
+      c_bias_offset: p.layer.biasOffset ?? 0,
       scale,
+      has_bias: bias,
     });
   }
 

@@ -1,30 +1,35 @@
 /**
  * shaders/per_sample_grad.wgsl: one linear layer's block of the per-sample
- * gradients g[s, :], written into rows of stride P at the layer's offset.
+ * gradients, summed over the T positions that share its parameters, written
+ * into rows g[offset + s·ldg + …].
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
-import type { ComputeKernel } from '../gpu/kernel.js';
 import { groups } from './dispatch.js';
+import { KernelFamily, WG } from './family.js';
 import source from '../../shaders/per_sample_grad.wgsl';
 
 export const PER_SAMPLE_GRAD_WGSL: string = source;
-const WG = 64;
 
 export class PerSampleGrad {
-  private constructor(readonly kernel: ComputeKernel) {}
+  readonly #family: KernelFamily;
 
-  static async create(gpu: GpuDevice): Promise<PerSampleGrad> {
-    return new PerSampleGrad(await gpu.kernel({ family: 'per_sample_grad', source, entry: 'per_sample_gradients', overrides: { WG } }));
+  constructor(gpu: GpuDevice) {
+    this.#family = new KernelFamily(gpu, 'per_sample_grad', source);
   }
 
-  /** g[s, offset + …] for δ [batch, out] and a [batch, in]; g has row stride `parameters`. */
-  encode(step: Step, p: { delta: GPUBuffer; a: GPUBuffer; g: GPUBuffer; batch: number; inputs: number; outputs: number; parameters: number; offset: number }): void {
-    this.kernel.encode(
-      step.pass,
+  /** g[offset + s·ldg + …] for δ [batch·T, out] and a [batch·T, in]. */
+  encode(
+    step: Step,
+    p: { delta: GPUBuffer; a: GPUBuffer; g: GPUBuffer; batch: number; positions: number; inputs: number; outputs: number; bias: boolean; ldg: number; offset: number },
+  ): void {
+    const bias = p.bias ? 1 : 0;
+    this.#family.dispatch(
       step,
+      'per_sample_gradients',
+      {},
       { delta: p.delta, a: p.a, g: p.g },
-      { n: p.batch, inputs: p.inputs, outputs: p.outputs, ldg: p.parameters, offset: p.offset },
-      [groups(p.outputs * (p.inputs + 1), WG), p.batch],
+      { n: p.batch, inputs: p.inputs, outputs: p.outputs, positions: p.positions, has_bias: bias, ldg: p.ldg, offset: p.offset },
+      [groups(p.outputs * (p.inputs + bias), WG), p.batch],
     );
   }
 }

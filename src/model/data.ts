@@ -7,8 +7,8 @@
  */
 import type { Tensor } from '../io/dtypes.js';
 import { readSafetensors } from '../io/safetensors.js';
-import { assertFinite, formatIndex, InputError } from './errors.js';
-import type { Mlp } from './mlp.js';
+import { assertFinite, formatIndex, InputError } from '../layers/errors.js';
+import type { Network } from './network.js';
 
 export class Dataset {
   constructor(
@@ -33,7 +33,7 @@ export class Dataset {
   }
 
   /** Validates tensors `x` and `y` against the model; `source` names them in errors. */
-  static fromTensors(tensors: ReadonlyMap<string, Tensor>, model: Mlp, source = 'data'): Dataset {
+  static fromTensors(tensors: ReadonlyMap<string, Tensor>, model: Network, source = 'data'): Dataset {
     const x = tensors.get('x');
     const y = tensors.get('y');
     if (!x) throw new InputError(`${source}: missing tensor "x" [N, ${model.inputs}]`);
@@ -73,7 +73,7 @@ export class Dataset {
     return new Dataset(x.data as Float32Array, targets, n, model.inputs, width);
   }
 
-  static async load(path: string, model: Mlp): Promise<Dataset> {
+  static async load(path: string, model: Network): Promise<Dataset> {
     const { tensors } = await readSafetensors(path);
     return Dataset.fromTensors(tensors, model, path);
   }

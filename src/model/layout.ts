@@ -1,15 +1,18 @@
 /**
- * The parameter layout: where each layer's weight and bias sit in the flat
- * parameter vector θ ∈ R^P (DESIGN.md §1). Layer by layer, each layer's
- * weight row-major in PyTorch's [out, in] layout (element [o, i] at
- * offset + o·in + i), then its bias [out]: the order of PyTorch's
+ * The parameter layout: where each parameter tensor sits in the flat
+ * parameter vector θ ∈ R^P (DESIGN.md §1). Layer by layer in spec order
+ * (nested layers where they stand), each layer's weight row-major in
+ * PyTorch's layout, then its bias: the order of PyTorch's
  * `named_parameters()`. Every other module derives offsets from here.
  */
-import type { LinearLayer } from './spec.js';
+import type { LayerNode } from '../layers/layer.js';
+import { sizeOf } from '../layers/layer.js';
+import { walkLayers } from '../layers/registry.js';
 
 export interface ParameterEntry {
   /** Tensor name, e.g. "fc1.weight". */
   name: string;
+  /** Index of its layer in `layers`. */
   layer: number;
   role: 'weight' | 'bias';
   shape: number[];
@@ -17,11 +20,12 @@ export interface ParameterEntry {
   size: number;
 }
 
+/** A parametrised layer's block of θ: its parameters, contiguous. */
 export interface LayerSlice {
-  /** Offset of W[0, 0]; the bias follows at weightOffset + out·in. */
-  weightOffset: number;
-  biasOffset: number;
-  /** out·(in + 1): the size of the layer's block of θ. */
+  node: LayerNode;
+  name: string;
+  offset: number;
+  /** P_l, the size of the block. */
   size: number;
 }
 
@@ -32,18 +36,24 @@ export interface ParameterLayout {
   total: number;
 }
 
-export function parameterLayout(layers: readonly LinearLayer[]): ParameterLayout {
+export function parameterLayout(nodes: readonly LayerNode[]): ParameterLayout {
   const entries: ParameterEntry[] = [];
-  const slices: LayerSlice[] = [];
+  const layers: LayerSlice[] = [];
   let offset = 0;
-  layers.forEach((l, layer) => {
-    const weightOffset = offset;
-    entries.push({ name: `${l.name}.weight`, layer, role: 'weight', shape: [l.out, l.in], offset, size: l.out * l.in });
-    offset += l.out * l.in;
-    const biasOffset = offset;
-    entries.push({ name: `${l.name}.bias`, layer, role: 'bias', shape: [l.out], offset, size: l.out });
-    offset += l.out;
-    slices.push({ weightOffset, biasOffset, size: l.out * (l.in + 1) });
-  });
-  return { entries, layers: slices, total: offset };
+  for (const node of walkLayers(nodes)) {
+    if (node.parameters.length === 0) continue;
+    const start = offset;
+    for (const p of node.parameters) {
+      const size = sizeOf(p.shape);
+      entries.push({ name: `${node.name}.${p.role}`, layer: layers.length, role: p.role, shape: [...p.shape], offset, size });
+      offset += size;
+    }
+    layers.push({ node, name: node.name!, offset: start, size: offset - start });
+  }
+  return { entries, layers, total: offset };
+}
+
+/** The θ offset of each parametrised node, by node. */
+export function layerOffsets(layout: ParameterLayout): Map<LayerNode, number> {
+  return new Map(layout.layers.map((l) => [l.node, l.offset]));
 }

@@ -8,7 +8,7 @@
  * `outputFisher` is H = E_{y~p}[∂ℓ/∂f ∂ℓ/∂fᵀ], row-major [o, o'].
  * Targets: class labels (one per sample) or values (one per output).
  */
-import { sigmoid, softplus } from './special.js';
+import { sigmoid, softplus } from '../linalg/special.js';
 
 export type LikelihoodSpec =
   | { type: 'categorical' }

@@ -1,84 +1,72 @@
 /**
- * The model spec (DESIGN.md §4): JSON with a list of layers and a likelihood,
+ * The model spec (DESIGN.md §4): JSON with the per-sample input shape, a
+ * list of layers and a likelihood,
  *
- *   {"layers": [{"type": "linear", "name": "fc1", "in": 784, "out": 100},
- *               {"type": "relu"}, …],
+ *   {"input": [1, 28, 28],
+ *    "layers": [{"type": "conv2d", "name": "conv1", "in_channels": 1, …},
+ *               {"type": "relu"}, …, {"type": "linear", "name": "head", "in": 64, "out": 10}],
  *    "likelihood": {"type": "categorical"}}
  *
- * parsed into a normalised form: linear layers, each with the activation that
- * follows it (identity when none). The last linear layer's output is f, the
- * likelihood's natural parameter (logits or mean), so no activation other than
- * identity may follow it.
+ * parsed into layer nodes (src/layers). `input` may be left out when the
+ * first layer is linear (a flat input of its `in`): version-1 specs, linear
+ * layers and activations only, are valid unchanged. The last layer's output
+ * is f, the likelihood's natural parameter (logits or mean): it must be flat,
+ * and no activation may follow the output layer.
  */
-import { ACTIVATION_NAMES, isActivationName, type ActivationName } from './activations.js';
-import { InputError } from './errors.js';
+import type { ActivationName } from '../layers/activations.js';
+import { InputError } from '../layers/errors.js';
+import { isRecord } from '../layers/fields.js';
+import type { LayerNode, Shape } from '../layers/layer.js';
+import { layerToJson, parseLayerList, walkLayers } from '../layers/registry.js';
+import { ACTIVATION_NAMES } from '../layers/activations.js';
 import { LIKELIHOOD_TYPES, type LikelihoodSpec } from './likelihoods.js';
 
-/** A linear layer z = W a + b, W of shape [out, in], followed by `activation`. */
-export interface LinearLayer {
-  name: string;
-  in: number;
-  out: number;
-  activation: ActivationName;
-}
-
 export interface ModelSpec {
-  layers: LinearLayer[];
+  /** The per-sample input shape. */
+  input: Shape;
+  layers: LayerNode[];
   likelihood: LikelihoodSpec;
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
+/** Specs that came out of parseSpec: only these are taken without validation. */
+const PARSED = new WeakSet<object>();
 
-function positiveInt(v: unknown, what: string): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw new InputError(`${what} must be a positive integer, got ${JSON.stringify(v)}`);
-  return v;
+export function isParsedSpec(v: unknown): v is ModelSpec {
+  return typeof v === 'object' && v !== null && PARSED.has(v);
 }
-
-const NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
 
 /** Validates a parsed JSON value as a model spec; `source` names it in errors. */
 export function parseSpec(json: unknown, source = 'model spec'): ModelSpec {
   if (!isRecord(json)) throw new InputError(`${source}: expected a JSON object with "layers" and "likelihood"`);
+  const unknown = Object.keys(json).filter((k) => !['input', 'layers', 'likelihood'].includes(k));
+  if (unknown.length > 0) throw new InputError(`${source}: unknown field ${unknown.map((k) => `"${k}"`).join(', ')} (known: input, layers, likelihood)`);
   const { layers: rawLayers, likelihood: rawLik } = json;
   if (!Array.isArray(rawLayers) || rawLayers.length === 0) throw new InputError(`${source}: "layers" must be a non-empty list`);
-
-  const layers: LinearLayer[] = [];
-  let activationFollows = false;
-  rawLayers.forEach((raw, index) => {
-    const where = `${source}: layers[${index}]`;
-    if (!isRecord(raw) || typeof raw['type'] !== 'string') throw new InputError(`${where} must be an object with a "type"`);
-    const type = raw['type'];
-    if (type === 'linear') {
-      const name = raw['name'] === undefined ? `fc${layers.length + 1}` : raw['name'];
-      if (typeof name !== 'string' || !NAME_PATTERN.test(name)) throw new InputError(`${where}: name ${JSON.stringify(name)} is not a valid tensor name`);
-      if (layers.some((l) => l.name === name)) throw new InputError(`${where}: layer name "${name}" is used twice`);
-      const inputs = positiveInt(raw['in'], `${where}.in`);
-      const outputs = positiveInt(raw['out'], `${where}.out`);
-      const prev = layers[layers.length - 1];
-      if (prev && prev.out !== inputs) throw new InputError(`${where}: "${name}" takes ${inputs} inputs but "${prev.name}" gives ${prev.out}`);
-      layers.push({ name, in: inputs, out: outputs, activation: 'identity' });
-      activationFollows = false;
-      return;
-    }
-    if (isActivationName(type)) {
-      const prev = layers[layers.length - 1];
-      if (!prev) throw new InputError(`${where}: the first layer must be linear, not "${type}"`);
-      if (activationFollows) throw new InputError(`${where}: two activations in a row after "${prev.name}"`);
-      prev.activation = type;
-      activationFollows = true;
-      return;
-    }
-    throw new InputError(`${where}: unknown layer type "${type}" (expected linear or one of ${ACTIVATION_NAMES.join(', ')})`);
-  });
+  const input = parseInput(json['input'], rawLayers[0], source);
+  const layers = parseLayerList(rawLayers, source, input);
   const last = layers[layers.length - 1]!;
-  if (last.activation !== 'identity') {
-    throw new InputError(
-      `${source}: "${last.name}" is the output layer; its output goes to the likelihood as logits or mean, so no ${last.activation} may follow it`,
-    );
+  if ((ACTIVATION_NAMES as readonly string[]).includes(last.type) && last.type !== 'identity') {
+    throw new InputError(`${source}: the output layer's result goes to the likelihood as logits or mean, so no ${last.type} may follow it`);
   }
-  return { layers, likelihood: parseLikelihood(rawLik, source, last.out) };
+  if (last.output.length !== 1) {
+    throw new InputError(`${source}: the last layer gives [${last.output.join(', ')}] per sample; the likelihood needs a flat output (add a flatten and a linear layer)`);
+  }
+  if ([...walkLayers(layers)].every((l) => l.parameters.length === 0)) throw new InputError(`${source}: the model has no parameters`);
+  const spec: ModelSpec = { input, layers, likelihood: parseLikelihood(rawLik, source, last.output[0]!) };
+  PARSED.add(spec);
+  return spec;
+}
+
+function parseInput(raw: unknown, first: unknown, source: string): Shape {
+  if (raw === undefined) {
+    if (isRecord(first) && first['type'] === 'linear' && typeof first['in'] === 'number') return [first['in']];
+    throw new InputError(`${source}: "input" (the per-sample input shape) is needed unless the first layer is linear`);
+  }
+  const shape = typeof raw === 'number' ? [raw] : raw;
+  if (!Array.isArray(shape) || shape.length === 0 || !shape.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d >= 1)) {
+    throw new InputError(`${source}: "input" must be a list of positive integers (e.g. [1, 28, 28]), got ${JSON.stringify(raw)}`);
+  }
+  return shape as number[];
 }
 
 function parseLikelihood(raw: unknown, source: string, outputs: number): LikelihoodSpec {
@@ -104,12 +92,7 @@ function parseLikelihood(raw: unknown, source: string, outputs: number): Likelih
 
 /** The spec back as JSON, in the input format. */
 export function specToJson(spec: ModelSpec): unknown {
-  const layers: unknown[] = [];
-  for (const l of spec.layers) {
-    layers.push({ type: 'linear', name: l.name, in: l.in, out: l.out });
-    if (l.activation !== 'identity') layers.push({ type: l.activation });
-  }
-  return { layers, likelihood: spec.likelihood };
+  return { input: [...spec.input], layers: spec.layers.map(layerToJson), likelihood: spec.likelihood };
 }
 
 /**

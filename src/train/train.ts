@@ -8,8 +8,8 @@ import type { Engine } from '../engine/engine.js';
 import type { OptimizerSpec, PenaltyGradient } from '../engine/optimizer.js';
 import { engineFor } from '../engine/select.js';
 import { Dataset } from '../model/data.js';
-import { InputError } from '../model/errors.js';
-import type { Mlp } from '../model/mlp.js';
+import { InputError } from '../layers/errors.js';
+import type { Network } from '../model/network.js';
 import { permutation, Rng } from '../model/random.js';
 
 /** θ stopped being finite: the step size is too large for the loss (or the penalty's stiffness). */
@@ -52,7 +52,7 @@ function gather(data: Dataset, index: Uint32Array, start: number, end: number): 
  * Trains `model` on `data` and returns the trained model (the input is not
  * changed). Same seed, same backend: same numbers.
  */
-export async function train(target: Engine | GpuDevice, model: Mlp, data: Dataset, options: TrainOptions = {}): Promise<Mlp> {
+export async function train(target: Engine | GpuDevice, model: Network, data: Dataset, options: TrainOptions = {}): Promise<Network> {
   const epochs = options.epochs ?? 1;
   const batchSize = options.batchSize ?? 64;
   if (!Number.isSafeInteger(epochs) || epochs < 0) throw new InputError(`epochs must be a non-negative integer, got ${epochs}`);
@@ -89,7 +89,7 @@ export async function train(target: Engine | GpuDevice, model: Mlp, data: Datase
 }
 
 /** The fraction of samples whose largest output is their label (categorical models). */
-export async function accuracy(target: Engine | GpuDevice, model: Mlp, data: Dataset): Promise<number> {
+export async function accuracy(target: Engine | GpuDevice, model: Network, data: Dataset): Promise<number> {
   if (model.likelihood.targets !== 'labels') throw new InputError('accuracy needs a model with class labels (a categorical likelihood)');
   const loaded = await engineFor(target).load(model);
   try {

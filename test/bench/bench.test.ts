@@ -12,7 +12,7 @@ import { DEFAULT_MATMUL_CONFIG, matmulConfigProblem } from '../../src/kernels/ma
 import { CpuEngine } from '../../src/engine/cpu.js';
 import { fisher } from '../../src/fisher/estimate.js';
 import { Dataset } from '../../src/model/data.js';
-import { Mlp } from '../../src/model/mlp.js';
+import { Network } from '../../src/model/network.js';
 import { Rng } from '../../src/model/random.js';
 import { mlpSpec } from '../../src/model/spec.js';
 import { useGpu } from '../helpers/gpu.js';
@@ -102,7 +102,7 @@ describe('shapes to choose from', () => {
 
 describe('PyTorch peer', () => {
   const w = { type: 'fisher' as const, name: 'tiny', widths: [6, 5, 3], n: 40, structure: 'diag' as const, kind: 'empirical' as const };
-  const model = Mlp.random(mlpSpec(w.widths), 4);
+  const model = Network.random(mlpSpec(w.widths), 4);
   const rng = new Rng(5);
   const data = new Dataset(rng.normals(w.n * 6), Float32Array.from({ length: w.n }, (_, i) => i % 3), w.n, 6, 1);
 

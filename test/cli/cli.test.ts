@@ -181,7 +181,7 @@ describe('fisher', () => {
     };
     const cases: [string, (d: string) => Promise<void>, RegExp][] = [
       ['unknown-layer', (d) => spec(d, (s) => (s.layers[1]!['type'] = 'softsign')), /unknown layer type "softsign"/],
-      ['mismatched', (d) => spec(d, (s) => (s.layers[2]!['in'] = 8)), /"fc2" takes 8 inputs but "fc1" gives 7/],
+      ['mismatched', (d) => spec(d, (s) => (s.layers[2]!['in'] = 8)), /layers\[2\] linear \("fc2"\): linear takes in = 8 on its input.s last dimension, but its input has shape \[7\]/],
       ['bad-json', (d) => writeFile(join(d, 'model.json'), '{"layers": ['), /model.json: .*JSON/],
       ['missing-weight', (d) => tensors(d, 'weights.safetensors', (t) => t.delete('fc2.bias')), /missing tensor "fc2.bias"/],
       ['f64-weight', (d) => tensors(d, 'weights.safetensors', (t) => t.set('fc1.bias', { dtype: 'F64', shape: [7], data: new Float64Array(7) })), /"fc1.bias" is F64, expected F32/],

@@ -7,9 +7,9 @@ import { describe, expect, it } from 'vitest';
 import { CpuEngine, CpuModel } from '../../src/engine/cpu.js';
 import { fisher } from '../../src/fisher/estimate.js';
 import type { DenseFisher } from '../../src/fisher/result.js';
-import type { ActivationName } from '../../src/model/activations.js';
+import type { ActivationName } from '../../src/layers/activations.js';
 import type { LikelihoodSpec } from '../../src/model/likelihoods.js';
-import type { Mlp } from '../../src/model/mlp.js';
+import type { Network } from '../../src/model/network.js';
 import { Rng } from '../../src/model/random.js';
 import { expectClose, relativeError } from '../helpers/compare.js';
 import { randomData, randomModel } from '../helpers/fixtures.js';
@@ -18,7 +18,7 @@ import { randomData, randomModel } from '../helpers/fixtures.js';
 function trueFisherAt(cpu: CpuModel, x: Float32Array): { F: Float64Array; mean: Float64Array } {
   const p = cpu.model.parameterCount;
   const t = cpu.trace(x);
-  const f = t.z[t.z.length - 1]!;
+  const f = cpu.output(t);
   const F = new Float64Array(p * p);
   const mean = new Float64Array(p);
   const g = new Float64Array(p);
@@ -44,7 +44,7 @@ describe('CPU reference: closed forms', () => {
     const data = randomData(model, 9, 6);
     const F = (await fisher(new CpuEngine(), model, data, { structure: 'full' })) as DenseFisher;
     const P = model.parameterCount;
-    const W = model.weights[0]!;
+    const W = { weight: model.tensor('fc1.weight'), bias: model.tensor('fc1.bias') };
     // Index of W[o, i] (i < 4) or b[o] (i = 4) in θ.
     const at = (o: number, i: number) => (i < 4 ? o * 4 + i : 12 + o);
     const empirical = new Float64Array(P * P);
@@ -84,7 +84,7 @@ describe('CPU reference: closed forms', () => {
 });
 
 /** The model's θ in float64: finite differences move it by steps float32 cannot hold. */
-function theta64(model: Mlp): Float64Array {
+function theta64(model: Network): Float64Array {
   return Float64Array.from(model.parameters());
 }
 
@@ -161,7 +161,7 @@ describe('CPU reference: identities of the Fisher', () => {
         const { F } = trueFisherAt(cpu, x);
         // E_y[∇²ℓ] by central differences of the float64 gradient, y ~ p(·|x, θ) held fixed.
         const t = cpu.trace(x);
-        const outcomes = model.likelihood.outcomes!(t.z[t.z.length - 1]!);
+        const outcomes = model.likelihood.outcomes!(cpu.output(t));
         const H = new Float64Array(P * P);
         const h = 1e-5;
         const gUp = new Float64Array(P);
@@ -186,7 +186,7 @@ describe('CPU reference: identities of the Fisher', () => {
         let dFd = 0;
         for (let a = 0; a < P; a++) for (let b = 0; b < P; b++) dFd += d[a]! * F[a * P + b]! * d[b]!;
         const t = cpu.trace(x);
-        const outcomes = model.likelihood.outcomes!(t.z[t.z.length - 1]!);
+        const outcomes = model.likelihood.outcomes!(cpu.output(t));
         const kl = (eps: number) => {
           const moved = at(theta.map((v, i) => v + eps * d[i]!));
           return outcomes.reduce((s, { y, p }) => s + p * (moved.sampleLoss(x, y) - cpu.sampleLoss(x, y)), 0);

@@ -8,7 +8,7 @@ import { CpuEngine } from '../../src/engine/cpu.js';
 import { GpuEngine } from '../../src/engine/gpu.js';
 import { fisher } from '../../src/fisher/estimate.js';
 import type { DenseFisher } from '../../src/fisher/result.js';
-import { ACTIVATION_NAMES, type ActivationName } from '../../src/model/activations.js';
+import { ACTIVATION_NAMES, type ActivationName } from '../../src/layers/activations.js';
 import type { LikelihoodSpec } from '../../src/model/likelihoods.js';
 import { expectClose, expectRelativeError } from '../helpers/compare.js';
 import { randomData, randomModel } from '../helpers/fixtures.js';

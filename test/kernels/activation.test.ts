@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { activationCode, ACTIVATION_WGSL } from '../../src/kernels/activation.js';
-import { ACTIVATION_NAMES } from '../../src/model/activations.js';
+import { ACTIVATION_NAMES } from '../../src/layers/activations.js';
 
 describe('activation codes', () => {
   it('every activation of the model table has its own ACT_* code in the WGSL', () => {

@@ -9,7 +9,7 @@ import { GpuValidationError } from '../../src/gpu/errors.js';
 import { entryInfo } from '../../src/gpu/reflect.js';
 import { activationCode } from '../../src/kernels/activation.js';
 import { DEFAULT_MATMUL_CONFIG, fastestShape, Matmul, matmulConfigProblem, MATMUL_WGSL, type MatmulConfig, type MatmulShape } from '../../src/kernels/matmul.js';
-import { ACTIVATIONS, ACTIVATION_NAMES } from '../../src/model/activations.js';
+import { ACTIVATIONS, ACTIVATION_NAMES } from '../../src/layers/activations.js';
 import { Rng } from '../../src/model/random.js';
 import { expectClose, f32Tolerance } from '../helpers/compare.js';
 import { useGpu } from '../helpers/gpu.js';

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import type { Tensor } from '../../src/io/dtypes.js';
-import { ACTIVATIONS, ACTIVATION_NAMES } from '../../src/model/activations.js';
+import { ACTIVATIONS, ACTIVATION_NAMES } from '../../src/layers/activations.js';
 import { Dataset } from '../../src/model/data.js';
-import { InputError } from '../../src/model/errors.js';
+import { InputError } from '../../src/layers/errors.js';
 import { LIKELIHOOD_TYPES, likelihoodOf } from '../../src/model/likelihoods.js';
-import { Mlp } from '../../src/model/mlp.js';
+import { Network } from '../../src/model/network.js';
 import { parseSpec } from '../../src/model/spec.js';
-import { erf } from '../../src/model/special.js';
+import { erf } from '../../src/linalg/special.js';
 import { expectClose } from '../helpers/compare.js';
 import { mlpSpec } from '../helpers/fixtures.js';
 
@@ -15,11 +15,13 @@ const cat = { type: 'categorical' };
 
 describe('model spec', () => {
   it('parses layers with their activations and the parameter layout in PyTorch order', () => {
-    const m = Mlp.random({ layers: [lin('fc1', 3, 4), { type: 'gelu' }, lin('fc2', 4, 2)], likelihood: cat }, 1);
-    expect(m.layers.map((l) => [l.name, l.activation])).toEqual([
-      ['fc1', 'gelu'],
-      ['fc2', 'identity'],
+    const m = Network.random({ layers: [lin('fc1', 3, 4), { type: 'gelu' }, lin('fc2', 4, 2)], likelihood: cat }, 1);
+    expect(m.layers.map((l) => [l.type, l.name ?? null])).toEqual([
+      ['linear', 'fc1'],
+      ['gelu', null],
+      ['linear', 'fc2'],
     ]);
+    expect(m.inputShape).toEqual([3]);
     expect(m.layout.entries.map((e) => [e.name, e.offset, e.size])).toEqual([
       ['fc1.weight', 0, 12],
       ['fc1.bias', 12, 4],
@@ -28,18 +30,20 @@ describe('model spec', () => {
     ]);
     expect(m.parameterCount).toBe(26);
     // θ puts W[o, i] at offset + o·in + i.
-    expect(m.parameters()[1 * 3 + 2]).toBe(m.weights[0]!.weight[1 * 3 + 2]);
+    expect(m.parameters()[1 * 3 + 2]).toBe(m.tensor('fc1.weight')[1 * 3 + 2]);
   });
 
   const bad: [string, unknown, RegExp][] = [
     ['not an object', [], /expected a JSON object/],
     ['no layers', { layers: [], likelihood: cat }, /non-empty/],
-    ['an unknown layer type', { layers: [lin('a', 2, 2), { type: 'conv2d' }], likelihood: cat }, /unknown layer type "conv2d"/],
-    ['mismatched sizes', { layers: [lin('a', 2, 3), { type: 'relu' }, lin('b', 4, 2)], likelihood: cat }, /"b" takes 4 inputs but "a" gives 3/],
-    ['an activation first', { layers: [{ type: 'relu' }, lin('a', 2, 2)], likelihood: cat }, /first layer must be linear/],
-    ['two activations in a row', { layers: [lin('a', 2, 2), { type: 'relu' }, { type: 'tanh' }, lin('b', 2, 2)], likelihood: cat }, /two activations/],
+    ['an unknown layer type', { layers: [lin('a', 2, 2), { type: 'conv3d' }], likelihood: cat }, /layers\[1\]: unknown layer type "conv3d" \(known: linear, conv2d, .*relu/],
+    ['mismatched sizes', { layers: [lin('a', 2, 3), { type: 'relu' }, lin('b', 4, 2)], likelihood: cat }, /layers\[2\] linear \("b"\): linear takes in = 4 on its input's last dimension, but its input has shape \[3\]/],
+    ['an activation first without an input shape', { layers: [{ type: 'relu' }, lin('a', 2, 2)], likelihood: cat }, /"input" .* is needed unless the first layer is linear/],
     ['an activation after the output', { layers: [lin('a', 2, 2), { type: 'relu' }], likelihood: cat }, /output layer/],
-    ['a zero width', { layers: [lin('a', 0, 2)], likelihood: cat }, /positive integer/],
+    ['a zero width', { layers: [lin('a', 0, 2)], likelihood: cat }, /"in" must be an integer ≥ 1, got 0/],
+    ['an unknown field', { layers: [{ ...lin('a', 2, 2), activation: 'relu' }], likelihood: cat }, /unknown field "activation" for linear \(known: type, name, in, out, bias\)/],
+    ['a non-flat output', { input: [2, 3], layers: [lin('a', 3, 2)], likelihood: cat }, /gives \[2, 2\] per sample; the likelihood needs a flat output/],
+    ['no parameters', { input: [3], layers: [{ type: 'flatten' }], likelihood: cat }, /no parameters/],
     ['a duplicate name', { layers: [lin('a', 2, 2), lin('a', 2, 2)], likelihood: cat }, /used twice/],
     ['an unknown likelihood', { layers: [lin('a', 2, 2)], likelihood: { type: 'poisson' } }, /unknown likelihood "poisson"/],
     ['a negative sigma', { layers: [lin('a', 2, 2)], likelihood: { type: 'gaussian', sigma: -1 } }, /sigma/],
@@ -55,7 +59,7 @@ describe('model spec', () => {
 
 describe('weights and data', () => {
   const spec = mlpSpec([3, 4, 2], 'relu', { type: 'categorical' });
-  const good = () => Mlp.random(spec, 3).tensors();
+  const good = () => Network.random(spec, 3).tensors();
   const withTensor = (name: string, t: Tensor | undefined) => {
     const m = good();
     if (t) m.set(name, t);
@@ -71,10 +75,10 @@ describe('weights and data', () => {
     ['an Inf', withTensor('fc2.bias', { dtype: 'F32', shape: [2], data: new Float32Array([0, -Infinity]) }), /"fc2.bias" holds -Infinity at index 1/],
   ];
   for (const [what, tensors, message] of cases) {
-    it(`rejects weights with ${what}`, () => expect(() => Mlp.fromSpec(spec, tensors)).toThrow(message));
+    it(`rejects weights with ${what}`, () => expect(() => Network.fromSpec(spec, tensors)).toThrow(message));
   }
 
-  const model = Mlp.random(spec, 3);
+  const model = Network.random(spec, 3);
   const x = (n: number, w = 3) => ({ dtype: 'F32' as const, shape: [n, w], data: new Float32Array(n * w) });
   const dataCases: [string, Record<string, Tensor>, RegExp][] = [
     ['no x', { y: { dtype: 'I32', shape: [2], data: new Int32Array(2) } }, /missing tensor "x"/],
@@ -90,10 +94,10 @@ describe('weights and data', () => {
   }
 
   it('takes values targets for gaussian and bernoulli, checked', () => {
-    const g = Mlp.random(mlpSpec([3, 2], 'relu', { type: 'gaussian', sigma: 2 }), 1);
+    const g = Network.random(mlpSpec([3, 2], 'relu', { type: 'gaussian', sigma: 2 }), 1);
     const d = Dataset.fromTensors(new Map([['x', x(2)], ['y', { dtype: 'F32', shape: [2, 2], data: new Float32Array([1, 2, 3, 4]) }]]), g);
     expect(Array.from(d.y)).toEqual([1, 2, 3, 4]);
-    const b = Mlp.random(mlpSpec([3, 2], 'relu', { type: 'bernoulli' }), 1);
+    const b = Network.random(mlpSpec([3, 2], 'relu', { type: 'bernoulli' }), 1);
     expect(() => Dataset.fromTensors(new Map([['x', x(1)], ['y', { dtype: 'F32', shape: [1, 2], data: new Float32Array([1, 3]) }]]), b)).toThrow(/not in \[0, 1\]/);
   });
 });

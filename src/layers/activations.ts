@@ -5,7 +5,7 @@
  *
  * `df` is the derivative with respect to the pre-activation z.
  */
-import { normalCdf, normalPdf, sigmoid } from './special.js';
+import { normalCdf, normalPdf, sigmoid } from '../linalg/special.js';
 
 export interface Activation {
   /** a = f(z), float64. */

@@ -1,0 +1,158 @@
+// 2-D convolution (PyTorch's Conv2d: cross-correlation with stride, zero
+// padding, dilation and groups) over a batch, direct summation:
+//
+//   forward          y[s, o, oy, ox] = b[o] + Σ_{c, ky, kx} W[o, c, ky, kx] · x[s, g·CG + c, iy, ix]
+//                    iy = oy·stride_h − pad_h + ky·dil_h (likewise ix); out-of-range x is 0
+//   input_gradient   dx[s, ci, iy, ix] = Σ over the (o, ky, kx) that read it of W[o, c, ky, kx] · dy[s, o, oy, ox]
+//   per_sample_grad  g[s, (o, c, ky, kx)] = Σ_{oy, ox} dy[s, o, oy, ox] · x[s, g·CG + c, iy, ix],
+//                    g[s, bias o] = Σ_{oy, ox} dy[s, o, oy, ox]
+//
+// Letters: s the sample, o an output channel, c an input channel within its
+// group (CG = c_in / groups of them; group g = o / (c_out / groups)). Every
+// tensor is row-major; W [c_out, CG, kh, kw] then b [c_out] are read from θ
+// at w_offset. forward fuses an output activation (y = act(z), z stored when
+// STORE_Z) and input_gradient the input producer's act'(z_in). One
+// invocation per output element (forward), input element (input_gradient) or
+// parameter and sample (per_sample_grad: x over parameters, y over samples).
+// Composed after activation.wgsl.
+
+override WG: u32 = 64u;
+override ACTIVATION: u32 = 0u;
+override STORE_Z: bool = false;
+
+struct Dims {
+  n: u32,
+  c_in: u32,
+  h: u32,
+  w: u32,
+  c_out: u32,
+  oh: u32,
+  ow: u32,
+  kh: u32,
+  kw: u32,
+  stride_h: u32,
+  stride_w: u32,
+  pad_h: u32,
+  pad_w: u32,
+  dil_h: u32,
+  dil_w: u32,
+  groups: u32,
+  has_bias: u32,
+  w_offset: u32,   // W's first element in θ; the bias follows it
+  ldg: u32,        // per_sample_grad: row stride of g
+  g_offset: u32,   // per_sample_grad: g's first element
+}
+
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> theta: array<f32>;
+@group(0) @binding(3) var<storage, read> dy: array<f32>;
+@group(0) @binding(4) var<storage, read> z_in: array<f32>;
+@group(0) @binding(5) var<storage, read_write> z: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+@group(0) @binding(7) var<storage, read_write> g: array<f32>;
+
+fn flat(id: vec3u, groups: vec3u) -> u32 {
+  return id.x + id.y * groups.x * WG;
+}
+
+fn weight_count() -> u32 {
+  return dims.c_out * (dims.c_in / dims.groups) * dims.kh * dims.kw;
+}
+
+@compute @workgroup_size(WG)
+fn forward(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let at = flat(id, nwg);
+  let plane = dims.oh * dims.ow;
+  if (at >= dims.n * dims.c_out * plane) { return; }
+  let ox = at % dims.ow;
+  let oy = (at / dims.ow) % dims.oh;
+  let o = (at / plane) % dims.c_out;
+  let s = at / (plane * dims.c_out);
+  let cg = dims.c_in / dims.groups;
+  let c0 = (o / (dims.c_out / dims.groups)) * cg;
+  var acc = select(0.0, theta[dims.w_offset + weight_count() + o], dims.has_bias != 0u);
+  for (var c = 0u; c < cg; c++) {
+    let xc = (s * dims.c_in + c0 + c) * dims.h;
+    let wc = dims.w_offset + (o * cg + c) * dims.kh * dims.kw;
+    for (var ky = 0u; ky < dims.kh; ky++) {
+      let iy = i32(oy * dims.stride_h + ky * dims.dil_h) - i32(dims.pad_h);
+      if (iy < 0 || iy >= i32(dims.h)) { continue; }
+      for (var kx = 0u; kx < dims.kw; kx++) {
+        let ix = i32(ox * dims.stride_w + kx * dims.dil_w) - i32(dims.pad_w);
+        if (ix < 0 || ix >= i32(dims.w)) { continue; }
+        acc = fma(theta[wc + ky * dims.kw + kx], x[(xc + u32(iy)) * dims.w + u32(ix)], acc);
+      }
+    }
+  }
+  if (STORE_Z) { z[at] = acc; }
+  y[at] = activate(ACTIVATION, acc);
+}
+
+@compute @workgroup_size(WG)
+fn input_gradient(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let at = flat(id, nwg);
+  let plane = dims.h * dims.w;
+  if (at >= dims.n * dims.c_in * plane) { return; }
+  let ix = at % dims.w;
+  let iy = (at / dims.w) % dims.h;
+  let ci = (at / plane) % dims.c_in;
+  let s = at / (plane * dims.c_in);
+  let cg = dims.c_in / dims.groups;
+  let og = dims.c_out / dims.groups;
+  let grp = ci / cg;
+  let c = ci % cg;
+  var acc = 0.0;
+  for (var q = 0u; q < og; q++) {
+    let o = grp * og + q;
+    let wc = dims.w_offset + (o * cg + c) * dims.kh * dims.kw;
+    let dyo = (s * dims.c_out + o) * dims.oh;
+    for (var ky = 0u; ky < dims.kh; ky++) {
+      // oy · stride = iy + pad − ky · dil, when that is a whole output row.
+      let ty = i32(iy + dims.pad_h) - i32(ky * dims.dil_h);
+      if (ty < 0 || u32(ty) % dims.stride_h != 0u) { continue; }
+      let oy = u32(ty) / dims.stride_h;
+      if (oy >= dims.oh) { continue; }
+      for (var kx = 0u; kx < dims.kw; kx++) {
+        let tx = i32(ix + dims.pad_w) - i32(kx * dims.dil_w);
+        if (tx < 0 || u32(tx) % dims.stride_w != 0u) { continue; }
+        let ox = u32(tx) / dims.stride_w;
+        if (ox >= dims.ow) { continue; }
+        acc = fma(theta[wc + ky * dims.kw + kx], dy[(dyo + oy) * dims.ow + ox], acc);
+      }
+    }
+  }
+  y[at] = acc * activate_derivative(ACTIVATION, z_in[at]);
+}
+
+@compute @workgroup_size(WG)
+fn per_sample_grad(@builtin(global_invocation_id) id: vec3u) {
+  let j = id.x;
+  let s = id.y;
+  let weights = weight_count();
+  if (j >= weights + dims.has_bias * dims.c_out || s >= dims.n) { return; }
+  let plane = dims.oh * dims.ow;
+  var acc = 0.0;
+  if (j >= weights) {
+    let dyo = (s * dims.c_out + (j - weights)) * plane;
+    for (var t = 0u; t < plane; t++) { acc += dy[dyo + t]; }
+  } else {
+    let kx = j % dims.kw;
+    let ky = (j / dims.kw) % dims.kh;
+    let cg = dims.c_in / dims.groups;
+    let c = (j / (dims.kw * dims.kh)) % cg;
+    let o = j / (dims.kw * dims.kh * cg);
+    let xc = (s * dims.c_in + (o / (dims.c_out / dims.groups)) * cg + c) * dims.h;
+    let dyo = (s * dims.c_out + o) * plane;
+    for (var oy = 0u; oy < dims.oh; oy++) {
+      let iy = i32(oy * dims.stride_h + ky * dims.dil_h) - i32(dims.pad_h);
+      if (iy < 0 || iy >= i32(dims.h)) { continue; }
+      for (var ox = 0u; ox < dims.ow; ox++) {
+        let ix = i32(ox * dims.stride_w + kx * dims.dil_w) - i32(dims.pad_w);
+        if (ix < 0 || ix >= i32(dims.w)) { continue; }
+        acc = fma(dy[dyo + oy * dims.ow + ox], x[(xc + u32(iy)) * dims.w + u32(ix)], acc);
+      }
+    }
+  }
+  g[dims.g_offset + s * dims.ldg + j] = acc;
+}

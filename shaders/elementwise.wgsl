@@ -1,0 +1,78 @@
+// Elementwise kernels over whole batches of values, one invocation per
+// element: activations that are not fused into the product before them,
+// their derivatives, the residual block's sum and its backward, and the
+// reduction of per-sample gradient rows over the samples.
+//
+//   activation_forward   y = act(x)
+//   activation_backward  dx = dy ⊙ act'(z)
+//   add_into             y = y + x                     (y = x + f(x), f(x) computed into y)
+//   add_backward         dx = (dy + dbranch) ⊙ act'(z)   (act: the input's producer's, or identity)
+//   column_reduce        out[offset + j] = scale · Σ_s r(rows[s·ld + j]),  r = x or x²
+//
+// Ranges longer than one dimension of workgroups allows are laid out as a
+// 2-D grid (src/kernels/dispatch.ts): the flat index is
+// id.x + id.y · num_workgroups.x · WG. Composed after activation.wgsl.
+
+override WG: u32 = 64u;
+override ACTIVATION: u32 = 0u;  // an ACT_* code
+override SQUARE: bool = false;  // column_reduce: sum squares
+
+struct Dims {
+  count: u32,   // elements (column_reduce: columns)
+  rows: u32,    // column_reduce: samples
+  ld: u32,      // column_reduce: row stride
+  offset: u32,  // column_reduce: first element of out
+  scale: f32,   // column_reduce: factor
+}
+
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> z: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+fn flat(id: vec3u, groups: vec3u) -> u32 {
+  return id.x + id.y * groups.x * WG;
+}
+
+@compute @workgroup_size(WG)
+fn activation_forward(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(id, nwg);
+  if (i >= dims.count) { return; }
+  y[i] = activate(ACTIVATION, x[i]);
+}
+
+// x is dy here.
+@compute @workgroup_size(WG)
+fn activation_backward(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(id, nwg);
+  if (i >= dims.count) { return; }
+  y[i] = x[i] * activate_derivative(ACTIVATION, z[i]);
+}
+
+@compute @workgroup_size(WG)
+fn add_into(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(id, nwg);
+  if (i >= dims.count) { return; }
+  y[i] = y[i] + x[i];
+}
+
+// x is dy, y holds dbranch and receives dx.
+@compute @workgroup_size(WG)
+fn add_backward(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(id, nwg);
+  if (i >= dims.count) { return; }
+  y[i] = (x[i] + y[i]) * activate_derivative(ACTIVATION, z[i]);
+}
+
+// x holds the rows [rows, ld]; one invocation per column.
+@compute @workgroup_size(WG)
+fn column_reduce(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let j = flat(id, nwg);
+  if (j >= dims.count) { return; }
+  var acc = 0.0;
+  for (var s = 0u; s < dims.rows; s++) {
+    let v = x[s * dims.ld + j];
+    acc += select(v, v * v, SQUARE);
+  }
+  y[dims.offset + j] = dims.scale * acc;
+}

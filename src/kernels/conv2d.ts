@@ -1,0 +1,94 @@
+/**
+ * shaders/conv2d.wgsl: 2-D convolution over a batch by direct summation:
+ * forward (with a fused output activation), the gradient to the input (with
+ * the input producer's activation derivative fused) and per-sample parameter
+ * gradients. The geometry is one object, passed to every entry.
+ */
+import type { GpuDevice, Step } from '../gpu/device.js';
+import { ACTIVATION_WGSL } from './activation.js';
+import { groups } from './dispatch.js';
+import { KernelFamily, WG } from './family.js';
+import entries from '../../shaders/conv2d.wgsl';
+
+export const CONV2D_WGSL = `${ACTIVATION_WGSL}\n${entries}`;
+
+/** One conv2d's sizes: input [cIn, h, w], output [cOut, oh, ow], per sample. */
+export interface ConvGeometry {
+  cIn: number;
+  h: number;
+  w: number;
+  cOut: number;
+  oh: number;
+  ow: number;
+  kernel: readonly [number, number];
+  stride: readonly [number, number];
+  padding: readonly [number, number];
+  dilation: readonly [number, number];
+  groups: number;
+  bias: boolean;
+}
+
+function dims(c: ConvGeometry, n: number, wOffset: number, rows?: { ldg: number; offset: number }): Record<string, number> {
+  return {
+    n,
+    c_in: c.cIn,
+    h: c.h,
+    w: c.w,
+    c_out: c.cOut,
+    oh: c.oh,
+    ow: c.ow,
+    kh: c.kernel[0],
+    kw: c.kernel[1],
+    stride_h: c.stride[0],
+    stride_w: c.stride[1],
+    pad_h: c.padding[0],
+    pad_w: c.padding[1],
+    dil_h: c.dilation[0],
+    dil_w: c.dilation[1],
+    groups: c.groups,
+    has_bias: c.bias ? 1 : 0,
+    w_offset: wOffset,
+    ldg: rows?.ldg ?? 0,
+    g_offset: rows?.offset ?? 0,
+  };
+}
+
+export class Conv2d {
+  readonly #family: KernelFamily;
+
+  constructor(gpu: GpuDevice) {
+    this.#family = new KernelFamily(gpu, 'conv2d', CONV2D_WGSL);
+  }
+
+  /** y = act(conv(x)) [n, cOut, oh, ow], z = conv(x) stored when given (else `scratch` fills the binding). */
+  forward(step: Step, c: ConvGeometry, p: { n: number; x: GPUBuffer; theta: GPUBuffer; wOffset: number; y: GPUBuffer; z?: GPUBuffer; scratch: GPUBuffer; activation: number }): void {
+    const count = p.n * c.cOut * c.oh * c.ow;
+    this.#family.dispatch1d(
+      step,
+      'forward',
+      { ACTIVATION: p.activation, STORE_Z: p.z !== undefined },
+      { x: p.x, theta: p.theta, z: p.z ?? p.scratch, y: p.y },
+      dims(c, p.n, p.wOffset),
+      count,
+    );
+  }
+
+  /** dx [n, cIn, h, w] from dy [n, cOut, oh, ow], times act'(zIn) of the input's producer when given. */
+  inputGradient(step: Step, c: ConvGeometry, p: { n: number; dy: GPUBuffer; theta: GPUBuffer; wOffset: number; dx: GPUBuffer; inputAct?: { code: number; z: GPUBuffer } }): void {
+    const count = p.n * c.cIn * c.h * c.w;
+    this.#family.dispatch1d(
+      step,
+      'input_gradient',
+      { ACTIVATION: p.inputAct?.code ?? 0 },
+      // Without an activation z_in is never used; dy stands in for the binding.
+      { dy: p.dy, theta: p.theta, z_in: p.inputAct?.z ?? p.dy, y: p.dx },
+      dims(c, p.n, p.wOffset),
+      count,
+    );
+  }
+
+  /** g[offset + s·ldg + j]: the per-sample gradient of W then b (PyTorch order). */
+  perSampleGradient(step: Step, c: ConvGeometry, p: { n: number; x: GPUBuffer; dy: GPUBuffer; g: GPUBuffer; ldg: number; offset: number; parameters: number }): void {
+    this.#family.dispatch(step, 'per_sample_grad', {}, { x: p.x, dy: p.dy, g: p.g }, dims(c, p.n, 0, p), [groups(p.parameters, WG), p.n]);
+  }
+}

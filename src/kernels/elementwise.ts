@@ -1,0 +1,60 @@
+/**
+ * shaders/elementwise.wgsl: activations not fused into a product, their
+ * derivatives, the residual sum and its backward, and the reduction of
+ * per-sample gradient rows over the samples. One invocation per element.
+ */
+import type { GpuDevice, Step } from '../gpu/device.js';
+import { ACTIVATION_WGSL } from './activation.js';
+import { KernelFamily } from './family.js';
+import entries from '../../shaders/elementwise.wgsl';
+
+export const ELEMENTWISE_WGSL = `${ACTIVATION_WGSL}\n${entries}`;
+
+function dims(count: number, more: { rows?: number; ld?: number; offset?: number; scale?: number } = {}): Record<string, number> {
+  return { count, rows: more.rows ?? 0, ld: more.ld ?? 0, offset: more.offset ?? 0, scale: more.scale ?? 1 };
+}
+
+export class Elementwise {
+  readonly #family: KernelFamily;
+
+  constructor(gpu: GpuDevice) {
+    this.#family = new KernelFamily(gpu, 'elementwise', ELEMENTWISE_WGSL);
+  }
+
+  /** y = act(x) over `count` values. */
+  activationForward(step: Step, p: { x: GPUBuffer; y: GPUBuffer; count: number; activation: number }): void {
+    this.#family.dispatch1d(step, 'activation_forward', { ACTIVATION: p.activation }, { x: p.x, y: p.y }, dims(p.count), p.count);
+  }
+
+  /** dx = dy ⊙ act'(z) over `count` values. */
+  activationBackward(step: Step, p: { dy: GPUBuffer; z: GPUBuffer; dx: GPUBuffer; count: number; activation: number }): void {
+    this.#family.dispatch1d(step, 'activation_backward', { ACTIVATION: p.activation }, { x: p.dy, z: p.z, y: p.dx }, dims(p.count), p.count);
+  }
+
+  /** y += x over `count` values. */
+  addInto(step: Step, p: { x: GPUBuffer; y: GPUBuffer; count: number }): void {
+    this.#family.dispatch1d(step, 'add_into', {}, { x: p.x, y: p.y }, dims(p.count), p.count);
+  }
+
+  /** dx = (dy + dx) ⊙ act'(z), in place in dx; without an activation, the plain sum. */
+  addBackward(step: Step, p: { dy: GPUBuffer; dx: GPUBuffer; count: number; act?: { code: number; z: GPUBuffer } }): void {
+    // Without an activation z is never used; dy stands in for the binding.
+    const overrides = { ACTIVATION: p.act?.code ?? 0 };
+    this.#family.dispatch1d(step, 'add_backward', overrides, { x: p.dy, z: p.act?.z ?? p.dy, y: p.dx }, dims(p.count), p.count);
+  }
+
+  /**
+   * out[offset + j] = scale · Σ_s r(rows[s·ld + j]) for j < columns, r the
+   * identity or the square: per-sample gradient rows summed over samples.
+   */
+  columnReduce(step: Step, p: { rows: GPUBuffer; out: GPUBuffer; columns: number; samples: number; ld: number; offset: number; scale: number; square: boolean }): void {
+    this.#family.dispatch1d(
+      step,
+      'column_reduce',
+      { SQUARE: p.square },
+      { x: p.rows, y: p.out },
+      dims(p.columns, { rows: p.samples, ld: p.ld, offset: p.offset, scale: p.scale }),
+      p.columns,
+    );
+  }
+}
