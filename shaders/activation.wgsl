@@ -15,44 +15,48 @@ const INV_SQRT_2PI: f32 = 0.39894228040143268;
 
 // erf through the Chebyshev fit of erfc in Numerical Recipes (erfcc),
 // fractional error below 1.2e-7 everywhere: enough for f32.
-fn erf_f32(x: f32) -> f32 {
-  let z = abs(x);
-  let t = 1.0 / (1.0 + 0.5 * z);
-  let poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
-    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
-    t * (-0.82215223 + t * 0.17087277))))))));
-  let erfc = t * exp(poly);
-  return select(erfc - 1.0, 1.0 - erfc, x >= 0.0);
+//
+// The functions here name their arguments v (and their locals a_*): kernels
+// composed with this file bind buffers named x, y, z, and a reflection that
+// matches names would take a function's x for the kernel's.
+fn erf_f32(v: f32) -> f32 {
+  let a_abs = abs(v);
+  let a_t = 1.0 / (1.0 + 0.5 * a_abs);
+  let a_poly = -a_abs * a_abs - 1.26551223 + a_t * (1.00002368 + a_t * (0.37409196 + a_t * (0.09678418 +
+    a_t * (-0.18628806 + a_t * (0.27886807 + a_t * (-1.13520398 + a_t * (1.48851587 +
+    a_t * (-0.82215223 + a_t * 0.17087277))))))));
+  let a_erfc = a_t * exp(a_poly);
+  return select(a_erfc - 1.0, 1.0 - a_erfc, v >= 0.0);
 }
 
-fn sigmoid_f32(z: f32) -> f32 {
-  // exp(-z) overflows to inf for z < -88: the result is then 0, as it should be.
-  return 1.0 / (1.0 + exp(-z));
+fn sigmoid_f32(v: f32) -> f32 {
+  // exp(-v) overflows to inf for v < -88: the result is then 0, as it should be.
+  return 1.0 / (1.0 + exp(-v));
 }
 
-fn tanh_f32(z: f32) -> f32 {
+fn tanh_f32(v: f32) -> f32 {
   // Some drivers compute tanh as a ratio of exponentials that overflows to
-  // NaN for large |z|; tanh(±15) is ±1 in f32 anyway.
-  return tanh(clamp(z, -15.0, 15.0));
+  // NaN for large |v|; tanh(±15) is ±1 in f32 anyway.
+  return tanh(clamp(v, -15.0, 15.0));
 }
 
-fn activate(code: u32, z: f32) -> f32 {
+fn activate(code: u32, v: f32) -> f32 {
   switch code {
-    case ACT_RELU: { return max(z, 0.0); }
-    case ACT_TANH: { return tanh_f32(z); }
-    case ACT_SIGMOID: { return sigmoid_f32(z); }
-    case ACT_GELU: { return z * 0.5 * (1.0 + erf_f32(z * INV_SQRT2)); }
-    default: { return z; }
+    case ACT_RELU: { return max(v, 0.0); }
+    case ACT_TANH: { return tanh_f32(v); }
+    case ACT_SIGMOID: { return sigmoid_f32(v); }
+    case ACT_GELU: { return v * 0.5 * (1.0 + erf_f32(v * INV_SQRT2)); }
+    default: { return v; }
   }
 }
 
-// d activate / dz at z.
-fn activate_derivative(code: u32, z: f32) -> f32 {
+// d activate / dv at v (v the pre-activation).
+fn activate_derivative(code: u32, v: f32) -> f32 {
   switch code {
-    case ACT_RELU: { return select(0.0, 1.0, z > 0.0); }
-    case ACT_TANH: { let t = tanh_f32(z); return 1.0 - t * t; }
-    case ACT_SIGMOID: { let s = sigmoid_f32(z); return s * (1.0 - s); }
-    case ACT_GELU: { return 0.5 * (1.0 + erf_f32(z * INV_SQRT2)) + z * INV_SQRT_2PI * exp(-0.5 * z * z); }
+    case ACT_RELU: { return select(0.0, 1.0, v > 0.0); }
+    case ACT_TANH: { let a_t = tanh_f32(v); return 1.0 - a_t * a_t; }
+    case ACT_SIGMOID: { let a_s = sigmoid_f32(v); return a_s * (1.0 - a_s); }
+    case ACT_GELU: { return 0.5 * (1.0 + erf_f32(v * INV_SQRT2)) + v * INV_SQRT_2PI * exp(-0.5 * v * v); }
     default: { return 1.0; }
   }
 }

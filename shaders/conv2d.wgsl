@@ -48,7 +48,7 @@ struct Dims {
 @group(0) @binding(2) var<storage, read> theta: array<f32>;
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read> z_in: array<f32>;
-@group(0) @binding(5) var<storage, read_write> z: array<f32>;
+@group(0) @binding(5) var<storage, read_write> z_out: array<f32>;  // not `z`: activation.wgsl's functions take a z
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 @group(0) @binding(7) var<storage, read_write> g: array<f32>;
 
@@ -85,7 +85,7 @@ fn forward(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nw
       }
     }
   }
-  if (STORE_Z) { z[at] = acc; }
+  if (STORE_Z) { z_out[at] = acc; }
   y[at] = activate(ACTIVATION, acc);
 }
 

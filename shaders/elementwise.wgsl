@@ -27,7 +27,7 @@ struct Dims {
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> z: array<f32>;
+@group(0) @binding(2) var<storage, read> pre: array<f32>;  // z, the pre-activation (not `z`: activation.wgsl's functions take a z)
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
 fn flat(id: vec3u, groups: vec3u) -> u32 {
@@ -46,7 +46,7 @@ fn activation_forward(@builtin(global_invocation_id) id: vec3u, @builtin(num_wor
 fn activation_backward(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat(id, nwg);
   if (i >= dims.count) { return; }
-  y[i] = x[i] * activate_derivative(ACTIVATION, z[i]);
+  y[i] = x[i] * activate_derivative(ACTIVATION, pre[i]);
 }
 
 @compute @workgroup_size(WG)
@@ -61,7 +61,7 @@ fn add_into(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) n
 fn add_backward(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = flat(id, nwg);
   if (i >= dims.count) { return; }
-  y[i] = (x[i] + y[i]) * activate_derivative(ACTIVATION, z[i]);
+  y[i] = (x[i] + y[i]) * activate_derivative(ACTIVATION, pre[i]);
 }
 
 // x holds the rows [rows, ld]; one invocation per column.

@@ -32,8 +32,7 @@ export const MAX_DENSE_ENTRIES = 2 ** 28;
  */
 export async function fisher(target: Engine | GpuDevice, model: Network, data: Dataset, options: FisherOptions = {}): Promise<FisherMatrix> {
   const o = resolveOptions(options);
-  if (data.inputs !== model.inputs) throw new InputError(`data has ${data.inputs} inputs per sample, the model takes ${model.inputs}`);
-  if (data.targetWidth !== model.targetWidth) throw new InputError(`data has ${data.targetWidth} targets per sample, the model's likelihood needs ${model.targetWidth}`);
+  data.check(model);
   const p = model.parameterCount;
   if (o.structure === 'full' && p * p > MAX_DENSE_ENTRIES) {
     throw new InputError(

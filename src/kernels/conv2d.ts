@@ -67,7 +67,7 @@ export class Conv2d {
       step,
       'forward',
       { ACTIVATION: p.activation, STORE_Z: p.z !== undefined },
-      { x: p.x, theta: p.theta, z: p.z ?? p.scratch, y: p.y },
+      { x: p.x, theta: p.theta, z_out: p.z ?? p.scratch, y: p.y },
       dims(c, p.n, p.wOffset),
       count,
     );

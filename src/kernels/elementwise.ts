@@ -28,7 +28,7 @@ export class Elementwise {
 
   /** dx = dy ⊙ act'(z) over `count` values. */
   activationBackward(step: Step, p: { dy: GPUBuffer; z: GPUBuffer; dx: GPUBuffer; count: number; activation: number }): void {
-    this.#family.dispatch1d(step, 'activation_backward', { ACTIVATION: p.activation }, { x: p.dy, z: p.z, y: p.dx }, dims(p.count), p.count);
+    this.#family.dispatch1d(step, 'activation_backward', { ACTIVATION: p.activation }, { x: p.dy, pre: p.z, y: p.dx }, dims(p.count), p.count);
   }
 
   /** y += x over `count` values. */
@@ -40,7 +40,7 @@ export class Elementwise {
   addBackward(step: Step, p: { dy: GPUBuffer; dx: GPUBuffer; count: number; act?: { code: number; z: GPUBuffer } }): void {
     // Without an activation z is never used; dy stands in for the binding.
     const overrides = { ACTIVATION: p.act?.code ?? 0 };
-    this.#family.dispatch1d(step, 'add_backward', overrides, { x: p.dy, z: p.act?.z ?? p.dy, y: p.dx }, dims(p.count), p.count);
+    this.#family.dispatch1d(step, 'add_backward', overrides, { x: p.dy, pre: p.act?.z ?? p.dy, y: p.dx }, dims(p.count), p.count);
   }
 
   /**

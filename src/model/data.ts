@@ -1,9 +1,10 @@
 /**
- * A dataset checked against a model: inputs x [N, in] float32 and targets,
- * either class labels y [N] (int32 or int64) or values y [N, out] float32
- * (DESIGN.md §4). Targets are held as float32 rows of the model's target
- * width (1 for labels; integers up to 2^24 are exact), the form both engines
- * and the GPU kernels read.
+ * A dataset checked against a model: inputs x [N, …input] (or flattened
+ * [N, prod(input)]) float32 and targets, either class labels y [N] (int32 or
+ * int64) or values y [N, out] float32 (DESIGN.md §4). Inputs are held flat,
+ * row-major per sample; targets as float32 rows of the model's target width
+ * (1 for labels; integers up to 2^24 are exact), the form both engines and
+ * the GPU kernels read.
  */
 import type { Tensor } from '../io/dtypes.js';
 import { readSafetensors } from '../io/safetensors.js';
@@ -11,6 +12,10 @@ import { assertFinite, formatIndex, InputError } from '../layers/errors.js';
 import type { Network } from './network.js';
 
 export class Dataset {
+  /**
+   * Checks the sizes and that every value is finite; the targets are checked
+   * against a model by `check` (fisher and train call it).
+   */
   constructor(
     /** Inputs, row-major [n, inputs]. */
     readonly x: Float32Array,
@@ -19,7 +24,25 @@ export class Dataset {
     readonly n: number,
     readonly inputs: number,
     readonly targetWidth: number,
-  ) {}
+  ) {
+    for (const [what, v] of [['n', n], ['inputs', inputs], ['targetWidth', targetWidth]] as const) {
+      if (!Number.isSafeInteger(v) || v < (what === 'n' ? 0 : 1)) throw new InputError(`dataset: ${what} must be a ${what === 'n' ? 'non-negative' : 'positive'} integer, got ${v}`);
+    }
+    if (!(x instanceof Float32Array) || x.length !== n * inputs) throw new InputError(`dataset: x must be a Float32Array of n·inputs = ${n * inputs} values, got ${x?.length}`);
+    if (!(y instanceof Float32Array) || y.length !== n * targetWidth) throw new InputError(`dataset: y must be a Float32Array of n·targetWidth = ${n * targetWidth} values, got ${y?.length}`);
+    assertFinite(x, 'dataset: x', [n, inputs]);
+    assertFinite(y, 'dataset: y', [n, targetWidth]);
+  }
+
+  /** Refuses data that does not fit `model`: the widths, and each target under the likelihood. */
+  check(model: Network, source = 'data'): void {
+    if (this.inputs !== model.inputs) throw new InputError(`${source} has ${this.inputs} inputs per sample, the model takes ${model.inputs} ([${model.inputShape.join(', ')}])`);
+    if (this.targetWidth !== model.targetWidth) throw new InputError(`${source} has ${this.targetWidth} targets per sample, the model's likelihood needs ${model.targetWidth}`);
+    for (let i = 0; i < this.n; i++) {
+      const why = model.likelihood.checkTarget(this.y.subarray(i * this.targetWidth, (i + 1) * this.targetWidth), model.outputs);
+      if (why) throw new InputError(`${source}: target of sample ${i}: ${why}`);
+    }
+  }
 
   /** Rows [start, end) as views, no copy. */
   slice(start: number, end: number): Dataset {
@@ -36,11 +59,15 @@ export class Dataset {
   static fromTensors(tensors: ReadonlyMap<string, Tensor>, model: Network, source = 'data'): Dataset {
     const x = tensors.get('x');
     const y = tensors.get('y');
-    if (!x) throw new InputError(`${source}: missing tensor "x" [N, ${model.inputs}]`);
+    const shape = model.inputShape;
+    const expected = shape.length === 1 ? `[N, ${model.inputs}]` : `[N, ${shape.join(', ')}] or [N, ${model.inputs}]`;
+    if (!x) throw new InputError(`${source}: missing tensor "x" ${expected}`);
     if (!y) throw new InputError(`${source}: missing tensor "y"`);
     if (x.dtype !== 'F32') throw new InputError(`${source}: tensor "x" is ${x.dtype}, expected F32`);
-    if (x.shape.length !== 2 || x.shape[1] !== model.inputs) {
-      throw new InputError(`${source}: tensor "x" has shape [${x.shape.join(', ')}], expected [N, ${model.inputs}] for model input width ${model.inputs}`);
+    const trailing = x.shape.slice(1);
+    const fits = (s: readonly number[]) => trailing.length === s.length && trailing.every((d, i) => d === s[i]);
+    if (x.shape.length < 2 || !(fits(shape) || fits([model.inputs]))) {
+      throw new InputError(`${source}: tensor "x" has shape [${x.shape.join(', ')}], expected ${expected} for the model's input [${shape.join(', ')}]`);
     }
     const n = x.shape[0]!;
     if (n === 0) throw new InputError(`${source}: tensor "x" has no samples`);

@@ -57,7 +57,7 @@ export async function train(target: Engine | GpuDevice, model: Network, data: Da
   const batchSize = options.batchSize ?? 64;
   if (!Number.isSafeInteger(epochs) || epochs < 0) throw new InputError(`epochs must be a non-negative integer, got ${epochs}`);
   if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new InputError(`batch size must be a positive integer, got ${batchSize}`);
-  if (data.inputs !== model.inputs || data.targetWidth !== model.targetWidth) throw new InputError(`data of width ${data.inputs} does not fit the model's ${model.inputs} inputs`);
+  data.check(model);
   const loaded = await engineFor(target).load(model);
   try {
     const max = loaded.maxBatch('diag');
@@ -91,6 +91,7 @@ export async function train(target: Engine | GpuDevice, model: Network, data: Da
 /** The fraction of samples whose largest output is their label (categorical models). */
 export async function accuracy(target: Engine | GpuDevice, model: Network, data: Dataset): Promise<number> {
   if (model.likelihood.targets !== 'labels') throw new InputError('accuracy needs a model with class labels (a categorical likelihood)');
+  data.check(model);
   const loaded = await engineFor(target).load(model);
   try {
     const f = await loaded.forward(data.x, data.n);
