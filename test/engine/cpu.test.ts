@@ -12,6 +12,7 @@ import type { LikelihoodSpec } from '../../src/model/likelihoods.js';
 import type { Network } from '../../src/model/network.js';
 import { Rng } from '../../src/model/random.js';
 import { expectClose, relativeError } from '../helpers/compare.js';
+import { caseModel } from '../helpers/cases.js';
 import { randomData, randomModel } from '../helpers/fixtures.js';
 
 /** E_{y~p(·|x)}[g gᵀ] and E[g] by enumeration, and the outcome list. */
@@ -32,10 +33,37 @@ function trueFisherAt(cpu: CpuModel, x: Float32Array): { F: Float64Array; mean: 
   return { F, mean };
 }
 
-const smooth: [string, number[], ActivationName, LikelihoodSpec][] = [
-  ['categorical, tanh', [3, 4, 3], 'tanh', { type: 'categorical' }],
-  ['categorical, gelu, two hidden layers', [2, 3, 3, 4], 'gelu', { type: 'categorical' }],
-  ['bernoulli, sigmoid', [3, 4, 2], 'sigmoid', { type: 'bernoulli' }],
+const mlp = (widths: number[], act: ActivationName, lik: LikelihoodSpec) => () => randomModel(widths, act, lik, 11);
+/** Smooth models (no ReLU, no max): second derivatives exist everywhere. */
+const smooth: [string, () => Network][] = [
+  ['categorical, tanh', mlp([3, 4, 3], 'tanh', { type: 'categorical' })],
+  ['categorical, gelu, two hidden layers', mlp([2, 3, 3, 4], 'gelu', { type: 'categorical' })],
+  ['bernoulli, sigmoid', mlp([3, 4, 2], 'sigmoid', { type: 'bernoulli' })],
+  [
+    'a small CNN with a residual block, layer norm and average pooling',
+    () =>
+      caseModel(
+        {
+          name: 'smooth CNN',
+          spec: {
+            input: [1, 5, 5],
+            layers: [
+              { type: 'conv2d', name: 'c1', in_channels: 1, out_channels: 2, kernel_size: 3, padding: 1 },
+              { type: 'tanh' },
+              { type: 'residual', layers: [{ type: 'conv2d', name: 'r.c', in_channels: 2, out_channels: 2, kernel_size: 3, padding: 1 }, { type: 'gelu' }] },
+              { type: 'layernorm', name: 'norm', normalized_shape: [2, 5, 5] },
+              { type: 'avgpool2d', kernel_size: 2, stride: 2, padding: 1 },
+              { type: 'flatten' },
+              { type: 'linear', name: 'head', in: 18, out: 3 },
+            ],
+            likelihood: { type: 'categorical' },
+          },
+          n: 1,
+          batch: 1,
+        },
+        11,
+      ),
+  ],
 ];
 
 describe('CPU reference: closed forms', () => {
@@ -127,9 +155,10 @@ describe('CPU reference: the kinds of Fisher', () => {
 });
 
 describe('CPU reference: identities of the Fisher', () => {
-  for (const [name, widths, act, lik] of smooth) {
+  for (const [name, build] of smooth) {
     describe(name, () => {
-      const model = randomModel(widths, act, lik, 11);
+      const model = build();
+      const lik = model.likelihood.spec;
       const P = model.parameterCount;
       const theta = theta64(model);
       const rng = new Rng(12);
