@@ -44,8 +44,10 @@ export class Dataset {
     }
   }
 
-  /** Rows [start, end) as views, no copy. */
+  /** Rows [start, end) as views, no copy; `end` is clamped to n. */
   slice(start: number, end: number): Dataset {
+    end = Math.min(end, this.n);
+    if (!(Number.isSafeInteger(start) && Number.isSafeInteger(end) && 0 <= start && start <= end)) throw new RangeError(`dataset: rows [${start}, ${end}) of ${this.n}`);
     return new Dataset(
       this.x.subarray(start * this.inputs, end * this.inputs),
       this.y.subarray(start * this.targetWidth, end * this.targetWidth),

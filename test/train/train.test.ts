@@ -8,6 +8,7 @@ import { Rng } from '../../src/model/random.js';
 import { penaltyGradient, penaltyValue } from '../../src/train/penalty.js';
 import { accuracy, train, TrainingDivergedError } from '../../src/train/train.js';
 import { expectClose, expectRelativeError } from '../helpers/compare.js';
+import { caseModel, NETWORK_CASES } from '../helpers/cases.js';
 import { randomData, randomModel } from '../helpers/fixtures.js';
 import { useGpu } from '../helpers/gpu.js';
 
@@ -55,6 +56,25 @@ describe('training', () => {
       });
     }
   }
+
+  it.each(NETWORK_CASES)('on $name: the mean gradient and three Adam steps match the CPU path, and accuracy agrees', async (c) => {
+    const net = caseModel(c, 5);
+    const data = randomData(net, c.n, 6);
+    const [g, m] = [await new GpuEngine(gpu()).load(net), await cpu.load(net)];
+    expectRelativeError(await g.meanGradient(data), await m.meanGradient(data), 1e-5, 'mean gradient');
+    for (const e of [g, m]) await e.setOptimizer({ type: 'adam', learningRate: 1e-3 });
+    for (let s = 0; s < 3; s++) {
+      const b = data.slice(s * 4, s * 4 + 4 + s);
+      await g.trainStep(b);
+      await m.trainStep(b);
+    }
+    const [tg, tc] = [await g.parameters(), await m.parameters()];
+    const theta0 = net.parameters();
+    expectRelativeError(tg.map((v, i) => v - theta0[i]!), tc.map((v, i) => v - theta0[i]!), 1e-4, 'Δθ');
+    g.release();
+    const trained = await train(gpu(), net, data, { epochs: 2, batchSize: c.batch, seed: 1 });
+    if (net.likelihood.targets === 'labels') expect(await accuracy(gpu(), trained, data)).toBeCloseTo(await accuracy(cpu, trained, data), 10);
+  });
 
   it('the penalty gradient is the derivative of the penalty value', () => {
     const theta = rng.normals(P);
