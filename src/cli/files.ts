@@ -18,7 +18,7 @@ export async function writeExample(dir: string, model: Network, data: Dataset): 
   await writeFileAtomic(files.model, `${JSON.stringify(model.specJson(), null, 2)}\n`);
   await writeSafetensors(files.weights, model.tensors());
   await writeSafetensors(files.data, [
-    ['x', { dtype: 'F32', shape: [data.n, data.inputs], data: data.x }],
+    ['x', { dtype: 'F32', shape: [data.n, ...model.inputShape], data: data.x }],
     ['y', { dtype: 'I32', shape: [data.n], data: Int32Array.from(data.y) }],
   ]);
   return files;

@@ -12,6 +12,8 @@ import { EXIT_FAILURE, reportError } from './errors.js';
 import { makeExample } from './example.js';
 import { writeExample } from './files.js';
 import { info } from './info.js';
+import { ARCHITECTURES, type Architecture } from '../model/architectures.js';
+import { InputError } from '../layers/errors.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -130,13 +132,15 @@ export function program(): Command {
 
   cmd
     .command('example')
-    .description('write the built-in example (model.json, weights.safetensors, data.safetensors)')
+    .description('write a built-in example (model.json, weights.safetensors, data.safetensors)')
     .requiredOption('--out-dir <dir>', 'directory for the three files')
-    .option('--widths <list>', 'layer widths, input first', widths, [784, 100, 10])
+    .addOption(new Option('--arch <name>', 'mlp (widths below), cnn (LeNet-like, 28×28) or resnet (4 residual blocks, layer norm)').choices(ARCHITECTURES).default('mlp'))
+    .option('--widths <list>', 'mlp layer widths, input first', widths)
     .option('--samples <n>', 'samples N', positiveInt, 10_000)
     .option('--seed <s>', 'seed of the weights and data', nonNegativeInt, 0)
-    .action(async (a: { outDir: string; widths: number[]; samples: number; seed: number }) => {
-      const { model, data } = await makeExample(a.widths, a.samples, a.seed);
+    .action(async (a: { outDir: string; arch: Architecture; widths?: number[]; samples: number; seed: number }) => {
+      if (a.widths && a.arch !== 'mlp') throw new InputError(`--widths applies to --arch mlp only (the ${a.arch} architecture is fixed)`);
+      const { model, data } = await makeExample(a.arch, a.samples, a.seed, a.widths);
       const files = await writeExample(a.outDir, model, data);
       process.stdout.write(`wrote ${files.model}, ${files.weights}, ${files.data} (P = ${model.parameterCount}, N = ${data.n})\n`);
     });

@@ -62,6 +62,8 @@ beforeAll(async () => {
   cli = join(buildDir, 'cli.js');
   const made = await fisher('example', '--out-dir', 'ex', '--widths', '9,7,4', '--samples', '300', '--seed', '3');
   expect(made.code, made.stderr).toBe(0);
+  const cnn = await fisher('example', '--arch', 'cnn', '--out-dir', 'cnn', '--samples', '12', '--seed', '4');
+  expect(cnn.code, cnn.stderr).toBe(0);
 });
 
 afterAll(async () => {
@@ -97,6 +99,24 @@ describe('fisher', () => {
       expect(py.tensors[name].shape).toEqual(t.shape);
       expectClose(py.tensors[name].values, t.data as Float32Array, { rtol: 0 }, `${name} read by Python`);
     }
+  });
+
+  it('example --arch cnn and resnet: the diagonal on the GPU equals the CPU path, tensors named as PyTorch names them', async () => {
+    const cnnFiles = ['--model', 'cnn/model.json', '--weights', 'cnn/weights.safetensors', '--data', 'cnn/data.safetensors'];
+    expect((await fisher('compute', ...cnnFiles, '--out', 'cnn-gpu.safetensors', '--quiet')).code).toBe(0);
+    expect((await fisher('compute', ...cnnFiles, '--backend', 'cpu', '--out', 'cnn-cpu.safetensors', '--quiet')).code).toBe(0);
+    const [g, c] = [await readSafetensors(join(dir, 'cnn-gpu.safetensors')), await readSafetensors(join(dir, 'cnn-cpu.safetensors'))];
+    expect([...g.tensors.keys()]).toEqual(['conv1.weight', 'conv1.bias', 'conv2.weight', 'conv2.bias', 'fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias']);
+    expect(g.tensors.get('conv2.weight')!.shape).toEqual([16, 6, 5, 5]);
+    for (const [name, t] of g.tensors) expectRelativeError(t.data as Float32Array, c.tensors.get(name)!.data as Float32Array, 1e-5, name);
+    const data = await readSafetensors(join(dir, 'cnn', 'data.safetensors'));
+    expect(data.tensors.get('x')!.shape).toEqual([12, 1, 28, 28]);
+    const r = await fisher('example', '--arch', 'resnet', '--out-dir', 'resnet', '--samples', '3');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/P = 43978, N = 3/);
+    const f = await fisher('compute', '--model', 'resnet/model.json', '--weights', 'resnet/weights.safetensors', '--data', 'resnet/data.safetensors', '--out', 'resnet.safetensors');
+    expect(f.code, f.stderr).toBe(0);
+    expect((await readSafetensors(join(dir, 'resnet.safetensors'))).tensors.get('block4.norm.weight')!.shape).toEqual([16, 14, 14]);
   });
 
   it('computes the mc Fisher with a seed, the same on the GPU and the CPU, and records M and the seed', async () => {
@@ -220,6 +240,45 @@ describe('fisher', () => {
         /overlap or leave a gap/,
       ],
     ];
+    // The convolutional example's spec, weights and data, edited (layers: conv1 relu pool conv2 relu pool flatten fc1 relu fc2).
+    const cnnCases: [string, (d: string) => Promise<void>, RegExp][] = [
+      ['cnn-kernel', (d) => spec(d, (s) => (s.layers[3]!['kernel_size'] = 15)), /layers\[3\] conv2d \("conv2"\): the kernel spans 15 rows \(kernel 15, dilation 1\) but the padded input has 14/],
+      ['cnn-groups', (d) => spec(d, (s) => (s.layers[3]!['groups'] = 4)), /"conv2"\): groups = 4 must divide in_channels = 6 and out_channels = 16/],
+      ['cnn-stride', (d) => spec(d, (s) => (s.layers[3]!['stride'] = 0)), /"conv2"\): "stride" must be an integer ≥ 1 or a pair \[h, w\] of them, got 0/],
+      ['cnn-channels', (d) => spec(d, (s) => (s.layers[3]!['in_channels'] = 5)), /"conv2"\): in_channels = 5 but its input has 6 channels \(\[6, 14, 14\]\)/],
+      ['cnn-field', (d) => spec(d, (s) => (s.layers[2]!['ceil_mode'] = true)), /layers\[2\]: unknown field "ceil_mode" for maxpool2d \(known: type, kernel_size, stride, padding\)/],
+      ['cnn-not-flat', (d) => spec(d, (s) => s.layers.splice(6, 4)), /the last layer gives \[16, 5, 5\] per sample; the likelihood needs a flat output/],
+      [
+        'cnn-residual',
+        (d) => spec(d, (s) => s.layers.splice(3, 0, { type: 'residual', layers: [{ type: 'conv2d', name: 'r', in_channels: 6, out_channels: 6, kernel_size: 3 }] })),
+        /layers\[3\] residual: a residual block's layers must give back their input's shape \[6, 14, 14\], they give \[6, 12, 12\]/,
+      ],
+      [
+        'cnn-weight-shape',
+        (d) => tensors(d, 'weights.safetensors', (t) => t.set('conv2.weight', { dtype: 'F32', shape: [16, 6, 3, 3], data: new Float32Array(16 * 6 * 9) })),
+        /"conv2.weight" has shape \[16, 6, 3, 3\], expected \[16, 6, 5, 5\]/,
+      ],
+      [
+        'cnn-data-shape',
+        (d) => tensors(d, 'data.safetensors', (t) => t.set('x', { dtype: 'F32', shape: [12, 1, 27, 29], data: new Float32Array(12 * 27 * 29) })),
+        /"x" has shape \[12, 1, 27, 29\], expected \[N, 1, 28, 28\] or \[N, 784\]/,
+      ],
+    ];
+    it.each(cnnCases)('%s', async (name, edit, message) => {
+      const d = join(dir, name);
+      await rm(d, { recursive: true, force: true });
+      await run('cp', ['-r', join(dir, 'cnn'), d]);
+      await edit(d);
+      const out = `${name}.safetensors`;
+      const r = await fisher('compute', '--model', `${name}/model.json`, '--weights', `${name}/weights.safetensors`, '--data', `${name}/data.safetensors`, '--out', out);
+      expect(r.code).toBe(1);
+      const lines = ours(r.stderr);
+      expect(lines, r.stderr).toHaveLength(1);
+      expect(lines[0]).toMatch(/^fisher: error: /);
+      expect(lines[0]).toMatch(message);
+      expect(existsSync(join(dir, out))).toBe(false);
+    });
+
     it.each(cases)('%s', async (name, edit, message) => {
       const args = await variant(name, edit);
       const out = `${name}.safetensors`;
