@@ -23,6 +23,9 @@
 // matmul_block.wgsl (every invocation loads its own operands) or
 // matmul_block_subgroup.wgsl (the lanes of a subgroup share the block's rows
 // of A, each lane loading a few and broadcasting them), chosen per adapter.
+// Entry points take the core's Invocation (the builtins it needs: the
+// subgroup core adds the lane within the subgroup, which WGSL promises only
+// as subgroup_invocation_id).
 // Out-of-range rows and columns load a clamped (valid) address and are not
 // stored, so the inner loop has no branches. Block and workgroup sizes are
 // overrides, set by the host at pipeline creation.
@@ -98,9 +101,9 @@ fn in_range(o: vec2u, i: u32, j: u32) -> bool {
 }
 
 @compute @workgroup_size(WG_N, WG_M)
-fn linear_forward(@builtin(global_invocation_id) id: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let o = block_origin(id);
-  let blk = block_product(o.x, o.y, A_MK, B_NK, lid.x);
+fn linear_forward(inv: Invocation) {
+  let o = block_origin(inv.id);
+  let blk = block_product(o.x, o.y, A_MK, B_NK, lane_of(inv));
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
@@ -114,9 +117,9 @@ fn linear_forward(@builtin(global_invocation_id) id: vec3u, @builtin(local_invoc
 }
 
 @compute @workgroup_size(WG_N, WG_M)
-fn linear_backward(@builtin(global_invocation_id) id: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let o = block_origin(id);
-  let blk = block_product(o.x, o.y, A_MK, B_KN, lid.x);
+fn linear_backward(inv: Invocation) {
+  let o = block_origin(inv.id);
+  let blk = block_product(o.x, o.y, A_MK, B_KN, lane_of(inv));
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
@@ -144,25 +147,25 @@ fn store_parameters(o: vec2u, blk: Block, scale: f32) {
 }
 
 @compute @workgroup_size(WG_N, WG_M)
-fn weight_gradient(@builtin(global_invocation_id) id: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let o = block_origin(id);
-  store_parameters(o, block_product(o.x, o.y, A_KM, B_KN_ONE, lid.x), dims.scale);
+fn weight_gradient(inv: Invocation) {
+  let o = block_origin(inv.id);
+  store_parameters(o, block_product(o.x, o.y, A_KM, B_KN_ONE, lane_of(inv)), dims.scale);
 }
 
 @compute @workgroup_size(WG_N, WG_M)
-fn squared_gradient(@builtin(global_invocation_id) id: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let o = block_origin(id);
-  store_parameters(o, block_product(o.x, o.y, A_KM_SQUARED, B_KN_SQUARED_ONE, lid.x), 1.0);
+fn squared_gradient(inv: Invocation) {
+  let o = block_origin(inv.id);
+  store_parameters(o, block_product(o.x, o.y, A_KM_SQUARED, B_KN_SQUARED_ONE, lane_of(inv)), 1.0);
 }
 
 // F is symmetric: a block wholly below the diagonal (its first row, in F's
 // numbering, past its last column) is neither computed nor stored; the host
 // mirrors the upper triangle. Half the work.
 @compute @workgroup_size(WG_N, WG_M)
-fn gram(@builtin(global_invocation_id) id: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let o = block_origin(id);
+fn gram(inv: Invocation) {
+  let o = block_origin(inv.id);
   if (block_skippable(dims.a_offset + o.x >= o.y + TN)) { return; }
-  let blk = block_product(o.x, o.y, A_KM, B_KN, lid.x);
+  let blk = block_product(o.x, o.y, A_KM, B_KN, lane_of(inv));
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) { c[(o.x + i) * dims.n + o.y + j] = blk.v[i * BLOCK_COLS + j]; }

@@ -5,6 +5,15 @@
 const BLOCK_ROWS: u32 = 8u;
 const BLOCK_COLS: u32 = 8u;
 
+struct Invocation {
+  @builtin(global_invocation_id) id: vec3u,
+}
+
+// This core shares nothing between lanes: it needs no lane.
+fn lane_of(inv: Invocation) -> u32 {
+  return 0u;
+}
+
 struct Block {
   v: array<f32, 64>,  // BLOCK_ROWS × BLOCK_COLS, [i·BLOCK_COLS + j] = C[row0 + i, col0 + j]
 }

@@ -4,14 +4,26 @@ enable subgroups;
 diagnostic(off, subgroup_uniformity);
 
 // The block product of matmul.wgsl with the rows of A shared across a
-// subgroup. The WG_N lanes along n of one workgroup row are one subgroup (the
-// host uses this core only where the subgroup size is exactly WG_N), so they
-// own the same TM rows: at each step of k, lane l loads rows l, l + WG_N, …
-// of the block and the others receive them by subgroupShuffle. A lane then
+// subgroup. The host uses this core only where subgroups have exactly WG_N
+// lanes, as many as a workgroup row; where the lanes of a subgroup own the
+// same TM rows (they do when a subgroup is a workgroup row, as drivers form
+// them), at each step of k the lane numbered l (subgroup_invocation_id)
+// loads rows l, l + WG_N, … of the block and the others receive them by
+// subgroupShuffle. WGSL does not promise how invocations form subgroups, so a
+// subgroup whose lanes own different rows computes its blocks unshared. A lane then
 // loads TM / WG_N values of A instead of TM, which lets blocks grow tall (on
 // a CPU-SIMD driver such as lavapipe, per-lane loads are the bottleneck).
 // Composed before matmul.wgsl, whose dims, load_a, load_b, TM, TN and WG_N
 // it uses. TM must be a multiple of WG_N.
+
+struct Invocation {
+  @builtin(global_invocation_id) id: vec3u,
+  @builtin(subgroup_invocation_id) lane: u32,
+}
+
+fn lane_of(inv: Invocation) -> u32 {
+  return inv.lane;
+}
 
 const BLOCK_ROWS: u32 = 64u;
 const BLOCK_COLS: u32 = 8u;
@@ -28,6 +40,7 @@ fn block_skippable(skip: bool) -> bool {
 // Columns are held as two vec4s (TN ≤ 8), so the inner step is two vec4 FMAs
 // per row: small enough a loop body for the compiler to unroll fully.
 fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> Block {
+  if (!subgroupAll(row0 == subgroupBroadcastFirst(row0))) { return unshared_block_product(row0, col0, a_form, b_form); }
   var acc: array<vec4f, 128>;  // [2·i + h] = C[row0 + i, col0 + 4h … 4h + 3]
   var cols: array<u32, BLOCK_COLS>;
   for (var j = 0u; j < BLOCK_COLS; j++) { cols[j] = min(col0 + min(j, TN - 1u), dims.n - 1u); }
@@ -49,6 +62,24 @@ fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> B
       out.v[i * BLOCK_COLS + j] = acc[2u * i][j];
       out.v[i * BLOCK_COLS + 4u + j] = acc[2u * i + 1u][j];
     }
+  }
+  return out;
+}
+
+// The block with every lane loading its own operands: correct however the
+// subgroup is formed, and slow; block_product falls back to it. One loop
+// over the block's elements, kept small (not unrolled into TM·TN loops over k).
+fn unshared_block_product(row0: u32, col0: u32, a_form: u32, b_form: u32) -> Block {
+  var out: Block;
+  let count = TM * TN;
+  for (var e = 0u; e < count; e++) {
+    let i = e / TN;
+    let j = e % TN;
+    let r = min(row0 + i, dims.m - 1u);
+    let c = min(col0 + j, dims.n - 1u);
+    var acc = 0.0;
+    for (var k = 0u; k < dims.k; k++) { acc = fma(load_a(a_form, r, k), load_b(b_form, k, c), acc); }
+    out.v[i * BLOCK_COLS + j] = acc;
   }
   return out;
 }

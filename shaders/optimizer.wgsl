@@ -1,5 +1,6 @@
 // Optimiser steps on the flat parameter vector θ, one invocation per
-// parameter. The gradient is the batch's mean loss gradient plus a quadratic
+// parameter (a 2-D grid of workgroups past one dimension's limit: the flat
+// index is id.x + id.y · num_workgroups.x · WG, src/kernels/dispatch.ts). The gradient is the batch's mean loss gradient plus a quadratic
 // penalty's gradient, scale ⊙ θ − center (EWC: scale = λ Σ_t F_t,
 // center = λ Σ_t F_t ⊙ θ*_t; L2: F_t replaced by 1; none: both zero).
 //
@@ -28,13 +29,17 @@ struct Dims {
 @group(0) @binding(5) var<storage, read_write> moment1: array<f32>;
 @group(0) @binding(6) var<storage, read_write> moment2: array<f32>;
 
+fn flat(id: vec3u, groups: vec3u) -> u32 {
+  return id.x + id.y * groups.x * WG;
+}
+
 fn total_gradient(i: u32) -> f32 {
   return grad[i] + penalty_scale[i] * theta[i] - penalty_center[i];
 }
 
 @compute @workgroup_size(WG)
-fn sgd_step(@builtin(global_invocation_id) id: vec3u) {
-  let i = id.x;
+fn sgd_step(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(id, nwg);
   if (i >= dims.p) { return; }
   let v = dims.momentum * moment1[i] + total_gradient(i);
   moment1[i] = v;
@@ -42,8 +47,8 @@ fn sgd_step(@builtin(global_invocation_id) id: vec3u) {
 }
 
 @compute @workgroup_size(WG)
-fn adam_step(@builtin(global_invocation_id) id: vec3u) {
-  let i = id.x;
+fn adam_step(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = flat(id, nwg);
   if (i >= dims.p) { return; }
   let g = total_gradient(i);
   let m = dims.beta1 * moment1[i] + (1.0 - dims.beta1) * g;

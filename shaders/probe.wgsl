@@ -35,8 +35,9 @@ fn fma_throughput(@builtin(global_invocation_id) id: vec3u) {
 }
 
 @compute @workgroup_size(WG)
-fn copy(@builtin(global_invocation_id) id: vec3u) {
-  let i = id.y * 65535u * WG + id.x;
+fn copy(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  // A 2-D grid past one dimension's limit (src/kernels/dispatch.ts).
+  let i = id.x + id.y * nwg.x * WG;
   if (i >= dims.count) { return; }
   dst[i] = src[i];
 }

@@ -6,12 +6,13 @@
 import { GpuError } from '../gpu/errors.js';
 import { SafetensorsError } from '../io/safetensors.js';
 import { InputError } from '../layers/errors.js';
+import { TrainingDivergedError } from '../train/train.js';
 
 export const EXIT_FAILURE = 1;
 
 /** The one-line message for an error; expected kinds have no prefix but the command's. */
 export function describeError(e: unknown): string {
-  if (e instanceof InputError || e instanceof SafetensorsError) return e.message;
+  if (e instanceof InputError || e instanceof SafetensorsError || e instanceof TrainingDivergedError) return e.message;
   if (e instanceof GpuError) return `${e.name}: ${e.message}`;
   const err = e as NodeJS.ErrnoException;
   if (err && typeof err === 'object' && typeof err.code === 'string' && typeof err.message === 'string') {

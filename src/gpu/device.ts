@@ -76,6 +76,8 @@ export class GpuDevice {
   readonly #lost: Promise<never>;
   #disposed = false;
   #timer: GpuTimer | undefined;
+  /** The first GPU error no scope caught: every later use of the device fails with it. */
+  #uncaptured: GpuError | undefined;
 
   private constructor(
     gpu: GPU,
@@ -90,8 +92,13 @@ export class GpuDevice {
     });
     // Nobody may be waiting on #lost; keep an unobserved rejection quiet.
     this.#lost.catch(() => undefined);
+    // Work outside a step (a buffer created or written by hand) has no error scope: its error
+    // arrives here. Results computed after it cannot be trusted, so it fails what comes next.
     device.addEventListener('uncapturederror', (ev) => {
-      console.warn(`[fisher-gpu] uncaptured GPU error: ${(ev as GPUUncapturedErrorEvent).error.message}`);
+      const error = (ev as GPUUncapturedErrorEvent).error;
+      const message = `a GPU error outside any step: ${error.message}`;
+      const kind = error.constructor?.name;
+      this.#uncaptured ??= kind === 'GPUOutOfMemoryError' ? new GpuOutOfMemoryError(message) : kind === 'GPUValidationError' ? new GpuValidationError(message) : new GpuInternalError(message);
     });
   }
 
@@ -291,6 +298,7 @@ export class GpuDevice {
   /** Waits until the queue has finished all submitted work. */
   async finish(): Promise<void> {
     await Promise.race([this.device.queue.onSubmittedWorkDone(), this.#lost]);
+    this.#assertAlive();
   }
 
   /** Whether passes can be timed on the device (the `timestamp-query` feature). */
@@ -338,6 +346,7 @@ export class GpuDevice {
   #assertAlive(): void {
     if (this.#disposed) throw new DeviceLostError('the GPU device was disposed');
     if (this.#lostReason) throw new DeviceLostError(`GPU device lost (${this.#lostReason})`);
+    if (this.#uncaptured) throw this.#uncaptured;
   }
 }
 

@@ -21,7 +21,9 @@ export type SafetensorsErrorCode =
   | 'HeaderTooLarge'
   | 'InvalidHeaderLength'
   | 'InvalidHeaderStart'
+  | 'InvalidHeaderUtf8'
   | 'InvalidHeaderJson'
+  | 'DuplicateKey'
   | 'InvalidMetadata'
   | 'InvalidTensorInfo'
   | 'InvalidDtype'
@@ -58,6 +60,31 @@ function isIndex(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
+/** The first key that appears twice in one object of (valid) JSON text, if any. */
+function repeatedKey(json: string): string | undefined {
+  // One frame per open object (its keys so far, and whether a key comes next) or array.
+  const stack: { keys: Set<string> | undefined; expectKey: boolean }[] = [];
+  for (let i = 0; i < json.length; i++) {
+    const ch = json[i]!;
+    const top = stack[stack.length - 1];
+    if (ch === '"') {
+      let j = i + 1;
+      while (json[j] !== '"') j += json[j] === '\\' ? 2 : 1;
+      if (top?.keys && top.expectKey) {
+        const key = JSON.parse(json.slice(i, j + 1)) as string;
+        if (top.keys.has(key)) return key;
+        top.keys.add(key);
+        top.expectKey = false;
+      }
+      i = j;
+    } else if (ch === '{') stack.push({ keys: new Set(), expectKey: true });
+    else if (ch === '[') stack.push({ keys: undefined, expectKey: false });
+    else if (ch === '}' || ch === ']') stack.pop();
+    else if (ch === ',' && top?.keys) top.expectKey = true;
+  }
+  return undefined;
+}
+
 /** Parses a whole safetensors file held in memory. */
 export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
   if (bytes.length < 8) fail('HeaderTooSmall', `file is ${bytes.length} bytes, shorter than the 8-byte header length`);
@@ -66,7 +93,12 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
   if (headerLen64 > BigInt(MAX_HEADER_BYTES)) fail('HeaderTooLarge', `header length ${headerLen64} exceeds the ${MAX_HEADER_BYTES}-byte cap`);
   const headerLen = Number(headerLen64);
   if (8 + headerLen > bytes.length) fail('InvalidHeaderLength', `header length ${headerLen} runs past the end of the ${bytes.length}-byte file`);
-  const headerText = new TextDecoder('utf-8', { fatal: false }).decode(bytes.subarray(8, 8 + headerLen));
+  let headerText = '';
+  try {
+    headerText = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLen));
+  } catch {
+    fail('InvalidHeaderUtf8', 'header is not valid UTF-8');
+  }
   if (!headerText.startsWith('{')) fail('InvalidHeaderStart', 'header does not start with "{"');
   let header: unknown;
   try {
@@ -75,6 +107,9 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
     fail('InvalidHeaderJson', `header is not valid JSON: ${(e as Error).message}`);
   }
   if (!isRecord(header)) fail('InvalidHeaderJson', 'header is not a JSON object');
+  // JSON.parse keeps the last of repeated keys; the reference refuses them.
+  const repeated = repeatedKey(headerText);
+  if (repeated !== undefined) fail('DuplicateKey', `header names ${JSON.stringify(repeated)} twice in one object`);
 
   const metadata: Record<string, string> = {};
   const entries: { name: string; dtype: Dtype; shape: number[]; begin: number; end: number }[] = [];

@@ -8,10 +8,10 @@ import type { GpuDevice, Step } from '../gpu/device.js';
 import type { ComputeKernel } from '../gpu/kernel.js';
 import { u32Constant } from '../gpu/reflect.js';
 import { groups } from './dispatch.js';
+import { WG } from './family.js';
 import source from '../../shaders/likelihood.wgsl';
 
 export const LIKELIHOOD_WGSL: string = source;
-const WG = 64;
 
 /** The WGSL code of a likelihood type, e.g. "bernoulli" → LIK_BERNOULLI. */
 export function likelihoodCode(type: string): number {

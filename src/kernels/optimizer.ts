@@ -4,11 +4,11 @@
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
 import type { ComputeKernel } from '../gpu/kernel.js';
-import { groups } from './dispatch.js';
+import { grid } from './dispatch.js';
+import { WG } from './family.js';
 import source from '../../shaders/optimizer.wgsl';
 
 export const OPTIMIZER_WGSL: string = source;
-const WG = 64;
 
 /** Hyper-parameters of one step; `correction1/2` are Adam's 1 − β^t. */
 export interface OptimizerStepParams {
@@ -32,6 +32,7 @@ export interface OptimizerBuffers {
 
 export class Optimizer {
   private constructor(
+    readonly gpu: GpuDevice,
     readonly sgd: ComputeKernel,
     readonly adam: ComputeKernel,
   ) {}
@@ -40,7 +41,7 @@ export class Optimizer {
     const [sgd, adam] = await Promise.all(
       (['sgd_step', 'adam_step'] as const).map((entry) => gpu.kernel({ family: 'optimizer', source, entry, overrides: { WG } })),
     );
-    return new Optimizer(sgd!, adam!);
+    return new Optimizer(gpu, sgd!, adam!);
   }
 
   /** One step of `type` over the P parameters. SGD leaves moment2 untouched. */
@@ -67,7 +68,7 @@ export class Optimizer {
         correction1: h.correction1,
         correction2: h.correction2,
       },
-      [groups(p, WG)],
+      grid(p, WG, this.gpu.limits.maxComputeWorkgroupsPerDimension),
     );
   }
 }

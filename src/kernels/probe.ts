@@ -5,11 +5,11 @@
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
 import type { ComputeKernel } from '../gpu/kernel.js';
-import { groups } from './dispatch.js';
+import { grid, groups } from './dispatch.js';
+import { WG } from './family.js';
 import source from '../../shaders/probe.wgsl';
 
 export const PROBE_WGSL: string = source;
-const WG = 64;
 /** FLOP per invocation per round: 8 chains × vec4 × (multiply + add). */
 const FLOP_PER_ROUND = 64;
 
@@ -60,9 +60,8 @@ export class Probe {
     const src = await this.gpu.storage(count * 16, 'probe src', new Float32Array(count * 4).fill(1));
     const dst = await this.gpu.storage(count * 16, 'probe dst');
     try {
-      const perRow = 65535 * WG;
       const seconds = await this.#time((step) =>
-        this.copyKernel.encode(step.pass, step, { src, dst }, { iterations: 0, count, seed: 0 }, [Math.min(65535, groups(count, WG)), groups(count, perRow)]),
+        this.copyKernel.encode(step.pass, step, { src, dst }, { iterations: 0, count, seed: 0 }, grid(count, WG, this.gpu.limits.maxComputeWorkgroupsPerDimension)),
       );
       return { seconds, work: 2 * count * 16 };
     } finally {

@@ -310,6 +310,12 @@ describe('fisher', () => {
       expect(ours(r.stderr)).toEqual([expect.stringMatching(/samples applies to kind "mc" only/)]);
     });
 
+    it('training that diverges is one line naming the epoch, not an internal error', async () => {
+      const r = await fisher('demo', '--tasks', '1', '--epochs', '1', '--hidden', '8', '--optimizer', 'sgd', '--lr', '1e30', '--methods', 'none', '--out-dir', 'diverged', '--quiet');
+      expect(r.code).toBe(1);
+      expect(ours(r.stderr)).toEqual([expect.stringMatching(/^fisher: error: training diverged in epoch 1: θ\[\d+\] is (NaN|-?Infinity); lower the learning rate/)]);
+    });
+
     it('usage errors exit 2', async () => {
       expect((await fisher('compute', ...files, '--out', 'x.safetensors', '--structure', 'banded')).code).toBe(2);
       expect((await fisher('compute', ...files, '--out', 'x.safetensors', '--batch-size', '0')).code).toBe(2);

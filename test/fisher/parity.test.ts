@@ -10,7 +10,7 @@ import { fisher } from '../../src/fisher/estimate.js';
 import type { DenseFisher } from '../../src/fisher/result.js';
 import { ACTIVATION_NAMES, type ActivationName } from '../../src/layers/activations.js';
 import type { LikelihoodSpec } from '../../src/model/likelihoods.js';
-import { expectClose, expectRelativeError } from '../helpers/compare.js';
+import { expectClose, expectPerTensor, expectRelativeError, perTensorError } from '../helpers/compare.js';
 import { randomData, randomModel } from '../helpers/fixtures.js';
 import { useGpu } from '../helpers/gpu.js';
 
@@ -40,18 +40,17 @@ describe.each(ACTIVATION_NAMES)('activation %s', (activation: ActivationName) =>
 
       const [gm, cm] = [await new GpuEngine(gpu()).load(model), await cpu.load(model)];
       expectClose(await gm.forward(data.x, n), await cm.forward(data.x, n), { rtol: 1e-5, atol: 1e-5 }, `${what}: forward`);
-      expectRelativeError(await gm.gradients(data), await cm.gradients(data), 1e-5, `${what}: gradients`);
+      expectPerTensor(await gm.gradients(data), await cm.gradients(data), model.layout, 1e-5, `${what}: gradients`);
       gm.release();
 
-      const diag = expectRelativeError((await fisher(gpu(), model, data)).diagonal(), (await fisher(cpu, model, data)).diagonal(), 1e-5, `${what}: diag`);
-      const full = expectRelativeError(
-        ((await fisher(gpu(), model, data, { structure: 'full', batchSize: 64 })) as DenseFisher).values,
-        ((await fisher(cpu, model, data, { structure: 'full' })) as DenseFisher).values,
-        1e-4,
-        `${what}: full`,
-      );
-      worst.diag = Math.max(worst.diag, diag);
-      worst.full = Math.max(worst.full, full);
+      const [gd, cd] = [(await fisher(gpu(), model, data)).diagonal(), (await fisher(cpu, model, data)).diagonal()];
+      const gf = ((await fisher(gpu(), model, data, { structure: 'full', batchSize: 64 })) as DenseFisher).values;
+      const cf = ((await fisher(cpu, model, data, { structure: 'full' })) as DenseFisher).values;
+      // Recorded before the assertions, so that the record's own check can fail.
+      worst.diag = Math.max(worst.diag, perTensorError(gd, cd, model.layout));
+      worst.full = Math.max(worst.full, perTensorError(gf, cf, model.layout));
+      expectPerTensor(gd, cd, model.layout, 1e-5, `${what}: diag`);
+      expectPerTensor(gf, cf, model.layout, 1e-4, `${what}: full`);
     }
   });
 });
@@ -64,17 +63,15 @@ describe.each(LIKELIHOODS)('kinds mc and exact, $type', (lik) => {
     const labels = kind === 'mc' ? ({ kind: 'sampled', seed: 11, draw: 1, firstSample: 5 } as const) : ({ kind: 'factor', column: 2 } as const);
     const [gm, cm] = [await new GpuEngine(gpu()).load(model), await cpu.load(model)];
     // The same labels drawn on both engines: the per-sample gradients agree row by row.
-    expectRelativeError(await gm.gradients(data, labels), await cm.gradients(data, labels), 1e-5, `${kind} gradients`);
+    expectPerTensor(await gm.gradients(data, labels), await cm.gradients(data, labels), model.layout, 1e-5, `${kind} gradients`);
     gm.release();
-    const diag = expectRelativeError((await fisher(gpu(), model, data, { ...options, batchSize: 20 })).diagonal(), (await fisher(cpu, model, data, options)).diagonal(), 1e-5, `${kind} diag`);
-    const full = expectRelativeError(
-      ((await fisher(gpu(), model, data, { ...options, structure: 'full', batchSize: 30 })) as DenseFisher).values,
-      ((await fisher(cpu, model, data, { ...options, structure: 'full' })) as DenseFisher).values,
-      1e-4,
-      `${kind} full`,
-    );
-    worst.diag = Math.max(worst.diag, diag);
-    worst.full = Math.max(worst.full, full);
+    const [gd, cd] = [(await fisher(gpu(), model, data, { ...options, batchSize: 20 })).diagonal(), (await fisher(cpu, model, data, options)).diagonal()];
+    const gf = ((await fisher(gpu(), model, data, { ...options, structure: 'full', batchSize: 30 })) as DenseFisher).values;
+    const cf = ((await fisher(cpu, model, data, { ...options, structure: 'full' })) as DenseFisher).values;
+    worst.diag = Math.max(worst.diag, perTensorError(gd, cd, model.layout));
+    worst.full = Math.max(worst.full, perTensorError(gf, cf, model.layout));
+    expectPerTensor(gd, cd, model.layout, 1e-5, `${kind} diag`);
+    expectPerTensor(gf, cf, model.layout, 1e-4, `${kind} full`);
   });
 });
 
@@ -103,8 +100,9 @@ describe('streaming and cross-checks', () => {
   it('stays within 1e-5 of float64 over 20,000 samples in many batches', async () => {
     const small = randomModel([5, 6, 3], 'sigmoid', { type: 'categorical' }, 4);
     const big = randomData(small, 20_000, 5);
-    const err = expectRelativeError((await fisher(gpu(), small, big, { batchSize: 333 })).diagonal(), (await fisher(cpu, small, big)).diagonal(), 1e-5, 'diag, N = 20000');
-    worst.diag = Math.max(worst.diag, err);
+    const [g, c] = [(await fisher(gpu(), small, big, { batchSize: 333 })).diagonal(), (await fisher(cpu, small, big)).diagonal()];
+    worst.diag = Math.max(worst.diag, perTensorError(g, c, small.layout));
+    expectPerTensor(g, c, small.layout, 1e-5, 'diag, N = 20000');
   });
 
   it('reports the largest errors seen', () => {

@@ -1,7 +1,7 @@
 /** The GPU runtime: buffers and their accounting, errors, disposal, reflection. */
 import { describe, expect, it } from 'vitest';
 import { openDevice } from '../../src/gpu/device.js';
-import { DeviceLostError, GpuLimitError, ShaderError } from '../../src/gpu/errors.js';
+import { DeviceLostError, GpuLimitError, GpuValidationError, ShaderError } from '../../src/gpu/errors.js';
 import { entryInfo, packUniform, u32Constant } from '../../src/gpu/reflect.js';
 import { useGpu } from '../helpers/gpu.js';
 
@@ -68,6 +68,18 @@ describe('GPU runtime', () => {
   it('reports WGSL that does not compile as a ShaderError with the line', async () => {
     await expect(gpu().kernel({ family: 'broken', source: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }', entry: 'main' })).rejects.toThrow(ShaderError);
     await expect(gpu().kernel({ family: 'broken', source: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }', entry: 'main' })).rejects.toThrow(/broken: WGSL does not compile: 1:/);
+  });
+
+  it('a GPU error outside any step fails the next use of the device, typed', async () => {
+    const own = await openDevice();
+    try {
+      // MAP_READ may only go with COPY_DST: an invalid buffer, created outside any error scope.
+      own.device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.STORAGE, label: 'invalid' });
+      await expect(own.finish()).rejects.toThrow(GpuValidationError);
+      await expect(own.storage(16, 'after')).rejects.toThrow(/a GPU error outside any step: .*invalid/);
+    } finally {
+      own.dispose();
+    }
   });
 
   it('after dispose, every call fails with DeviceLostError instead of hanging', async () => {

@@ -70,3 +70,36 @@ export function expectRelativeError(got: Values, ref: Values, max: number, what 
   }
   return err;
 }
+
+/** A parameter tensor's columns of a [rows, P] array (rows = 1 for a θ-shaped vector). */
+function columnsOf(v: Values, offset: number, size: number, p: number): Float64Array {
+  const rows = v.length / p;
+  const out = new Float64Array(rows * size);
+  for (let r = 0; r < rows; r++) for (let j = 0; j < size; j++) out[r * size + j] = v[r * p + offset + j]!;
+  return out;
+}
+
+interface TensorLayout {
+  total: number;
+  entries: readonly { name: string; offset: number; size: number }[];
+}
+
+/** The largest relative Frobenius error over the parameter tensors (columns of [rows, P]); NaN anywhere is Infinity. */
+export function perTensorError(got: Values, ref: Values, layout: TensorLayout): number {
+  let worst = 0;
+  for (const e of layout.entries) {
+    const g = columnsOf(got, e.offset, e.size, layout.total);
+    worst = Math.max(worst, g.every(Number.isFinite) ? relativeError(g, columnsOf(ref, e.offset, e.size, layout.total)) : Infinity);
+  }
+  return worst;
+}
+
+/** Relative Frobenius error ≤ max for every parameter tensor; reports the tensor and its worst elements otherwise. Returns the largest. */
+export function expectPerTensor(got: Values, ref: Values, layout: TensorLayout, max: number, what: string): number {
+  expect(got.length, `${what}: length`).toBe(ref.length);
+  let worst = 0;
+  for (const e of layout.entries) {
+    worst = Math.max(worst, expectRelativeError(columnsOf(got, e.offset, e.size, layout.total), columnsOf(ref, e.offset, e.size, layout.total), max, `${what}: ${e.name}`));
+  }
+  return worst;
+}

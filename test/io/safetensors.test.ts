@@ -86,6 +86,14 @@ describe('safetensors', () => {
     ['a header length past the end', 'InvalidHeaderLength', rawFile({}, 0, 1000n)],
     ['a header not starting with {', 'InvalidHeaderStart', rawFile(' []', 0)],
     ['invalid JSON', 'InvalidHeaderJson', rawFile('{"a": ', 0)],
+    ['invalid UTF-8 in the header', 'InvalidHeaderUtf8', (() => {
+      const f = rawFile({ __metadata__: { n: 'xx' } }, 0);
+      f[f.length - 4] = 0xff;
+      return f;
+    })()],
+    ['a tensor named twice', 'DuplicateKey', rawFile('{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', 4)],
+    ['a field named twice in a tensor entry', 'DuplicateKey', rawFile('{"a": {"dtype": "F32", "shape": [1], "dtype": "F64", "data_offsets": [0, 4]}}', 4)],
+    ['a metadata key named twice', 'DuplicateKey', rawFile('{"__metadata__": {"k": "1", "k": "2"}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', 4)],
     ['a JSON array', 'InvalidHeaderStart', rawFile('[1]', 0)],
     ['metadata that is not strings', 'InvalidMetadata', rawFile({ __metadata__: { n: 3 } }, 0)],
     ['a tensor entry that is not an object', 'InvalidTensorInfo', rawFile({ a: 3 }, 0)],

@@ -173,7 +173,9 @@ describe.each(CONFIGS)('matmul %o', (config) => {
 });
 
 describe('every shape fisher bench --tune may choose', () => {
-  it('computes the forward pass and the Gram matrix (the two block-product orientations) as float64 does', async () => {
+  // Two pipelines for each of some 36 shapes: on lavapipe with a cold shader cache (a fresh
+  // machine) building them alone takes about two minutes.
+  it('computes the forward pass and the Gram matrix (the two block-product orientations) as float64 does', { timeout: 360_000 }, async () => {
     const [m, n, k] = [37, 19, 23];
     const rng = new Rng(77);
     const x = f64(m * k, rng);

@@ -13,31 +13,14 @@ import type { DenseFisher } from '../../src/fisher/result.js';
 import { conv2d, type Conv2dFields } from '../../src/layers/conv2d.js';
 import type { CpuRunner, LayerNode } from '../../src/layers/layer.js';
 import { linear, type LinearFields } from '../../src/layers/linear.js';
-import type { ParameterLayout } from '../../src/model/layout.js';
 import { Rng } from '../../src/model/random.js';
 import { caseLayerTypes, caseModel, NETWORK_CASES } from '../helpers/cases.js';
-import { expectClose, expectRelativeError } from '../helpers/compare.js';
+import { expectClose, expectPerTensor, expectRelativeError, perTensorError } from '../helpers/compare.js';
 import { randomData } from '../helpers/fixtures.js';
 import { useGpu } from '../helpers/gpu.js';
 
 const gpu = useGpu();
 const cpu = new CpuEngine();
-
-/** Relative Frobenius error of each parameter tensor's columns of [rows, P] (rows = 1 for a θ-shaped vector). */
-function expectPerTensor(got: ArrayLike<number>, ref: ArrayLike<number>, layout: ParameterLayout, max: number, what: string): number {
-  const p = layout.total;
-  const rows = ref.length / p;
-  let worst = 0;
-  for (const e of layout.entries) {
-    const pick = (v: ArrayLike<number>) => {
-      const out = new Float64Array(rows * e.size);
-      for (let r = 0; r < rows; r++) for (let j = 0; j < e.size; j++) out[r * e.size + j] = v[r * p + e.offset + j]!;
-      return out;
-    };
-    worst = Math.max(worst, expectRelativeError(pick(got), pick(ref), max, `${what}: ${e.name}`));
-  }
-  return worst;
-}
 
 /** Largest GPU relative error per layer type and structure, over every case that uses the type. */
 const worst = new Map<string, { diag: number; full: number }>();
@@ -145,8 +128,10 @@ describe.each(NETWORK_CASES)('GPU against the twin: $name', (c) => {
     const [gm, cm] = [await new GpuEngine(gpu()).load(model), await cpu.load(model)];
     try {
       expectRelativeError(await gm.forward(data.x, data.n), await cm.forward(data.x, data.n), 1e-5, 'forward');
-      const err = expectPerTensor(await gm.gradients(data), await cm.gradients(data), layout, 1e-5, 'per-sample gradients');
-      record(types, 'diag', err);
+      const [g, c] = [await gm.gradients(data), await cm.gradients(data)];
+      // Recorded before the assertion, so that the record's own check can fail.
+      record(types, 'diag', perTensorError(g, c, layout));
+      expectPerTensor(g, c, layout, 1e-5, 'per-sample gradients');
       const labels = { kind: 'sampled', seed: 5, draw: 1, firstSample: 3 } as const;
       expectPerTensor(await gm.gradients(data, labels), await cm.gradients(data, labels), layout, 1e-5, 'per-sample gradients, sampled labels');
     } finally {
@@ -158,10 +143,12 @@ describe.each(NETWORK_CASES)('GPU against the twin: $name', (c) => {
     const options = { kind, ...(kind === 'mc' ? { samples: 2, seed: 9 } : {}) };
     const gDiag = await fisher(gpu(), model, data, { ...options, batchSize: c.batch });
     const cDiag = await fisher(cpu, model, data, options);
-    record(types, 'diag', expectPerTensor(gDiag.diagonal(), cDiag.diagonal(), layout, 1e-5, `${kind} diag`));
+    record(types, 'diag', perTensorError(gDiag.diagonal(), cDiag.diagonal(), layout));
+    expectPerTensor(gDiag.diagonal(), cDiag.diagonal(), layout, 1e-5, `${kind} diag`);
     const gFull = (await fisher(gpu(), model, data, { ...options, structure: 'full', batchSize: c.batch })) as DenseFisher;
     const cFull = (await fisher(cpu, model, data, { ...options, structure: 'full' })) as DenseFisher;
-    record(types, 'full', expectPerTensor(gFull.values, cFull.values, layout, 1e-4, `${kind} full`));
+    record(types, 'full', perTensorError(gFull.values, cFull.values, layout));
+    expectPerTensor(gFull.values, cFull.values, layout, 1e-4, `${kind} full`);
     // The estimators agree with each other: diag is the diagonal of full.
     expectRelativeError(gDiag.diagonal(), gFull.diagonal(), 1e-5, 'diag vs the diagonal of full');
   });
