@@ -50,6 +50,24 @@ struct Dims {
   c_bias_offset: u32,  // where its bias goes
   scale: f32,          // weight_gradient's factor (1/batch for a mean)
   has_bias: u32,       // 1: the layer has a bias (the ONE forms' last column, the bias add)
+  // The convolution of the conv_* entries: input [conv_c, conv_h, conv_w] and output
+  // [conv_co, conv_oh, conv_ow] per sample, a conv_kh × conv_kw kernel, stride, padding, dilation.
+  conv_c: u32,
+  conv_h: u32,
+  conv_w: u32,
+  conv_co: u32,
+  conv_oh: u32,
+  conv_ow: u32,
+  conv_kh: u32,
+  conv_kw: u32,
+  conv_sh: u32,
+  conv_sw: u32,
+  conv_ph: u32,
+  conv_pw: u32,
+  conv_dh: u32,
+  conv_dw: u32,
+  batch_a: u32,        // conv_weight_gradient: a's offset per sample (workgroup z),
+  batch_c: u32,        //   and c's
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -59,20 +77,67 @@ struct Dims {
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c_act: array<f32>;
 
+// The sample a batched entry (conv_weight_gradient) works on: its workgroup z.
+var<private> batch: u32 = 0u;
+
 // How A(m, k) and B(k, n) are read. Constant at every call site, so each
-// entry point compiles to straight-line loads.
+// entry point compiles to straight-line loads. The convolution forms read
+// x [n, C, H, W] and δ [n, CO, OH, OW] in place (implicit im2col): a patch
+// element is x at the tap's pixel, 0 in the padding.
 const A_MK: u32 = 0u;          // a[a_offset + m·lda + k]
 const A_KM: u32 = 1u;          // a[a_offset + k·lda + m]
 const A_KM_SQUARED: u32 = 2u;  // a[a_offset + k·lda + m]²
+const A_IM2COL: u32 = 3u;      // patch element k = (c, ky, kx) of output pixel m = (s, oy, ox)
+const A_COL2IM: u32 = 4u;      // δ at the output pixel that reads input pixel m = (s, iy, ix) through tap k = (o, ky, kx); 0 if none
+const A_MK_BATCHED: u32 = 5u;  // a[a_offset + batch·batch_a + m·lda + k]
 const B_NK: u32 = 0u;          // b[b_offset + n·ldb + k]
 const B_KN: u32 = 1u;          // b[b_offset + k·ldb + n]
 const B_KN_ONE: u32 = 2u;      // b[b_offset + k·ldb + n], and 1 in the last column (the bias's input)
 const B_KN_SQUARED_ONE: u32 = 3u;  // the same, squared
+const B_CONV_T: u32 = 4u;      // W[o, n, ky, kx] at b_offset for k = (o, ky, kx): the transposed convolution
+const B_IM2COL_ONE: u32 = 5u;  // patch element n = (c, ky, kx) of output pixel k = (oy, ox) of sample `batch`; 1 in the bias column
+
+// Where output pixel t = oy·OW + ox of sample s reads x through tap q = (c·KH + ky)·KW + kx, or -1 in the padding.
+fn patch_index(s: u32, t: u32, q: u32) -> i32 {
+  let taps = dims.conv_kh * dims.conv_kw;
+  let c = q / taps;
+  let ky = (q % taps) / dims.conv_kw;
+  let kx = q % dims.conv_kw;
+  let iy = i32((t / dims.conv_ow) * dims.conv_sh + ky * dims.conv_dh) - i32(dims.conv_ph);
+  let ix = i32((t % dims.conv_ow) * dims.conv_sw + kx * dims.conv_dw) - i32(dims.conv_pw);
+  if (iy < 0 || ix < 0 || iy >= i32(dims.conv_h) || ix >= i32(dims.conv_w)) { return -1; }
+  return i32(((s * dims.conv_c + c) * dims.conv_h + u32(iy)) * dims.conv_w + u32(ix));
+}
+
+// Where δ [n, CO, OH, OW] holds the output that reads input pixel m = s·H·W + iy·W + ix through
+// tap k = (o·KH + ky)·KW + kx: oy·stride = iy + pad − ky·dil when that is a whole row; -1 if none.
+fn col2im_index(m: u32, k: u32) -> i32 {
+  let plane = dims.conv_h * dims.conv_w;
+  let s = m / plane;
+  let iy = (m % plane) / dims.conv_w;
+  let ix = m % dims.conv_w;
+  let taps = dims.conv_kh * dims.conv_kw;
+  let o = k / taps;
+  let ty = i32(iy + dims.conv_ph) - i32(((k % taps) / dims.conv_kw) * dims.conv_dh);
+  let tx = i32(ix + dims.conv_pw) - i32((k % dims.conv_kw) * dims.conv_dw);
+  if (ty < 0 || tx < 0 || u32(ty) % dims.conv_sh != 0u || u32(tx) % dims.conv_sw != 0u) { return -1; }
+  let oy = u32(ty) / dims.conv_sh;
+  let ox = u32(tx) / dims.conv_sw;
+  if (oy >= dims.conv_oh || ox >= dims.conv_ow) { return -1; }
+  return i32(((s * dims.conv_co + o) * dims.conv_oh + oy) * dims.conv_ow + ox);
+}
 
 fn load_a(form: u32, m: u32, k: u32) -> f32 {
   switch form {
     case A_KM: { return a[dims.a_offset + k * dims.lda + m]; }
     case A_KM_SQUARED: { let v = a[dims.a_offset + k * dims.lda + m]; return v * v; }
+    case A_IM2COL: {
+      let pixels = dims.conv_oh * dims.conv_ow;
+      let i = patch_index(m / pixels, m % pixels, k);
+      return select(0.0, a[u32(max(i, 0))], i >= 0);
+    }
+    case A_COL2IM: { let i = col2im_index(m, k); return select(0.0, a[u32(max(i, 0))], i >= 0); }
+    case A_MK_BATCHED: { return a[dims.a_offset + batch * dims.batch_a + m * dims.lda + k]; }
     default: { return a[dims.a_offset + m * dims.lda + k]; }
   }
 }
@@ -85,6 +150,15 @@ fn load_b(form: u32, k: u32, n: u32) -> f32 {
       let inputs = dims.n - dims.has_bias;
       let v = b[dims.b_offset + k * dims.ldb + min(n, inputs - 1u)];
       return select(select(v, v * v, form == B_KN_SQUARED_ONE), 1.0, n >= inputs);
+    }
+    case B_CONV_T: {
+      let taps = dims.conv_kh * dims.conv_kw;
+      return b[dims.b_offset + ((k / taps) * dims.conv_c + n) * taps + k % taps];
+    }
+    case B_IM2COL_ONE: {
+      let inputs = dims.n - dims.has_bias;
+      let i = patch_index(batch, k, min(n, inputs - 1u));
+      return select(select(0.0, b[u32(max(i, 0))], i >= 0), 1.0, n >= inputs);
     }
     default: { return b[dims.b_offset + n * dims.ldb + k]; }
   }
@@ -139,7 +213,7 @@ fn store_parameters(o: vec2u, blk: Block, scale: f32) {
       if (in_range(o, i, j)) {
         let m = o.x + i;
         let n = o.y + j;
-        let at = select(dims.c_offset + m * inputs + n, dims.c_bias_offset + m, n == inputs);
+        let at = batch * dims.batch_c + select(dims.c_offset + m * inputs + n, dims.c_bias_offset + m, n == inputs);
         c[at] = blk.v[i * BLOCK_COLS + j] * scale;
       }
     }
@@ -171,4 +245,56 @@ fn gram(inv: Invocation) {
       if (in_range(o, i, j)) { c[(o.x + i) * dims.n + o.y + j] = blk.v[i * BLOCK_COLS + j]; }
     }
   }
+}
+
+// The convolution as implicit products (groups = 1): rows are output pixels
+// (s, oy, ox), columns output channels, the sum over the taps (c, ky, kx);
+// stored in the batch's [n, CO, OH, OW] layout. Bias from θ, activation fused.
+@compute @workgroup_size(WG_N, WG_M)
+fn conv_forward(inv: Invocation) {
+  let o = block_origin(inv.id);
+  let blk = block_product(o.x, o.y, A_IM2COL, B_NK, lane_of(inv));
+  let pixels = dims.conv_oh * dims.conv_ow;
+  for (var i = 0u; i < TM; i++) {
+    for (var j = 0u; j < TN; j++) {
+      if (in_range(o, i, j)) {
+        let m = o.x + i;
+        let at = ((m / pixels) * dims.n + o.y + j) * pixels + m % pixels;
+        let z = blk.v[i * BLOCK_COLS + j] + select(0.0, b[dims.bias_offset + o.y + j], dims.has_bias != 0u);
+        if (STORE_Z) { c[at] = z; }
+        c_act[at] = activate(ACTIVATION, z);
+      }
+    }
+  }
+}
+
+// The gradient to the convolution's input: rows are input pixels (s, iy, ix),
+// columns input channels, the sum over (o, ky, kx) of W[o, c, ky, kx] · δ at
+// the output that reads the pixel through the tap; times act'(z_in) of the
+// input's producer; stored in the batch's [n, C, H, W] layout.
+@compute @workgroup_size(WG_N, WG_M)
+fn conv_input_gradient(inv: Invocation) {
+  let o = block_origin(inv.id);
+  let blk = block_product(o.x, o.y, A_COL2IM, B_CONV_T, lane_of(inv));
+  let pixels = dims.conv_h * dims.conv_w;
+  for (var i = 0u; i < TM; i++) {
+    for (var j = 0u; j < TN; j++) {
+      if (in_range(o, i, j)) {
+        let m = o.x + i;
+        let at = ((m / pixels) * dims.n + o.y + j) * pixels + m % pixels;
+        c[at] = blk.v[i * BLOCK_COLS + j] * activate_derivative(ACTIVATION, z_in[at]);
+      }
+    }
+  }
+}
+
+// Per-sample gradients of the convolution's [W | b], one sample per
+// workgroup z: rows output channels, columns the taps (and the bias), the sum
+// over output pixels of δ times the patch; stored in θ's layout in the
+// sample's row of per-sample gradients (c_offset + z·batch_c).
+@compute @workgroup_size(WG_N, WG_M)
+fn conv_weight_gradient(inv: Invocation) {
+  batch = inv.id.z;
+  let o = block_origin(inv.id);
+  store_parameters(o, block_product(o.x, o.y, A_MK_BATCHED, B_IM2COL_ONE, lane_of(inv)), 1.0);
 }

@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import type { GpuDevice } from '../gpu/device.js';
 import type { Dataset } from '../model/data.js';
 import type { Network } from '../model/network.js';
-import { mlpOf } from './mlp.js';
+import { mlpLayers, mlpOf } from './mlp.js';
 import type { Peer } from './run.js';
 import { workOf, type FisherWorkload } from './workloads.js';
 
@@ -188,6 +188,8 @@ export function tfjsPerSamplePeer(gpu: GpuDevice, dir: string, budgetSeconds: nu
   return {
     name: 'TF.js WebGPU (per-sample tf.grads loop)',
     async run(w: FisherWorkload, model: Network, data: Dataset) {
+      const notMlp = mlpLayers(model);
+      if (typeof notMlp === 'string') return { skipped: notMlp };
       if (w.kind !== 'empirical' || w.structure !== 'diag') return { skipped: 'written for the empirical diagonal only' };
       const tf = await loadTf(gpu, dir);
       if (!(await tf.setBackend('webgpu'))) return { skipped: 'TF.js could not start its webgpu backend' };
@@ -209,6 +211,8 @@ export function tfjsPeer(gpu: GpuDevice, backend: 'webgpu' | 'cpu', dir: string)
   return {
     name: `TF.js ${backend === 'webgpu' ? 'WebGPU' : 'CPU'} (batched)`,
     async run(w: FisherWorkload, model: Network, data: Dataset) {
+      const notMlp = mlpLayers(model);
+      if (typeof notMlp === 'string') return { skipped: notMlp };
       if (w.kind !== 'empirical') return { skipped: 'the TF.js formulation here computes the empirical kind only' };
       if (backend === 'cpu' && w.n * model.parameterCount > 2e9) return { skipped: 'too slow on the TF.js CPU backend for this size' };
       const tf = await loadTf(gpu, dir);
@@ -350,6 +354,8 @@ export function jaxPeer(gpu: GpuDevice, device: 'wasm' | 'webgpu', dir: string, 
   return {
     name: `jax-js ${device === 'wasm' ? 'WebAssembly' : 'WebGPU'} (${formulation === 'batched' ? 'batched' : 'vmap(grad)'})`,
     async run(w: FisherWorkload, model: Network, data: Dataset) {
+      const notMlp = mlpLayers(model);
+      if (typeof notMlp === 'string') return { skipped: notMlp };
       if (w.kind !== 'empirical' || w.structure !== 'diag') return { skipped: 'written for the empirical diagonal only' };
       const estimate = workOf(w).flops / 1e9;
       if (formulation === 'vmap' && estimate > budgetSeconds) return { skipped: `estimated ${estimate.toFixed(0)} s at 1 GFLOP/s, over the ${budgetSeconds} s budget` };

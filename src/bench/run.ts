@@ -18,7 +18,7 @@ import { Probe } from '../kernels/probe.js';
 import { Dataset } from '../model/data.js';
 import { Network } from '../model/network.js';
 import { Rng } from '../model/random.js';
-import { mlpSpec } from '../model/spec.js';
+import { architectureSpec } from '../model/architectures.js';
 import { workOf, type FisherWorkload, type KernelWorkload, type WorkModel, type Workload } from './workloads.js';
 
 export interface Peaks {
@@ -137,7 +137,7 @@ export async function measurePeaks(gpu: GpuDevice, quick: boolean): Promise<Peak
 
 /** A seeded model and data for a workload: inputs N(0, 1), labels uniform. */
 export function workloadInputs(w: FisherWorkload): { model: Network; data: Dataset } {
-  const model = Network.random(mlpSpec(w.widths), 1);
+  const model = Network.random(architectureSpec(w.arch, w.widths), 1);
   const rng = new Rng(2);
   const x = rng.normals(w.n * model.inputs);
   const y = Float32Array.from({ length: w.n }, () => rng.int(model.outputs));

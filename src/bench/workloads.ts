@@ -6,10 +6,16 @@
  * arithmetic intensity and the roofline follow.
  */
 import type { FisherKind } from '../fisher/options.js';
+import { sizeOf } from '../layers/layer.js';
+import { walkLayers } from '../layers/registry.js';
+import { architectureSpec, type Architecture } from '../model/architectures.js';
+import { parseSpec } from '../model/spec.js';
 
 export interface FisherWorkload {
   type: 'fisher';
   name: string;
+  /** The network: an MLP of `widths`, or a built-in image network. */
+  arch: Architecture;
   widths: number[];
   n: number;
   structure: 'diag' | 'full';
@@ -60,8 +66,38 @@ export function kernelWork(op: KernelOp, batch: number, inputs: number, outputs:
   }
 }
 
+/**
+ * Work of a Fisher computation on an image network, counting the products
+ * of its linear and conv2d layers (a layer's weight size times the positions
+ * it acts at, per sample): the forward pass once, then per virtual sample the
+ * backward pass (its input gradient, but the first layer's) and the
+ * per-sample gradients (the same count again). Bytes: every layer's input,
+ * output and per-sample gradient rows once.
+ */
+function networkWork(w: FisherWorkload): WorkModel {
+  const spec = parseSpec(architectureSpec(w.arch, w.widths));
+  const outputs = spec.layers[spec.layers.length - 1]!.output[0]!;
+  const virtual = w.kind === 'exact' ? outputs : 1;
+  let macs = 0;
+  let floats = 0;
+  let first = true;
+  for (const node of walkLayers(spec.layers)) {
+    floats += sizeOf(node.input) + sizeOf(node.output);
+    if (node.type !== 'linear' && node.type !== 'conv2d') continue;
+    const weight = sizeOf(node.parameters[0]!.shape);
+    const channels = node.type === 'conv2d' ? node.output[0]! : node.output[node.output.length - 1]!;
+    const positions = sizeOf(node.output) / channels;
+    const perPass = weight * positions;
+    macs += perPass + virtual * ((first ? 0 : perPass) + perPass);
+    floats += virtual * node.parameters.reduce((t, p) => t + sizeOf(p.shape), 0);
+    first = false;
+  }
+  return { flops: 2 * w.n * macs, bytes: F32 * w.n * floats };
+}
+
 /** Work of a Fisher computation: per virtual sample, forward, backward and the structure's reduction. */
 export function fisherWork(w: FisherWorkload): WorkModel {
+  if (w.arch !== 'mlp') return networkWork(w);
   const ls = layers(w.widths);
   const outputs = w.widths[w.widths.length - 1]!;
   const virtual = w.kind === 'exact' ? outputs : 1;
@@ -90,6 +126,7 @@ export function workOf(w: Workload): WorkModel {
 const fisherCase = (widths: number[], n: number, structure: 'diag' | 'full', kind: FisherKind = 'empirical'): FisherWorkload => ({
   type: 'fisher',
   name: `${kind} ${structure} ${widths.join('-')} N=${n.toLocaleString('en-US')}`,
+  arch: 'mlp',
   widths,
   n,
   structure,
@@ -105,7 +142,17 @@ const kernelCase = (op: KernelOp, batch: number, inputs: number, outputs: number
   outputs,
 });
 
-/** The full suite: MLPs from 64-32-10 to 784-1024-1024-10, N from 10³ to 10⁵, and the kernels alone. */
+const networkCase = (arch: Exclude<Architecture, 'mlp'>, n: number, structure: 'diag' | 'full' = 'diag'): FisherWorkload => ({
+  type: 'fisher',
+  name: `empirical ${structure} ${arch} N=${n.toLocaleString('en-US')}`,
+  arch,
+  widths: [],
+  n,
+  structure,
+  kind: 'empirical',
+});
+
+/** The full suite: MLPs from 64-32-10 to 784-1024-1024-10, N from 10³ to 10⁵, the cnn and resnet examples, and the kernels alone. */
 export function fullSuite(): Workload[] {
   return [
     kernelCase('forward', 4096, 784, 256),
@@ -123,6 +170,8 @@ export function fullSuite(): Workload[] {
     fisherCase([784, 100, 10], 1_000, 'diag', 'exact'),
     fisherCase([64, 32, 10], 1_000, 'full'),
     fisherCase([64, 32, 10], 10_000, 'full'),
+    networkCase('cnn', 10_000),
+    networkCase('resnet', 10_000),
   ];
 }
 

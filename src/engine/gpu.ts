@@ -92,7 +92,10 @@ export class GpuModel implements LoadedModel {
     };
     this.#network = new SequenceOp(env, model.layers, model.inputShape);
     this.#leaves = model.layout.layers.length;
-    this.#widestRows = Math.max(0, ...model.layout.layers.map((l) => l.size));
+    // Rows only for the layers without a direct reduction (none in an MLP): the leaves are
+    // enumerated here with stand-in buffers.
+    const ops = this.#network.leaves(kernels.scratch, kernels.scratch).map((l) => l.op);
+    this.#widestRows = Math.max(0, ...ops.filter((op) => !op.canReduce('squared') || !op.canReduce('sum')).map((op) => op.size));
   }
 
   get matmul(): Matmul {
@@ -117,6 +120,7 @@ export class GpuModel implements LoadedModel {
     const m = this.model;
     const binding = this.gpu.limits.maxStorageBufferBindingSize;
     const widest = Math.max(m.inputs, this.#widestRows, this.#network.floatsPerSample(), structure === 'full' ? virtualSamples * m.parameterCount : 0);
+    // (floatsPerSample bounds every buffer the plan holds, each of which is one binding.)
     const byBinding = Math.floor(binding / (F32 * widest));
     const byBudget = Math.floor(BATCH_MEMORY_BUDGET / (F32 * this.#floatsPerSample(structure, virtualSamples)));
     const byDispatch = this.gpu.limits.maxComputeWorkgroupsPerDimension;

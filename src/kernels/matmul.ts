@@ -91,7 +91,42 @@ export function matmulConfigProblem(config: MatmulConfig, gpu?: GpuDevice): stri
   return undefined;
 }
 
-type Entry = 'linear_forward' | 'linear_backward' | 'weight_gradient' | 'squared_gradient' | 'gram';
+type Entry = 'linear_forward' | 'linear_backward' | 'weight_gradient' | 'squared_gradient' | 'gram' | 'conv_forward' | 'conv_input_gradient' | 'conv_weight_gradient';
+
+/** A convolution's sizes (groups = 1): input [c, h, w] and output [co, oh, ow] per sample. */
+export interface ConvShape {
+  c: number;
+  h: number;
+  w: number;
+  co: number;
+  oh: number;
+  ow: number;
+  kernel: readonly [number, number];
+  stride: readonly [number, number];
+  padding: readonly [number, number];
+  dilation: readonly [number, number];
+}
+
+const NO_CONV = { conv_c: 0, conv_h: 0, conv_w: 0, conv_co: 0, conv_oh: 0, conv_ow: 0, conv_kh: 0, conv_kw: 0, conv_sh: 0, conv_sw: 0, conv_ph: 0, conv_pw: 0, conv_dh: 0, conv_dw: 0 };
+
+function convDims(g: ConvShape): typeof NO_CONV {
+  return {
+    conv_c: g.c,
+    conv_h: g.h,
+    conv_w: g.w,
+    conv_co: g.co,
+    conv_oh: g.oh,
+    conv_ow: g.ow,
+    conv_kh: g.kernel[0],
+    conv_kw: g.kernel[1],
+    conv_sh: g.stride[0],
+    conv_sw: g.stride[1],
+    conv_ph: g.padding[0],
+    conv_pw: g.padding[1],
+    conv_dh: g.dilation[0],
+    conv_dw: g.dilation[1],
+  };
+}
 
 /** The uniform of every entry point; members an entry does not read are 0. */
 interface Dims {
@@ -107,12 +142,16 @@ interface Dims {
   c_bias_offset?: number;
   scale?: number;
   has_bias?: number;
+  conv?: ConvShape;
+  batch_a?: number;
+  batch_c?: number;
 }
 
-function dims(d: Dims): Required<Dims> {
+function dims(d: Dims): Record<string, number> {
+  const { conv, ...sizes } = d;
   // The sizes first: they lead the dispatch's record in error messages.
   return {
-    ...d,
+    ...sizes,
     a_offset: d.a_offset ?? 0,
     b_offset: d.b_offset ?? 0,
     bias_offset: d.bias_offset ?? 0,
@@ -120,6 +159,9 @@ function dims(d: Dims): Required<Dims> {
     c_bias_offset: d.c_bias_offset ?? 0,
     scale: d.scale ?? 1,
     has_bias: d.has_bias ?? 1,
+    ...(conv ? convDims(conv) : NO_CONV),
+    batch_a: d.batch_a ?? 0,
+    batch_c: d.batch_c ?? 0,
   };
 }
 
@@ -140,15 +182,30 @@ export interface ParameterReduction {
   outputs: number;
 }
 
+/**
+ * Tiles a few output channels wide: a convolution's products have as many
+ * columns as channels (6 or 16 in the examples), which the square default
+ * tile would mostly pad.
+ */
+const NARROW_CONFIGS: readonly MatmulConfig[] = [
+  { tm: 8, tn: 8, wgM: 64, wgN: 1, subgroups: false },
+  { tm: 8, tn: 8, wgM: 32, wgN: 2, subgroups: false },
+];
+
 export class Matmul {
   /** Pipelines built so far, by shape, entry and activation: each is built on first use. */
   readonly #kernels = new Map<string, ComputeKernel>();
+  /** The convolutions' candidates: the shapes, and narrow tiles at the primary shape's rate. */
+  readonly #convShapes: readonly MatmulShape[];
 
   private constructor(
     readonly gpu: GpuDevice,
     /** The shapes each product chooses from (fastestShape); the first is the tuned or default one. */
     readonly shapes: readonly MatmulShape[],
-  ) {}
+  ) {
+    const fits = NARROW_CONFIGS.filter((config) => !matmulConfigProblem(config, gpu));
+    this.#convShapes = [...shapes, ...fits.map((config) => ({ config, gflops: shapes[0]!.gflops }))];
+  }
 
   /** The primary shape: the tuned one, or the default. */
   get config(): MatmulConfig {
@@ -171,10 +228,10 @@ export class Matmul {
     return new Matmul(gpu, list);
   }
 
-  #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims, storeZ = true): void {
-    const shape = this.shapes.length === 1 ? 0 : fastestShape(this.shapes, d.m, d.n);
-    const c = this.shapes[shape]!.config;
-    const key = `${shape}/${entry}/${activation}/${storeZ}`;
+  #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims, storeZ = true, batches = 1, shapes = this.shapes): void {
+    const shape = shapes.length === 1 ? 0 : fastestShape(shapes, d.m, d.n);
+    const c = shapes[shape]!.config;
+    const key = `${JSON.stringify(c)}/${entry}/${activation}/${storeZ}`;
     const k = this.#kernels.get(key);
     if (!k) {
       const build = this.gpu.kernel({
@@ -187,7 +244,7 @@ export class Matmul {
       return;
     }
     const tile = tileOf(c);
-    k.encode(step.pass, step, buffers, dims(d), [groups(d.n, tile.cols), groups(d.m, tile.rows)]);
+    k.encode(step.pass, step, buffers, dims(d), [groups(d.n, tile.cols), groups(d.m, tile.rows), batches]);
   }
 
   /**
@@ -266,6 +323,91 @@ export class Matmul {
       scale,
       has_bias: bias,
     });
+  }
+
+  /**
+   * The convolution y = act(conv(x) + b) as an implicit product (groups 1):
+   * x [batch, c, h, w]; W [co, c, kh, kw] then b [co] in θ at the layer's
+   * offsets; y (and z = conv(x) + b when given, else `scratch` fills its
+   * binding) [batch, co, oh, ow].
+   */
+  convForward(
+    step: Step,
+    g: ConvShape,
+    p: { x: GPUBuffer; theta: GPUBuffer; layer: LayerOffsets; z?: GPUBuffer; scratch: GPUBuffer; y: GPUBuffer; batch: number; activation: number },
+  ): void {
+    const taps = g.c * g.kernel[0] * g.kernel[1];
+    this.#encode(
+      step,
+      'conv_forward',
+      p.activation,
+      { a: p.x, b: p.theta, c: p.z ?? p.scratch, c_act: p.y },
+      {
+        m: p.batch * g.oh * g.ow,
+        n: g.co,
+        k: taps,
+        lda: 0,
+        ldb: taps,
+        b_offset: p.layer.weightOffset,
+        bias_offset: p.layer.biasOffset ?? 0,
+        has_bias: p.layer.biasOffset === undefined ? 0 : 1,
+        conv: g,
+      },
+      p.z !== undefined,
+      1,
+      this.#convShapes,
+    );
+  }
+
+  /**
+   * The convolution's input gradient dx [batch, c, h, w] from δ [batch, co,
+   * oh, ow] and W in θ, times act'(zBelow) of the input's producer
+   * (`activation`; identity: zBelow is not read).
+   */
+  convInputGradient(step: Step, g: ConvShape, p: { delta: GPUBuffer; theta: GPUBuffer; layer: LayerOffsets; zBelow: GPUBuffer; dx: GPUBuffer; batch: number; activation: number }): void {
+    this.#encode(
+      step,
+      'conv_input_gradient',
+      p.activation,
+      { a: p.delta, b: p.theta, z_in: p.zBelow, c: p.dx },
+      { m: p.batch * g.h * g.w, n: g.c, k: g.co * g.kernel[0] * g.kernel[1], lda: 0, ldb: 0, b_offset: p.layer.weightOffset, conv: g },
+      true,
+      1,
+      this.#convShapes,
+    );
+  }
+
+  /**
+   * Per-sample gradients of the convolution's W [co, c, kh, kw] and b [co]:
+   * sample s's into out at offset + s·ldg (weight, then bias when
+   * `bias`), from δ [batch, co, oh, ow] and x [batch, c, h, w].
+   */
+  convWeightGradient(step: Step, g: ConvShape, p: { delta: GPUBuffer; x: GPUBuffer; out: GPUBuffer; bias: boolean; batch: number; ldg: number; offset: number }): void {
+    const taps = g.c * g.kernel[0] * g.kernel[1];
+    const pixels = g.oh * g.ow;
+    const bias = p.bias ? 1 : 0;
+    this.#encode(
+      step,
+      'conv_weight_gradient',
+      0,
+      { a: p.delta, b: p.x, c: p.out },
+      {
+        m: g.co,
+        n: taps + bias,
+        k: pixels,
+        lda: pixels,
+        ldb: 0,
+        c_offset: p.offset,
+        c_bias_offset: p.offset + g.co * taps,
+        has_bias: bias,
+        conv: g,
+        batch_a: g.co * pixels,
+        batch_c: p.ldg,
+      },
+      true,
+      p.batch,
+      this.#convShapes,
+    );
   }
 
   /**

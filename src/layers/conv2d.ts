@@ -9,9 +9,16 @@
  *   y[o, oy, ox] = b[o] + Σ_{c, ky, kx} W[o, c, ky, kx] · x[g·CG + c, oy·s_h − p_h + ky·d_h, ox·s_w − p_w + kx·d_w]
  *   (g = o's group, CG = C_in / groups; x outside the image is 0)
  *   OH = ⌊(H + 2p_h − d_h(kh − 1) − 1) / s_h⌋ + 1, likewise OW
+ *
+ * On the GPU a convolution with groups = 1 runs on the blocked matrix
+ * products as implicit im2col (matmul.wgsl's conv_* entries: the patch is
+ * read in place, never stored): forward with the activation fused, and the
+ * input gradient. Per-sample gradients, and grouped convolutions, run the
+ * direct kernels of conv2d.wgsl.
  */
 import type { Step } from '../gpu/device.js';
 import type { ConvGeometry } from '../kernels/conv2d.js';
+import type { ConvShape, LayerOffsets } from '../kernels/matmul.js';
 import { InputError } from './errors.js';
 import { boolField, expectRank, intField, pairField, pairJson } from './fields.js';
 import type { BackwardIO, ForwardIO, GpuEnv, GradientRows, LayerNode, LayerType, ParameterLeaf, ParameterOp } from './layer.js';
@@ -53,6 +60,9 @@ class Conv2dOp implements ParameterOp {
   readonly offset: number;
   readonly size: number;
   readonly #geometry: ConvGeometry;
+  /** The implicit-product form, where the convolution has one group. */
+  readonly #shape: ConvShape | undefined;
+  readonly #layer: LayerOffsets;
 
   constructor(
     readonly node: Node,
@@ -60,7 +70,10 @@ class Conv2dOp implements ParameterOp {
   ) {
     this.offset = env.offset(node);
     this.size = node.parameters.reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
-    this.#geometry = geometry(node);
+    const g = (this.#geometry = geometry(node));
+    this.#shape = g.groups === 1 ? { c: g.cIn, h: g.h, w: g.w, co: g.cOut, oh: g.oh, ow: g.ow, kernel: g.kernel, stride: g.stride, padding: g.padding, dilation: g.dilation } : undefined;
+    const weights = g.cOut * (g.cIn / g.groups) * g.kernel[0] * g.kernel[1];
+    this.#layer = { weightOffset: this.offset, biasOffset: g.bias ? this.offset + weights : undefined };
   }
 
   floatsPerSample(): number {
@@ -70,7 +83,21 @@ class Conv2dOp implements ParameterOp {
   release(): void {}
 
   forward(step: Step, io: ForwardIO): void {
-    this.env.kernels.conv2d.forward(step, this.#geometry, {
+    const k = this.env.kernels;
+    if (this.#shape) {
+      k.matmul.convForward(step, this.#shape, {
+        x: io.x,
+        theta: this.env.theta,
+        layer: this.#layer,
+        ...(io.act ? { z: io.act.z } : {}),
+        scratch: k.scratch,
+        y: io.y,
+        batch: io.n,
+        activation: io.act?.code ?? 0,
+      });
+      return;
+    }
+    k.conv2d.forward(step, this.#geometry, {
       n: io.n,
       x: io.x,
       theta: this.env.theta,
@@ -84,6 +111,12 @@ class Conv2dOp implements ParameterOp {
 
   backward(step: Step, io: BackwardIO): void {
     if (!io.dx) return;
+    if (this.#shape) {
+      // Without an activation z is never read; dy stands in for the binding.
+      const act = { zBelow: io.inputAct?.z ?? io.dy, activation: io.inputAct?.code ?? 0 };
+      this.env.kernels.matmul.convInputGradient(step, this.#shape, { delta: io.dy, theta: this.env.theta, layer: this.#layer, dx: io.dx, batch: io.n, ...act });
+      return;
+    }
     this.env.kernels.conv2d.inputGradient(step, this.#geometry, {
       n: io.n,
       dy: io.dy,
@@ -99,7 +132,13 @@ class Conv2dOp implements ParameterOp {
   }
 
   perSampleGradient(step: Step, io: { n: number; x: GPUBuffer; dy: GPUBuffer }, rows: GradientRows): void {
+    // The direct kernel, also for one group: the batched implicit product (matmul.convWeightGradient)
+    // ran at two thirds of its speed on lavapipe, its products being small (C_out rows per sample).
     this.env.kernels.conv2d.perSampleGradient(step, this.#geometry, { n: io.n, x: io.x, dy: io.dy, g: rows.g, ldg: rows.ldg, offset: rows.offset, parameters: this.size });
+  }
+
+  canReduce(): boolean {
+    return false;
   }
 
   reduce(): boolean {

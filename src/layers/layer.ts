@@ -160,6 +160,8 @@ export interface ParameterOp extends GpuOp {
   readonly size: number;
   /** The per-sample gradients of the layer's parameters into `rows`. */
   perSampleGradient(step: Step, io: { n: number; x: GPUBuffer; dy: GPUBuffer }, rows: GradientRows): void;
+  /** Whether `reduce` has a direct kernel for `kind` (else the caller needs per-sample rows). */
+  canReduce(kind: 'sum' | 'squared'): boolean;
   /**
    * A direct kernel for `scale · Σ_s g_s` (sum) or `Σ_s g_s ⊙ g_s`
    * (squared) into θ-shaped `out` at `at` + the layer's offset, where the

@@ -89,6 +89,10 @@ class LayerNormOp implements ParameterOp {
     this.env.kernels.layernorm.perSampleGradient(step, this.#geometry, { n: io.n, dy: io.dy, xhat: this.#buffers.xhat, ...rows });
   }
 
+  canReduce(): boolean {
+    return false;
+  }
+
   reduce(): boolean {
     return false;
   }

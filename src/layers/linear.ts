@@ -108,11 +108,15 @@ class LinearOp implements ParameterOp {
     });
   }
 
+  /** Squares of sums over positions are not sums of squares: only T = 1 has a direct diagonal. */
+  canReduce(kind: 'sum' | 'squared'): boolean {
+    return kind === 'sum' || positions(this.node) === 1;
+  }
+
   reduce(step: Step, io: { n: number; x: GPUBuffer; dy: GPUBuffer }, out: { buffer: GPUBuffer; at: number }, kind: 'sum' | 'squared', scale: number): boolean {
+    if (!this.canReduce(kind)) return false;
     const f = this.node.fields;
     const t = positions(this.node);
-    // Squares of sums over positions are not sums of squares: only T = 1 has a direct diagonal.
-    if (kind === 'squared' && t !== 1) return false;
     const { weightOffset, biasOffset } = this.#layer;
     const layer = { weightOffset: out.at + weightOffset, biasOffset: biasOffset === undefined ? undefined : out.at + biasOffset };
     const p = { delta: io.dy, a: io.x, out: out.buffer, layer, batch: io.n * t, inputs: f.in, outputs: f.out };

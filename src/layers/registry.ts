@@ -27,7 +27,7 @@ export function layerTypeOf(node: LayerNode): LayerType<unknown> {
   return t as LayerType<unknown>;
 }
 
-const NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
+const NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 
 /**
  * Parses a network's list of layers applied to per-sample inputs of shape

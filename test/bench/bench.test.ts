@@ -21,7 +21,7 @@ const gpu = useGpu();
 
 describe('work model', () => {
   it('counts the diagonal Fisher of 784-256-256-10 over 10^4 samples as about 12.1 GFLOP', () => {
-    const w = fisherWork({ type: 'fisher', name: '', widths: [784, 256, 256, 10], n: 10_000, structure: 'diag', kind: 'empirical' });
+    const w = fisherWork({ type: 'fisher', name: '', arch: 'mlp', widths: [784, 256, 256, 10], n: 10_000, structure: 'diag', kind: 'empirical' });
     // forward 2NΣ in·out + backward 2N(256·256 + 256·10) + squared gradient 2NΣ (in+1)·out
     const expected = 2e4 * (784 * 256 + 256 * 256 + 256 * 10) + 2e4 * (256 * 256 + 256 * 10) + 2e4 * (785 * 256 + 257 * 256 + 257 * 10);
     expect(w.flops).toBe(expected);
@@ -32,8 +32,16 @@ describe('work model', () => {
   it('counts the symmetric Gram once per pair, and exact as one pass per output', () => {
     expect(kernelWork('gram', 100, 10, 0).flops).toBe(100 * 10 * 11);
     expect(parameterCount([64, 32, 10])).toBe(2410);
-    const base = { type: 'fisher' as const, name: '', widths: [5, 4, 3], n: 7, structure: 'diag' as const };
+    const base = { type: 'fisher' as const, name: '', arch: 'mlp' as const, widths: [5, 4, 3], n: 7, structure: 'diag' as const };
     expect(fisherWork({ ...base, kind: 'exact' }).flops).toBe(3 * fisherWork({ ...base, kind: 'empirical' }).flops);
+  });
+
+  it('counts the products of the cnn example: each conv and linear weight at every position it acts at', () => {
+    const w = fisherWork({ type: 'fisher', name: '', arch: 'cnn', widths: [], n: 1000, structure: 'diag', kind: 'empirical' });
+    const forward = 150 * 28 * 28 + 2400 * 10 * 10 + 48000 + 1200; // conv1, conv2, fc1, fc2 multiply-adds per sample
+    const conv1 = 150 * 28 * 28;
+    // forward, backward to every layer's input but the first's, per-sample gradients
+    expect(w.flops).toBe(2 * 1000 * (forward + (forward - conv1) + forward));
   });
 
   it('names every workload uniquely', () => {
@@ -101,7 +109,7 @@ describe('shapes to choose from', () => {
 });
 
 describe('PyTorch peer', () => {
-  const w = { type: 'fisher' as const, name: 'tiny', widths: [6, 5, 3], n: 40, structure: 'diag' as const, kind: 'empirical' as const };
+  const w = { type: 'fisher' as const, name: 'tiny', arch: 'mlp' as const, widths: [6, 5, 3], n: 40, structure: 'diag' as const, kind: 'empirical' as const };
   const model = Network.random(mlpSpec(w.widths), 4);
   const rng = new Rng(5);
   const data = new Dataset(rng.normals(w.n * 6), Float32Array.from({ length: w.n }, (_, i) => i % 3), w.n, 6, 1);

@@ -1,0 +1,148 @@
+/**
+ * The convolution kernels against the float64 twin (src/layers/conv2d.ts):
+ * the implicit products of matmul.wgsl (forward, input gradient, per-sample
+ * gradients) for several block shapes, and the direct kernels of
+ * conv2d.wgsl, which grouped convolutions use. Awkward geometry: a [3, 2]
+ * kernel, stride 2, padding, dilation 2, one channel, no bias. Outputs are
+ * pre-filled with NaN, so an element a kernel forgets fails.
+ */
+import { describe, it } from 'vitest';
+import { Conv2d, type ConvGeometry } from '../../src/kernels/conv2d.js';
+import { DEFAULT_MATMUL_CONFIG, Matmul, matmulConfigProblem, type MatmulConfig } from '../../src/kernels/matmul.js';
+import { conv2d } from '../../src/layers/conv2d.js';
+import type { CpuRunner, LayerNode } from '../../src/layers/layer.js';
+import { Rng } from '../../src/model/random.js';
+import { expectClose, f32Tolerance } from '../helpers/compare.js';
+import { useGpu } from '../helpers/gpu.js';
+
+const gpu = useGpu();
+
+const CONFIGS: MatmulConfig[] = [
+  DEFAULT_MATMUL_CONFIG,
+  { tm: 3, tn: 5, wgM: 7, wgN: 3, subgroups: false },
+  { tm: 8, tn: 8, wgM: 4, wgN: 8, subgroups: true },
+  { tm: 40, tn: 8, wgM: 1, wgN: 8, subgroups: true },
+];
+
+const GEOMETRIES: Record<string, unknown>[] = [
+  { in_channels: 3, out_channels: 5, kernel_size: [3, 2], stride: [2, 1], padding: [1, 1], dilation: [1, 2] },
+  { in_channels: 1, out_channels: 2, kernel_size: 5, bias: false },
+  { in_channels: 4, out_channels: 7, kernel_size: 1, stride: 2 },
+];
+const INPUT: Record<number, number[]> = { 3: [3, 7, 6], 1: [1, 5, 5], 4: [4, 5, 3] };
+
+const NO_RUNNER = {} as CpuRunner;
+
+function node(fields: Record<string, unknown>, groups = 1): LayerNode {
+  const input = INPUT[fields['in_channels'] as number]!;
+  const parsed = conv2d.parse({ ...fields, groups }, { where: 'test', input, name: () => 'c', layers: () => [] });
+  return { type: 'conv2d', name: 'c', fields: parsed.fields, input, output: parsed.output, parameters: parsed.parameters!, children: [] };
+}
+
+/** The twin over a batch: y, dx and the per-sample gradients, each [n, …]. */
+function reference(nd: LayerNode, w: Float64Array[], x: Float32Array, dy: Float32Array, n: number) {
+  const [xs, ys] = [nd.input.reduce((a, b) => a * b, 1), nd.output.reduce((a, b) => a * b, 1)];
+  const size = w.reduce((t, v) => t + v.length, 0);
+  const out = { y: new Float64Array(n * ys), dx: new Float64Array(n * xs), g: new Float64Array(n * size) };
+  for (let s = 0; s < n; s++) {
+    const xi = Float64Array.from(x.subarray(s * xs, (s + 1) * xs));
+    const { y } = conv2d.cpu.forward(nd as never, w, xi, NO_RUNNER);
+    out.y.set(y, s * ys);
+    const g = w.map((v) => new Float64Array(v.length));
+    const dx = conv2d.cpu.backward(nd as never, w, { x: xi, y, saved: undefined, dy: Float64Array.from(dy.subarray(s * ys, (s + 1) * ys)) }, g, true, NO_RUNNER)!;
+    out.dx.set(dx, s * xs);
+    out.g.set(g[0]!, s * size);
+    if (g[1]) out.g.set(g[1], s * size + g[0]!.length);
+  }
+  return out;
+}
+
+async function setup(nd: LayerNode, n: number, seed: number) {
+  const rng = new Rng(seed);
+  const [xs, ys] = [nd.input.reduce((a, b) => a * b, 1), nd.output.reduce((a, b) => a * b, 1)];
+  const params = nd.parameters.map((p) => rng.normals(p.shape.reduce((a, b) => a * b, 1)));
+  const pad = 5; // θ starts with other parameters: the kernels must read at the offset
+  const theta = new Float32Array(pad + params.reduce((t, p) => t + p.length, 0)).fill(1e30);
+  let at = pad;
+  for (const p of params) {
+    theta.set(p, at);
+    at += p.length;
+  }
+  const x = rng.normals(n * xs);
+  const dy = rng.normals(n * ys);
+  const buf = (d: Float32Array, label: string) => gpu().storage(Math.max(4, d.byteLength), label, d);
+  const nan = (count: number, label: string) => buf(new Float32Array(count).fill(NaN), label);
+  const ref = reference(nd, params.map((p) => Float64Array.from(p)), x, dy, n);
+  const size = theta.length - pad;
+  const ldg = size + 3;
+  return {
+    ref,
+    size,
+    ldg,
+    pad,
+    bias: params.length > 1,
+    taps: nd.parameters[0]!.shape.slice(1).reduce((a, b) => a * b, 1),
+    buffers: { x: await buf(x, 'x'), dy: await buf(dy, 'dy'), theta: await buf(theta, 'θ'), y: await nan(n * ys, 'y'), z: await nan(n * ys, 'z'), dx: await nan(n * xs, 'dx'), g: await nan(n * ldg + 2, 'g'), scratch: await nan(4, 'scratch') },
+  };
+}
+
+/** The per-sample rows at offset 2 with stride ldg, the elements between untouched (NaN). */
+function rowsOf(g: Float32Array, n: number, size: number, ldg: number): { inside: number[]; outside: number[] } {
+  const inside: number[] = [];
+  const outside: number[] = [];
+  g.forEach((v, k) => ((k - 2) % ldg < size && k >= 2 && k < 2 + n * ldg ? inside : outside).push(v));
+  return { inside, outside };
+}
+
+describe.each(CONFIGS)('conv2d as implicit products, matmul %o', (config) => {
+  it.for(GEOMETRIES)('forward, input gradient and per-sample gradients of %o', async (fields, ctx) => {
+    const problem = matmulConfigProblem(config, gpu());
+    if (problem) ctx.skip(`this adapter cannot run ${JSON.stringify(config)}: ${problem}`);
+    const nd = node(fields);
+    const n = 3;
+    const { ref, size, ldg, pad, bias, taps, buffers: b } = await setup(nd, n, 17);
+    const mm = await Matmul.create(gpu(), config);
+    const [c, h, w] = nd.input as [number, number, number];
+    const [co, oh, ow] = nd.output as [number, number, number];
+    const f = nd.fields as { kernel_size: [number, number]; stride: [number, number]; padding: [number, number]; dilation: [number, number] };
+    const shape = { c, h, w, co, oh, ow, kernel: f.kernel_size, stride: f.stride, padding: f.padding, dilation: f.dilation };
+    const layer = { weightOffset: pad, biasOffset: bias ? pad + co * taps : undefined };
+    await gpu().step('conv', (step) => {
+      mm.convForward(step, shape, { x: b.x, theta: b.theta, layer, z: b.z, scratch: b.scratch, y: b.y, batch: n, activation: 0 });
+      mm.convInputGradient(step, shape, { delta: b.dy, theta: b.theta, layer, zBelow: b.dy, dx: b.dx, batch: n, activation: 0 });
+      mm.convWeightGradient(step, shape, { delta: b.dy, x: b.x, out: b.g, bias, batch: n, ldg, offset: 2 });
+    });
+    const tol = { rtol: f32Tolerance(taps * oh * ow), atol: f32Tolerance(taps * oh * ow) };
+    expectClose(await gpu().readF32(b.y, ref.y.length * 4), ref.y, tol, 'y');
+    expectClose(await gpu().readF32(b.z, ref.y.length * 4), ref.y, tol, 'z');
+    expectClose(await gpu().readF32(b.dx, ref.dx.length * 4), ref.dx, tol, 'dx');
+    const rows = rowsOf(await gpu().readF32(b.g, (n * ldg + 2) * 4), n, size, ldg);
+    const refRows = Array.from({ length: n * size }, (_, k) => ref.g[k]!);
+    expectClose(rows.inside, refRows, tol, 'per-sample gradients');
+    expectClose(rows.outside.map(Number.isNaN).map(Number), rows.outside.map(() => 1), { rtol: 0 }, 'untouched');
+    for (const buffer of Object.values(b)) gpu().buffers.release(buffer);
+  });
+});
+
+describe('conv2d.wgsl, the direct kernels (grouped convolutions)', () => {
+  it.for([1, 3])('groups %i: forward, input gradient and per-sample gradients', async (groups) => {
+    const nd = node({ in_channels: 3, out_channels: 6, kernel_size: [3, 2], stride: [2, 1], padding: [1, 1], dilation: [1, 2] }, groups);
+    const n = 2;
+    const { ref, size, ldg, pad, bias, taps, buffers: b } = await setup(nd, n, 19);
+    const f = nd.fields as { kernel_size: [number, number]; stride: [number, number]; padding: [number, number]; dilation: [number, number] };
+    const g: ConvGeometry = { cIn: 3, h: 7, w: 6, cOut: 6, oh: nd.output[1]!, ow: nd.output[2]!, kernel: f.kernel_size, stride: f.stride, padding: f.padding, dilation: f.dilation, groups, bias };
+    const k = new Conv2d(gpu());
+    await gpu().step('conv', (step) => {
+      k.forward(step, g, { n, x: b.x, theta: b.theta, wOffset: pad, y: b.y, z: b.z, scratch: b.scratch, activation: 0 });
+      k.inputGradient(step, g, { n, dy: b.dy, theta: b.theta, wOffset: pad, dx: b.dx });
+      k.perSampleGradient(step, g, { n, x: b.x, dy: b.dy, g: b.g, ldg, offset: 2, parameters: size });
+    });
+    const tol = { rtol: f32Tolerance(taps * 7 * 6), atol: f32Tolerance(taps * 7 * 6) };
+    expectClose(await gpu().readF32(b.y, ref.y.length * 4), ref.y, tol, 'y');
+    expectClose(await gpu().readF32(b.dx, ref.dx.length * 4), ref.dx, tol, 'dx');
+    const rows = rowsOf(await gpu().readF32(b.g, (n * ldg + 2) * 4), n, size, ldg);
+    expectClose(rows.inside, Array.from({ length: n * size }, (_, j) => ref.g[j]!), tol, 'per-sample gradients');
+    expectClose(rows.outside.map(Number.isNaN).map(Number), rows.outside.map(() => 1), { rtol: 0 }, 'untouched');
+    for (const buffer of Object.values(b)) gpu().buffers.release(buffer);
+  });
+});
