@@ -66,8 +66,6 @@ struct Dims {
   conv_pw: u32,
   conv_dh: u32,
   conv_dw: u32,
-  batch_a: u32,        // conv_weight_gradient: a's offset per sample (workgroup z),
-  batch_c: u32,        //   and c's
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -76,9 +74,6 @@ struct Dims {
 @group(0) @binding(3) var<storage, read> z_in: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c_act: array<f32>;
-
-// The sample a batched entry (conv_weight_gradient) works on: its workgroup z.
-var<private> batch: u32 = 0u;
 
 // How A(m, k) and B(k, n) are read. Constant at every call site, so each
 // entry point compiles to straight-line loads. The convolution forms read
@@ -89,13 +84,11 @@ const A_KM: u32 = 1u;          // a[a_offset + k·lda + m]
 const A_KM_SQUARED: u32 = 2u;  // a[a_offset + k·lda + m]²
 const A_IM2COL: u32 = 3u;      // patch element k = (c, ky, kx) of output pixel m = (s, oy, ox)
 const A_COL2IM: u32 = 4u;      // δ at the output pixel that reads input pixel m = (s, iy, ix) through tap k = (o, ky, kx); 0 if none
-const A_MK_BATCHED: u32 = 5u;  // a[a_offset + batch·batch_a + m·lda + k]
 const B_NK: u32 = 0u;          // b[b_offset + n·ldb + k]
 const B_KN: u32 = 1u;          // b[b_offset + k·ldb + n]
 const B_KN_ONE: u32 = 2u;      // b[b_offset + k·ldb + n], and 1 in the last column (the bias's input)
 const B_KN_SQUARED_ONE: u32 = 3u;  // the same, squared
 const B_CONV_T: u32 = 4u;      // W[o, n, ky, kx] at b_offset for k = (o, ky, kx): the transposed convolution
-const B_IM2COL_ONE: u32 = 5u;  // patch element n = (c, ky, kx) of output pixel k = (oy, ox) of sample `batch`; 1 in the bias column
 
 // Where output pixel t = oy·OW + ox of sample s reads x through tap q = (c·KH + ky)·KW + kx, or -1 in the padding.
 fn patch_index(s: u32, t: u32, q: u32) -> i32 {
@@ -137,7 +130,6 @@ fn load_a(form: u32, m: u32, k: u32) -> f32 {
       return select(0.0, a[u32(max(i, 0))], i >= 0);
     }
     case A_COL2IM: { let i = col2im_index(m, k); return select(0.0, a[u32(max(i, 0))], i >= 0); }
-    case A_MK_BATCHED: { return a[dims.a_offset + batch * dims.batch_a + m * dims.lda + k]; }
     default: { return a[dims.a_offset + m * dims.lda + k]; }
   }
 }
@@ -154,11 +146,6 @@ fn load_b(form: u32, k: u32, n: u32) -> f32 {
     case B_CONV_T: {
       let taps = dims.conv_kh * dims.conv_kw;
       return b[dims.b_offset + ((k / taps) * dims.conv_c + n) * taps + k % taps];
-    }
-    case B_IM2COL_ONE: {
-      let inputs = dims.n - dims.has_bias;
-      let i = patch_index(batch, k, min(n, inputs - 1u));
-      return select(select(0.0, b[u32(max(i, 0))], i >= 0), 1.0, n >= inputs);
     }
     default: { return b[dims.b_offset + n * dims.ldb + k]; }
   }
@@ -213,7 +200,7 @@ fn store_parameters(o: vec2u, blk: Block, scale: f32) {
       if (in_range(o, i, j)) {
         let m = o.x + i;
         let n = o.y + j;
-        let at = batch * dims.batch_c + select(dims.c_offset + m * inputs + n, dims.c_bias_offset + m, n == inputs);
+        let at = select(dims.c_offset + m * inputs + n, dims.c_bias_offset + m, n == inputs);
         c[at] = blk.v[i * BLOCK_COLS + j] * scale;
       }
     }
@@ -286,15 +273,4 @@ fn conv_input_gradient(inv: Invocation) {
       }
     }
   }
-}
-
-// Per-sample gradients of the convolution's [W | b], one sample per
-// workgroup z: rows output channels, columns the taps (and the bias), the sum
-// over output pixels of δ times the patch; stored in θ's layout in the
-// sample's row of per-sample gradients (c_offset + z·batch_c).
-@compute @workgroup_size(WG_N, WG_M)
-fn conv_weight_gradient(inv: Invocation) {
-  batch = inv.id.z;
-  let o = block_origin(inv.id);
-  store_parameters(o, block_product(o.x, o.y, A_MK_BATCHED, B_IM2COL_ONE, lane_of(inv)), 1.0);
 }

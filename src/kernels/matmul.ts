@@ -8,6 +8,7 @@ import type { GpuDevice, Step } from '../gpu/device.js';
 import type { ComputeKernel } from '../gpu/kernel.js';
 import { u32Constant } from '../gpu/reflect.js';
 import { ACTIVATION_WGSL } from './activation.js';
+import type { ConvGeometry } from './conv2d.js';
 import { groups } from './dispatch.js';
 import plainBlock from '../../shaders/matmul_block.wgsl';
 import subgroupBlock from '../../shaders/matmul_block_subgroup.wgsl';
@@ -91,30 +92,17 @@ export function matmulConfigProblem(config: MatmulConfig, gpu?: GpuDevice): stri
   return undefined;
 }
 
-type Entry = 'linear_forward' | 'linear_backward' | 'weight_gradient' | 'squared_gradient' | 'gram' | 'conv_forward' | 'conv_input_gradient' | 'conv_weight_gradient';
-
-/** A convolution's sizes (groups = 1): input [c, h, w] and output [co, oh, ow] per sample. */
-export interface ConvShape {
-  c: number;
-  h: number;
-  w: number;
-  co: number;
-  oh: number;
-  ow: number;
-  kernel: readonly [number, number];
-  stride: readonly [number, number];
-  padding: readonly [number, number];
-  dilation: readonly [number, number];
-}
+type Entry = 'linear_forward' | 'linear_backward' | 'weight_gradient' | 'squared_gradient' | 'gram' | 'conv_forward' | 'conv_input_gradient';
 
 const NO_CONV = { conv_c: 0, conv_h: 0, conv_w: 0, conv_co: 0, conv_oh: 0, conv_ow: 0, conv_kh: 0, conv_kw: 0, conv_sh: 0, conv_sw: 0, conv_ph: 0, conv_pw: 0, conv_dh: 0, conv_dw: 0 };
 
-function convDims(g: ConvShape): typeof NO_CONV {
+/** A convolution's sizes (with one group) as the uniform's conv_* members. */
+function convDims(g: ConvGeometry): typeof NO_CONV {
   return {
-    conv_c: g.c,
+    conv_c: g.cIn,
     conv_h: g.h,
     conv_w: g.w,
-    conv_co: g.co,
+    conv_co: g.cOut,
     conv_oh: g.oh,
     conv_ow: g.ow,
     conv_kh: g.kernel[0],
@@ -142,9 +130,7 @@ interface Dims {
   c_bias_offset?: number;
   scale?: number;
   has_bias?: number;
-  conv?: ConvShape;
-  batch_a?: number;
-  batch_c?: number;
+  conv?: ConvGeometry;
 }
 
 function dims(d: Dims): Record<string, number> {
@@ -160,8 +146,6 @@ function dims(d: Dims): Record<string, number> {
     scale: d.scale ?? 1,
     has_bias: d.has_bias ?? 1,
     ...(conv ? convDims(conv) : NO_CONV),
-    batch_a: d.batch_a ?? 0,
-    batch_c: d.batch_c ?? 0,
   };
 }
 
@@ -228,7 +212,7 @@ export class Matmul {
     return new Matmul(gpu, list);
   }
 
-  #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims, storeZ = true, batches = 1, shapes = this.shapes): void {
+  #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims, storeZ = true, shapes = this.shapes): void {
     const shape = shapes.length === 1 ? 0 : fastestShape(shapes, d.m, d.n);
     const c = shapes[shape]!.config;
     const key = `${JSON.stringify(c)}/${entry}/${activation}/${storeZ}`;
@@ -244,7 +228,7 @@ export class Matmul {
       return;
     }
     const tile = tileOf(c);
-    k.encode(step.pass, step, buffers, dims(d), [groups(d.n, tile.cols), groups(d.m, tile.rows), batches]);
+    k.encode(step.pass, step, buffers, dims(d), [groups(d.n, tile.cols), groups(d.m, tile.rows)]);
   }
 
   /**
@@ -333,10 +317,10 @@ export class Matmul {
    */
   convForward(
     step: Step,
-    g: ConvShape,
+    g: ConvGeometry,
     p: { x: GPUBuffer; theta: GPUBuffer; layer: LayerOffsets; z?: GPUBuffer; scratch: GPUBuffer; y: GPUBuffer; batch: number; activation: number },
   ): void {
-    const taps = g.c * g.kernel[0] * g.kernel[1];
+    const taps = g.cIn * g.kernel[0] * g.kernel[1];
     this.#encode(
       step,
       'conv_forward',
@@ -344,7 +328,7 @@ export class Matmul {
       { a: p.x, b: p.theta, c: p.z ?? p.scratch, c_act: p.y },
       {
         m: p.batch * g.oh * g.ow,
-        n: g.co,
+        n: g.cOut,
         k: taps,
         lda: 0,
         ldb: taps,
@@ -354,7 +338,6 @@ export class Matmul {
         conv: g,
       },
       p.z !== undefined,
-      1,
       this.#convShapes,
     );
   }
@@ -364,48 +347,14 @@ export class Matmul {
    * oh, ow] and W in θ, times act'(zBelow) of the input's producer
    * (`activation`; identity: zBelow is not read).
    */
-  convInputGradient(step: Step, g: ConvShape, p: { delta: GPUBuffer; theta: GPUBuffer; layer: LayerOffsets; zBelow: GPUBuffer; dx: GPUBuffer; batch: number; activation: number }): void {
+  convInputGradient(step: Step, g: ConvGeometry, p: { delta: GPUBuffer; theta: GPUBuffer; layer: LayerOffsets; zBelow: GPUBuffer; dx: GPUBuffer; batch: number; activation: number }): void {
     this.#encode(
       step,
       'conv_input_gradient',
       p.activation,
       { a: p.delta, b: p.theta, z_in: p.zBelow, c: p.dx },
-      { m: p.batch * g.h * g.w, n: g.c, k: g.co * g.kernel[0] * g.kernel[1], lda: 0, ldb: 0, b_offset: p.layer.weightOffset, conv: g },
+      { m: p.batch * g.h * g.w, n: g.cIn, k: g.cOut * g.kernel[0] * g.kernel[1], lda: 0, ldb: 0, b_offset: p.layer.weightOffset, conv: g },
       true,
-      1,
-      this.#convShapes,
-    );
-  }
-
-  /**
-   * Per-sample gradients of the convolution's W [co, c, kh, kw] and b [co]:
-   * sample s's into out at offset + s·ldg (weight, then bias when
-   * `bias`), from δ [batch, co, oh, ow] and x [batch, c, h, w].
-   */
-  convWeightGradient(step: Step, g: ConvShape, p: { delta: GPUBuffer; x: GPUBuffer; out: GPUBuffer; bias: boolean; batch: number; ldg: number; offset: number }): void {
-    const taps = g.c * g.kernel[0] * g.kernel[1];
-    const pixels = g.oh * g.ow;
-    const bias = p.bias ? 1 : 0;
-    this.#encode(
-      step,
-      'conv_weight_gradient',
-      0,
-      { a: p.delta, b: p.x, c: p.out },
-      {
-        m: g.co,
-        n: taps + bias,
-        k: pixels,
-        lda: pixels,
-        ldb: 0,
-        c_offset: p.offset,
-        c_bias_offset: p.offset + g.co * taps,
-        has_bias: bias,
-        conv: g,
-        batch_a: g.co * pixels,
-        batch_c: p.ldg,
-      },
-      true,
-      p.batch,
       this.#convShapes,
     );
   }
