@@ -244,25 +244,32 @@ export class GpuModel implements LoadedModel {
     }
   }
 
-  /** Per label source v, a θ-shaped reduction of the batch into row v of a [V, P] buffer, read back and summed. */
+  /**
+   * Per label source v, a θ-shaped reduction of the batch into row v of a
+   * [V, P] buffer, read back and summed: one forward pass, then as many label
+   * sources per step as one binding holds rows of P.
+   */
   async #reduce(batch: Dataset, kind: 'sum' | 'squared', labels: readonly LabelSource[], scale: number): Promise<Float32Array | Float64Array> {
     const buf = await this.#upload(batch, 'diag');
     const p = this.model.parameterCount;
-    const v = labels.length;
-    const out = await this.gpu.storage(v * p * F32, kind === 'sum' ? 'mean gradient' : 'squared-gradient sums');
+    const perStep = Math.max(1, Math.min(labels.length, Math.floor(this.gpu.limits.maxStorageBufferBindingSize / (p * F32))));
+    const out = await this.gpu.storage(perStep * p * F32, kind === 'sum' ? 'mean gradient' : 'squared-gradient sums');
+    const sum = labels.length > 1 ? new Float64Array(p) : undefined;
     try {
-      await this.gpu.step(kind === 'sum' ? 'mean gradient' : 'squared-gradient sum', (step) => {
-        this.#encodeForward(step, buf, batch.n);
-        labels.forEach((l, k) => {
-          this.#encodeBackward(step, buf, batch.n, l);
-          this.#encodeParameterReduction(step, buf, batch.n, out, kind, scale, k * p);
+      for (let v0 = 0; v0 < labels.length; v0 += perStep) {
+        const some = labels.slice(v0, v0 + perStep);
+        await this.gpu.step(kind === 'sum' ? 'mean gradient' : 'squared-gradient sum', (step) => {
+          if (v0 === 0) this.#encodeForward(step, buf, batch.n);
+          some.forEach((l, k) => {
+            this.#encodeBackward(step, buf, batch.n, l);
+            this.#encodeParameterReduction(step, buf, batch.n, out, kind, scale, k * p);
+          });
         });
-      });
-      const rows = await this.gpu.readF32(out, v * p * F32);
-      if (v === 1) return rows;
-      const sum = new Float64Array(p);
-      for (let k = 0; k < v; k++) for (let j = 0; j < p; j++) sum[j]! += rows[k * p + j]!;
-      return sum;
+        const rows = await this.gpu.readF32(out, some.length * p * F32);
+        if (!sum) return rows;
+        for (let k = 0; k < some.length; k++) for (let j = 0; j < p; j++) sum[j]! += rows[k * p + j]!;
+      }
+      return sum!;
     } finally {
       this.gpu.buffers.release(out);
     }
