@@ -182,12 +182,20 @@ describe('fisher', () => {
   });
 
   describe('bad input: one line, non-zero exit, no output file', () => {
-    async function variant(name: string, edit: (d: string) => Promise<void>): Promise<string[]> {
+    /** A copy of an example's files, edited, given to `compute`: one line, exit 1, no output file. */
+    async function expectRefused(example: string, name: string, edit: (d: string) => Promise<void>, message: RegExp): Promise<void> {
       const d = join(dir, name);
       await rm(d, { recursive: true, force: true });
-      await run('cp', ['-r', join(dir, 'ex'), d]);
+      await run('cp', ['-r', join(dir, example), d]);
       await edit(d);
-      return ['--model', `${name}/model.json`, '--weights', `${name}/weights.safetensors`, '--data', `${name}/data.safetensors`];
+      const out = `${name}.safetensors`;
+      const r = await fisher('compute', '--model', `${name}/model.json`, '--weights', `${name}/weights.safetensors`, '--data', `${name}/data.safetensors`, '--out', out);
+      expect(r.code).toBe(1);
+      const lines = ours(r.stderr);
+      expect(lines, r.stderr).toHaveLength(1);
+      expect(lines[0]).toMatch(/^fisher: error: /);
+      expect(lines[0]).toMatch(message);
+      expect(existsSync(join(dir, out))).toBe(false);
     }
     const spec = async (d: string, f: (s: { layers: Record<string, unknown>[] }) => void) => {
       const s = JSON.parse(await readFile(join(d, 'model.json'), 'utf8'));
@@ -264,32 +272,9 @@ describe('fisher', () => {
         /"x" has shape \[12, 1, 27, 29\], expected \[N, 1, 28, 28\] or \[N, 784\]/,
       ],
     ];
-    it.each(cnnCases)('%s', async (name, edit, message) => {
-      const d = join(dir, name);
-      await rm(d, { recursive: true, force: true });
-      await run('cp', ['-r', join(dir, 'cnn'), d]);
-      await edit(d);
-      const out = `${name}.safetensors`;
-      const r = await fisher('compute', '--model', `${name}/model.json`, '--weights', `${name}/weights.safetensors`, '--data', `${name}/data.safetensors`, '--out', out);
-      expect(r.code).toBe(1);
-      const lines = ours(r.stderr);
-      expect(lines, r.stderr).toHaveLength(1);
-      expect(lines[0]).toMatch(/^fisher: error: /);
-      expect(lines[0]).toMatch(message);
-      expect(existsSync(join(dir, out))).toBe(false);
-    });
+    it.each(cnnCases)('%s', (name, edit, message) => expectRefused('cnn', name, edit, message));
 
-    it.each(cases)('%s', async (name, edit, message) => {
-      const args = await variant(name, edit);
-      const out = `${name}.safetensors`;
-      const r = await fisher('compute', ...args, '--out', out);
-      expect(r.code).toBe(1);
-      const lines = ours(r.stderr);
-      expect(lines, r.stderr).toHaveLength(1);
-      expect(lines[0]).toMatch(/^fisher: error: /);
-      expect(lines[0]).toMatch(message);
-      expect(existsSync(join(dir, out))).toBe(false);
-    });
+    it.each(cases)('%s', (name, edit, message) => expectRefused('ex', name, edit, message));
 
     it('an output directory that does not exist, before any work', async () => {
       const r = await fisher('compute', ...files, '--out', 'no/such/dir/f.safetensors');
