@@ -188,7 +188,10 @@ export class GpuModel implements LoadedModel {
    */
   #encodeParameterReduction(step: Step, buf: BatchBuffers, n: number, out: GPUBuffer, kind: 'sum' | 'squared', scale: number, offset = 0): void {
     for (const { op, x, dy } of this.#leavesOf(buf)) {
-      if (op.reduce(step, { n, x, dy }, { buffer: out, at: offset }, kind, scale)) continue;
+      if (op.canReduce(kind)) {
+        op.reduce(step, { n, x, dy }, { buffer: out, at: offset }, kind, scale);
+        continue;
+      }
       op.perSampleGradient(step, { n, x, dy }, { g: buf.rows!, ldg: op.size, offset: 0 });
       this.kernels.elementwise.columnReduce(step, { rows: buf.rows!, out, columns: op.size, samples: n, ld: op.size, offset: offset + op.offset, scale, square: kind === 'squared' });
     }

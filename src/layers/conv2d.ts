@@ -143,8 +143,8 @@ class Conv2dOp implements ParameterOp {
     return false;
   }
 
-  reduce(): boolean {
-    return false;
+  reduce(): void {
+    throw new Error(`${this.node.name}: no direct reduction; use per-sample rows`);
   }
 }
 

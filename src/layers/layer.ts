@@ -163,12 +163,11 @@ export interface ParameterOp extends GpuOp {
   /** Whether `reduce` has a direct kernel for `kind` (else the caller needs per-sample rows). */
   canReduce(kind: 'sum' | 'squared'): boolean;
   /**
-   * A direct kernel for `scale · Σ_s g_s` (sum) or `Σ_s g_s ⊙ g_s`
-   * (squared) into θ-shaped `out` at `at` + the layer's offset, where the
-   * layer has one; false sends the caller to per-sample rows and a column
-   * reduction.
+   * The direct kernel (where canReduce says there is one) for
+   * `scale · Σ_s g_s` (sum) or `Σ_s g_s ⊙ g_s` (squared) into θ-shaped `out`
+   * at `at` + the layer's offset.
    */
-  reduce(step: Step, io: { n: number; x: GPUBuffer; dy: GPUBuffer }, out: { buffer: GPUBuffer; at: number }, kind: 'sum' | 'squared', scale: number): boolean;
+  reduce(step: Step, io: { n: number; x: GPUBuffer; dy: GPUBuffer }, out: { buffer: GPUBuffer; at: number }, kind: 'sum' | 'squared', scale: number): void;
 }
 
 export interface ParameterLeaf {

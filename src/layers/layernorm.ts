@@ -93,8 +93,8 @@ class LayerNormOp implements ParameterOp {
     return false;
   }
 
-  reduce(): boolean {
-    return false;
+  reduce(): void {
+    throw new Error(`${this.node.name}: no direct reduction; use per-sample rows`);
   }
 }
 

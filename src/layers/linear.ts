@@ -113,8 +113,8 @@ class LinearOp implements ParameterOp {
     return kind === 'sum' || positions(this.node) === 1;
   }
 
-  reduce(step: Step, io: { n: number; x: GPUBuffer; dy: GPUBuffer }, out: { buffer: GPUBuffer; at: number }, kind: 'sum' | 'squared', scale: number): boolean {
-    if (!this.canReduce(kind)) return false;
+  reduce(step: Step, io: { n: number; x: GPUBuffer; dy: GPUBuffer }, out: { buffer: GPUBuffer; at: number }, kind: 'sum' | 'squared', scale: number): void {
+    if (!this.canReduce(kind)) throw new Error(`${this.node.name}: no direct squared reduction at ${positions(this.node)} positions`);
     const f = this.node.fields;
     const t = positions(this.node);
     const { weightOffset, biasOffset } = this.#layer;
@@ -122,7 +122,6 @@ class LinearOp implements ParameterOp {
     const p = { delta: io.dy, a: io.x, out: out.buffer, layer, batch: io.n * t, inputs: f.in, outputs: f.out };
     if (kind === 'sum') this.env.kernels.matmul.weightGradient(step, { ...p, scale });
     else this.env.kernels.matmul.squaredGradient(step, p);
-    return true;
   }
 }
 
