@@ -10,6 +10,11 @@ softmax/categorical likelihood, in float32, in one of two formulations:
   vmap     vmap(grad(loss)) over the samples (torch.func, or functorch on
            PyTorch 1.13), squared and summed, or G^T G.
 
+For any other network (the benchmark's cnn and resnet), the request holds
+fisher-gpu's model spec and the parameters' names and shapes, and the folder
+theta.f32 [P] in parameter order: only vmap(grad) runs there, through a
+functional interpreter of the spec written with torch.nn.functional.
+
 Usage: torch_peer.py REQUEST.json. The request names a folder holding the
 inputs as raw little-endian files: x.f32 [n, inputs], y.i32 [n], and per
 layer l = 1..L, W{l}.f32 [out, in] and b{l}.f32 [out]. The Fisher, divided
@@ -101,31 +106,97 @@ def vmap_fisher(params, x, y, structure, chunk):
     return total / x.shape[0]
 
 
+def run_layers(layers, params, x):
+    """One sample through fisher-gpu's spec (DESIGN.md section 4), PyTorch's functions, its names."""
+    import torch.nn.functional as F
+    pair = lambda v: tuple(v) if isinstance(v, list) else (v, v)
+    for layer in layers:
+        t = layer['type']
+        w = params.get(f"{layer.get('name')}.weight")
+        b = params.get(f"{layer.get('name')}.bias")
+        if t == 'linear':
+            x = F.linear(x, w, b)
+        elif t == 'conv2d':
+            x = F.conv2d(x[None], w, b, pair(layer['stride']), pair(layer['padding']), pair(layer['dilation']), layer['groups'])[0]
+        elif t == 'maxpool2d':
+            x = F.max_pool2d(x[None], pair(layer['kernel_size']), pair(layer['stride']), pair(layer['padding']))[0]
+        elif t == 'avgpool2d':
+            x = F.avg_pool2d(x[None], pair(layer['kernel_size']), pair(layer['stride']), pair(layer['padding']), count_include_pad=True)[0]
+        elif t == 'flatten':
+            x = x.reshape(-1)
+        elif t == 'layernorm':
+            shape = layer['normalized_shape']
+            x = F.layer_norm(x, shape if isinstance(shape, list) else [shape], w, b, layer['eps'])
+        elif t == 'residual':
+            x = x + run_layers(layer['layers'], params, x)
+        elif t == 'relu':
+            x = torch.relu(x)
+        elif t == 'tanh':
+            x = torch.tanh(x)
+        elif t == 'sigmoid':
+            x = torch.sigmoid(x)
+        elif t == 'gelu':
+            x = F.gelu(x)
+        elif t != 'identity':
+            raise ValueError(f'layer type {t} is not in the interpreter')
+    return x
+
+
+def network_vmap_fisher(spec, names, params, x, y, structure, chunk):
+    def loss(ps, xi, yi):
+        logits = run_layers(spec['layers'], ps, xi)
+        return -torch.gather(torch.log_softmax(logits, dim=0), 0, yi[None]).sum()
+
+    per_sample = vmap(grad(loss), in_dims=(None, 0, 0))
+    p = sum(t.numel() for t in params.values())
+    total = torch.zeros(p if structure == 'diag' else (p, p), dtype=torch.float64, device=x.device)
+    for s0 in range(0, x.shape[0], chunk):
+        grads = per_sample(params, x[s0:s0 + chunk], y[s0:s0 + chunk])
+        g = torch.cat([grads[name].reshape(grads[name].shape[0], -1) for name in names], dim=1)
+        total += (g * g).sum(0) if structure == 'diag' else g.t() @ g
+    return total / x.shape[0]
+
+
 def main():
     # FISHER_GPU_TORCH_THREADS sets torch's intra-op threads; by default torch chooses, as its users get it.
     if os.environ.get('FISHER_GPU_TORCH_THREADS'):
         torch.set_num_threads(int(os.environ['FISHER_GPU_TORCH_THREADS']))
     with open(sys.argv[1]) as f:
         req = json.load(f)
-    folder, widths, n = req['folder'], req['widths'], req['n']
+    folder, n = req['folder'], req['n']
     device = torch.device('cuda' if req['device'] == 'auto' and torch.cuda.is_available() else req['device'].replace('auto', 'cpu'))
-    x = load(folder, 'x.f32', np.float32, (n, widths[0])).to(device)
     y = load(folder, 'y.i32', np.int32, (n,)).long().to(device)
-    params = []
-    for l in range(1, len(widths)):
-        params.append(load(folder, f'W{l}.f32', np.float32, (widths[l], widths[l - 1])).to(device))
-        params.append(load(folder, f'b{l}.f32', np.float32, (widths[l],)).to(device))
-    p = sum(t.numel() for t in params)
+    if 'spec' in req:
+        # Any network: its input shape, and the parameters by name from theta.f32.
+        x = load(folder, 'x.f32', np.float32, (n, *req['spec']['input'])).to(device)
+        theta = load(folder, 'theta.f32', np.float32, (-1,)).to(device)
+        names, params, at = [], {}, 0
+        for entry in req['parameters']:
+            size = int(np.prod(entry['shape']))
+            names.append(entry['name'])
+            params[entry['name']] = theta[at:at + size].reshape(entry['shape'])
+            at += size
+        p = at
+        spec = req['spec']
+        run = lambda ps, xs, ys, structure, c: network_vmap_fisher(spec, names, params, xs, ys, structure, c)
+    else:
+        widths = req['widths']
+        x = load(folder, 'x.f32', np.float32, (n, widths[0])).to(device)
+        params = []
+        for l in range(1, len(widths)):
+            params.append(load(folder, f'W{l}.f32', np.float32, (widths[l], widths[l - 1])).to(device))
+            params.append(load(folder, f'b{l}.f32', np.float32, (widths[l],)).to(device))
+        p = sum(t.numel() for t in params)
+        run = batched_fisher if req['formulation'] == 'batched' else vmap_fisher
     # Chunks small enough that the per-sample rows (full, vmap) stay within ~256 MiB.
-    per_sample_floats = p if (req['structure'] == 'full' or req['formulation'] == 'vmap') else sum(widths)
+    per_sample_floats = p if (req['structure'] == 'full' or req['formulation'] == 'vmap') else sum(req['widths'])
     chunk = max(1, min(4096, (64 << 20) // per_sample_floats))
-    run = batched_fisher if req['formulation'] == 'batched' else vmap_fisher
 
     def timed(m):
         if device.type == 'cuda':
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with torch.no_grad() if run is batched_fisher else torch.enable_grad():
+        with torch.no_grad() if req['formulation'] == 'batched' else torch.enable_grad():
             out = run(params, x[:m], y[:m], req['structure'], chunk)
         if device.type == 'cuda':
             torch.cuda.synchronize()

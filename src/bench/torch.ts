@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Dataset } from '../model/data.js';
 import type { Network } from '../model/network.js';
-import { mlpLayers, mlpOf } from './mlp.js';
+import { mlpLayers, mlpOf, type MlpLayer } from './mlp.js';
 import { peersDir } from './peers.js';
 import type { Peer } from './run.js';
 import type { FisherWorkload } from './workloads.js';
@@ -54,12 +54,16 @@ export function findTorch(): TorchInfo | string {
   return (found = `no python3 with torch (tried ${pythonCandidates().join(', ')}; on Debian: apt install python3-torch)`);
 }
 
-/** The request's files: x [n, in] float32, y [n] int32, W{l} [out, in] and b{l} [out] float32. */
-function writeInputs(folder: string, model: Network, data: Dataset): void {
+/** The request's files: x [n, in] float32, y [n] int32, and W{l} [out, in] and b{l} [out] float32 (an MLP) or theta.f32 [P]. */
+function writeInputs(folder: string, model: Network, data: Dataset, mlp: boolean): void {
   const f32 = (name: string, values: Float32Array) => writeFileSync(join(folder, name), new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
   f32('x.f32', data.x);
   const y = Int32Array.from(data.y);
   writeFileSync(join(folder, 'y.i32'), new Uint8Array(y.buffer));
+  if (!mlp) {
+    f32('theta.f32', model.parameters());
+    return;
+  }
   mlpOf(model).forEach((l, k) => {
     f32(`W${k + 1}.f32`, l.weight);
     f32(`b${k + 1}.f32`, l.bias);
@@ -75,16 +79,18 @@ export function torchPeer(formulation: TorchFormulation, budgetSeconds: number):
     async run(w: FisherWorkload, model: Network, data: Dataset) {
       if (typeof torch === 'string') return { skipped: torch };
       if (w.kind !== 'empirical') return { skipped: 'the PyTorch formulations here compute the empirical kind only' };
+      if (model.spec.likelihood.type !== 'categorical') return { skipped: 'written for a categorical likelihood' };
       const layers = mlpLayers(model);
-      if (typeof layers === 'string' || layers.some((l, k) => l.activation !== (k + 1 < layers.length ? 'relu' : 'identity')) || model.spec.likelihood.type !== 'categorical') {
-        return { skipped: 'written for ReLU MLPs with a categorical likelihood' };
-      }
+      // A ReLU MLP goes as its widths (both formulations); any other network as its spec and θ (vmap(grad) only).
+      const mlp = typeof layers !== 'string' && layers.every((l, k) => l.activation === (k + 1 < layers.length ? 'relu' : 'identity'));
+      if (!mlp && formulation === 'batched') return { skipped: 'the batched formulation is written for ReLU MLPs' };
       const folder = mkdtempSync(join(tmpdir(), 'fisher-gpu-torch-'));
       try {
-        writeInputs(folder, model, data);
+        writeInputs(folder, model, data, mlp);
+        const network = mlp ? { widths: [model.inputs, ...(layers as MlpLayer[]).map((l) => l.out)] } : { spec: model.specJson(), parameters: model.layout.entries.map((e) => ({ name: e.name, shape: e.shape })) };
         const request = {
           folder,
-          widths: [model.inputs, ...layers.map((l) => l.out)],
+          ...network,
           n: data.n,
           structure: w.structure,
           formulation,

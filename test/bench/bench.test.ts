@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeDifference } from '../../src/bench/run.js';
 import { findTorch, torchPeer } from '../../src/bench/torch.js';
+import { caseModel, NETWORK_CASES } from '../helpers/cases.js';
+import { randomData } from '../helpers/fixtures.js';
 import { candidates, score } from '../../src/bench/tune.js';
 import { fisherWork, fullSuite, kernelWork, parameterCount, quickSuite } from '../../src/bench/workloads.js';
 import { matmulConfigFor, matmulShapesFor, paretoShapes, saveTuning } from '../../src/engine/tuning.js';
@@ -132,5 +134,20 @@ describe('PyTorch peer', () => {
       expect(r.seconds).toBeGreaterThan(0);
       expect(r.note).toMatch(/BLAS .*, \d+ threads/);
     }
+  }, 120_000);
+
+  it.each(NETWORK_CASES.filter((c) => c.spec.likelihood.type === 'categorical'))('vmap(grad) on the network $name equals the CPU path, or says why it is skipped', async (c) => {
+    const torch = findTorch();
+    const net = caseModel(c, 8);
+    const d = randomData(net, 9, 9);
+    const r = await torchPeer('vmap', 60).run({ ...w, arch: 'cnn', n: d.n }, net, d);
+    if (typeof torch === 'string') {
+      expect(r).toEqual({ skipped: torch });
+      return;
+    }
+    if ('skipped' in r) throw new Error(`skipped: ${r.skipped}`);
+    expect(relativeDifference(r.values, (await fisher(new CpuEngine(), net, d)).diagonal())).toBeLessThan(1e-5);
+    // The batched formulation is written for MLPs, and says so.
+    expect(await torchPeer('batched', 60).run({ ...w, arch: 'cnn', n: d.n }, net, d)).toEqual({ skipped: 'the batched formulation is written for ReLU MLPs' });
   }, 120_000);
 });
