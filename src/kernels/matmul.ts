@@ -215,7 +215,8 @@ export class Matmul {
   #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims, storeZ = true, shapes = this.shapes): void {
     const shape = shapes.length === 1 ? 0 : fastestShape(shapes, d.m, d.n);
     const c = shapes[shape]!.config;
-    const key = `${JSON.stringify(c)}/${entry}/${activation}/${storeZ}`;
+    // By position in its list (the products' or the convolutions', which begins with the products'): no string work per dispatch.
+    const key = `${shapes === this.shapes ? 'p' : 'c'}${shape}/${entry}/${activation}/${storeZ}`;
     const k = this.#kernels.get(key);
     if (!k) {
       const build = this.gpu.kernel({
