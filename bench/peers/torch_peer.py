@@ -12,8 +12,11 @@ softmax/categorical likelihood, in float32, in one of two formulations:
 
 For any other network (the benchmark's cnn and resnet), the request holds
 fisher-gpu's model spec and the parameters' names and shapes, and the folder
-theta.f32 [P] in parameter order: only vmap(grad) runs there, through a
-functional interpreter of the spec written with torch.nn.functional.
+theta.f32 [P] in parameter order. Both formulations run there through a
+functional interpreter of the spec written with torch.nn.functional:
+vmap(grad) per sample, and batched as BackPACK does it (one backward pass
+of the summed loss, then each layer's per-sample gradients from its input,
+unfolded into patches for conv2d, and the gradient at its output).
 
 Usage: torch_peer.py REQUEST.json. The request names a folder holding the
 inputs as raw little-endian files: x.f32 [n, inputs], y.i32 [n], and per
@@ -106,29 +109,35 @@ def vmap_fisher(params, x, y, structure, chunk):
     return total / x.shape[0]
 
 
-def run_layers(layers, params, x):
-    """One sample through fisher-gpu's spec (DESIGN.md section 4), PyTorch's functions, its names."""
+def run_layers(layers, params, x, batched=False, record=None):
+    """x through fisher-gpu's spec (DESIGN.md section 4), PyTorch's functions, its names.
+
+    One sample, or with `batched` a batch on dimension 0. `record`, where
+    given, collects (layer, input, output) of every layer with parameters,
+    the outputs kept in the graph with their gradients retained."""
     import torch.nn.functional as F
     pair = lambda v: tuple(v) if isinstance(v, list) else (v, v)
+    one = (lambda f, v: f(v)) if batched else (lambda f, v: f(v[None])[0])
     for layer in layers:
         t = layer['type']
         w = params.get(f"{layer.get('name')}.weight")
         b = params.get(f"{layer.get('name')}.bias")
+        given = x
         if t == 'linear':
             x = F.linear(x, w, b)
         elif t == 'conv2d':
-            x = F.conv2d(x[None], w, b, pair(layer['stride']), pair(layer['padding']), pair(layer['dilation']), layer['groups'])[0]
+            x = one(lambda v: F.conv2d(v, w, b, pair(layer['stride']), pair(layer['padding']), pair(layer['dilation']), layer['groups']), x)
         elif t == 'maxpool2d':
-            x = F.max_pool2d(x[None], pair(layer['kernel_size']), pair(layer['stride']), pair(layer['padding']))[0]
+            x = one(lambda v: F.max_pool2d(v, pair(layer['kernel_size']), pair(layer['stride']), pair(layer['padding'])), x)
         elif t == 'avgpool2d':
-            x = F.avg_pool2d(x[None], pair(layer['kernel_size']), pair(layer['stride']), pair(layer['padding']), count_include_pad=True)[0]
+            x = one(lambda v: F.avg_pool2d(v, pair(layer['kernel_size']), pair(layer['stride']), pair(layer['padding']), count_include_pad=True), x)
         elif t == 'flatten':
-            x = x.reshape(-1)
+            x = x.reshape(x.shape[0], -1) if batched else x.reshape(-1)
         elif t == 'layernorm':
             shape = layer['normalized_shape']
             x = F.layer_norm(x, shape if isinstance(shape, list) else [shape], w, b, layer['eps'])
         elif t == 'residual':
-            x = x + run_layers(layer['layers'], params, x)
+            x = x + run_layers(layer['layers'], params, x, batched, record)
         elif t == 'relu':
             x = torch.relu(x)
         elif t == 'tanh':
@@ -139,7 +148,69 @@ def run_layers(layers, params, x):
             x = F.gelu(x)
         elif t != 'identity':
             raise ValueError(f'layer type {t} is not in the interpreter')
+        if record is not None and w is not None:
+            x.retain_grad()
+            record.append((layer, given, x))
     return x
+
+
+def layer_sample_gradients(layer, given, out):
+    """Per-sample gradients {name: [n, *shape]} of one layer from its input and
+    the gradient at its output: the unfold formulation (BackPACK's), sum over
+    positions t of delta_t a_t^T, with im2col patches from F.unfold."""
+    import torch.nn.functional as F
+    name, t, delta, n = layer['name'], layer['type'], out.grad, out.shape[0]
+    pair = lambda v: tuple(v) if isinstance(v, list) else (v, v)
+    grads = {}
+    if t == 'linear':
+        d = delta.reshape(n, -1, delta.shape[-1])
+        a = given.reshape(n, -1, given.shape[-1])
+        grads[f'{name}.weight'] = torch.einsum('nto,nti->noi', d, a)
+        if layer.get('bias', True):
+            grads[f'{name}.bias'] = d.sum(1)
+    elif t == 'conv2d':
+        groups, cout = layer['groups'], delta.shape[1]
+        patches = F.unfold(given, pair(layer['kernel_size']), pair(layer['dilation']), pair(layer['padding']), pair(layer['stride']))
+        d = delta.reshape(n, groups, cout // groups, -1)
+        a = patches.reshape(n, groups, patches.shape[1] // groups, -1)
+        w = torch.einsum('ngol,ngkl->ngok', d, a)
+        grads[f'{name}.weight'] = w.reshape(n, cout, -1)
+        if layer.get('bias', True):
+            grads[f'{name}.bias'] = d.sum(3).reshape(n, cout)
+    elif t == 'layernorm':
+        shape = layer['normalized_shape']
+        dims = tuple(range(-(len(shape) if isinstance(shape, list) else 1), 0))
+        mean = given.mean(dims, keepdim=True)
+        var = given.var(dims, unbiased=False, keepdim=True)
+        xhat = (given - mean) / torch.sqrt(var + layer['eps'])
+        lead = lambda v: v.reshape(n, -1, *v.shape[given.dim() - len(dims):]).sum(1)
+        grads[f'{name}.weight'] = lead(delta * xhat)
+        grads[f'{name}.bias'] = lead(delta)
+    else:
+        raise ValueError(f'layer type {t} has no per-sample gradient here')
+    return grads
+
+
+def network_batched_fisher(spec, names, params, x, y, structure, chunk):
+    """The batched formulation for any network: one forward and one backward
+    of the summed loss per chunk (per-sample losses are independent, so the
+    output gradients are per-sample), then per-layer per-sample gradients by
+    unfold and einsum, squared and summed (or G^T G)."""
+    import torch.nn.functional as F
+    p = sum(t.numel() for t in params.values())
+    total = torch.zeros(p if structure == 'diag' else (p, p), dtype=torch.float64, device=x.device)
+    # Parameters that require gradients put every recorded output in the graph.
+    leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
+    for s0 in range(0, x.shape[0], chunk):
+        record = []
+        logits = run_layers(spec['layers'], leaves, x[s0:s0 + chunk], True, record)
+        F.cross_entropy(logits, y[s0:s0 + chunk], reduction='sum').backward()
+        grads = {}
+        for layer, given, out in record:
+            grads.update(layer_sample_gradients(layer, given.detach(), out))
+        g = torch.cat([grads[name].reshape(grads[name].shape[0], -1) for name in names], dim=1)
+        total += (g * g).sum(0) if structure == 'diag' else g.t() @ g
+    return total / x.shape[0]
 
 
 def network_vmap_fisher(spec, names, params, x, y, structure, chunk):
@@ -178,7 +249,8 @@ def main():
             at += size
         p = at
         spec = req['spec']
-        run = lambda ps, xs, ys, structure, c: network_vmap_fisher(spec, names, params, xs, ys, structure, c)
+        formulation = network_batched_fisher if req['formulation'] == 'batched' else network_vmap_fisher
+        run = lambda ps, xs, ys, structure, c: formulation(spec, names, params, xs, ys, structure, c)
     else:
         widths = req['widths']
         x = load(folder, 'x.f32', np.float32, (n, widths[0])).to(device)
@@ -189,14 +261,14 @@ def main():
         p = sum(t.numel() for t in params)
         run = batched_fisher if req['formulation'] == 'batched' else vmap_fisher
     # Chunks small enough that the per-sample rows (full, vmap) stay within ~256 MiB.
-    per_sample_floats = p if (req['structure'] == 'full' or req['formulation'] == 'vmap') else sum(req['widths'])
+    per_sample_floats = p if (req['structure'] == 'full' or req['formulation'] == 'vmap' or 'spec' in req) else sum(req['widths'])
     chunk = max(1, min(4096, (64 << 20) // per_sample_floats))
 
     def timed(m):
         if device.type == 'cuda':
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with torch.no_grad() if req['formulation'] == 'batched' else torch.enable_grad():
+        with torch.no_grad() if req['formulation'] == 'batched' and 'spec' not in req else torch.enable_grad():
             out = run(params, x[:m], y[:m], req['structure'], chunk)
         if device.type == 'cuda':
             torch.cuda.synchronize()

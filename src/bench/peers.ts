@@ -19,6 +19,7 @@ import type { Dataset } from '../model/data.js';
 import type { Network } from '../model/network.js';
 import { mlpLayers, mlpOf } from './mlp.js';
 import type { Peer } from './run.js';
+import { tfForward, tfUnsupported, type TfOps, type TfTensor } from './tf-network.js';
 import { workOf, type FisherWorkload } from './workloads.js';
 
 /** bench/peers of the source tree or of the installed package (dist/ sits beside bench/). */
@@ -42,28 +43,18 @@ export function installPeers(log: (line: string) => void): string {
 }
 
 /** The subset of the TF.js API the peer uses. */
-interface Tensor {
-  dispose(): void;
-  data(): Promise<Float32Array>;
-  shape: number[];
-}
-interface Tf {
+type Tensor = TfTensor;
+interface Tf extends TfOps {
   setBackend(name: string): Promise<boolean>;
   ready(): Promise<void>;
   tensor2d(values: Float32Array, shape: [number, number]): Tensor;
   tensor1d(values: Float32Array | Int32Array, dtype?: string): Tensor;
   tidy<T>(f: () => T): T;
-  matMul(a: Tensor, b: Tensor, transposeA?: boolean, transposeB?: boolean): Tensor;
-  add(a: Tensor, b: Tensor): Tensor;
-  sub(a: Tensor, b: Tensor): Tensor;
-  mul(a: Tensor, b: Tensor): Tensor;
   square(a: Tensor): Tensor;
-  relu(a: Tensor): Tensor;
   step(a: Tensor): Tensor;
   softmax(a: Tensor): Tensor;
   oneHot(a: Tensor, depth: number): Tensor;
   sum(a: Tensor, axis?: number): Tensor;
-  reshape(a: Tensor, shape: number[]): Tensor;
   expandDims(a: Tensor, axis: number): Tensor;
   concat(ts: Tensor[], axis: number): Tensor;
   cast(a: Tensor, dtype: string): Tensor;
@@ -153,23 +144,19 @@ async function tfFisher(tf: Tf, model: Network, data: Dataset, structure: 'diag'
 
 /**
  * The per-sample loop a TF.js user would write: tf.grads of each sample's
- * loss, squared and summed (diagonal only).
+ * loss through the network (tf-network.ts), squared and summed (diagonal only).
  */
 async function tfPerSampleDiagonal(tf: Tf, model: Network, data: Dataset, samples: number): Promise<Float64Array> {
-  const params = mlpOf(model).flatMap((l) => [tf.tensor2d(l.weight, [l.out, l.in]), tf.tensor1d(l.bias)]);
-  const loss = (x: Tensor, y: Tensor) => (...p: Tensor[]) => {
-    let a = x;
-    for (let k = 0; k < p.length / 2; k++) {
-      const z = tf.add(tf.matMul(a, p[2 * k]!, false, true), p[2 * k + 1]!);
-      a = 2 * k + 2 < p.length ? tf.relu(z) : z;
-    }
-    return tf.losses.softmaxCrossEntropy(y, a);
-  };
+  const theta = model.parameters();
+  const entries = model.layout.entries;
+  const params = entries.map((e) => tf.tensor(theta.slice(e.offset, e.offset + e.size), [...e.shape]));
+  const index = new Map(entries.map((e, k) => [e.name, k]));
+  const loss = (x: Tensor, y: Tensor) => (...p: Tensor[]) => tf.losses.softmaxCrossEntropy(y, tfForward(tf, model.layers, x, (name) => p[index.get(name)!]!));
   const total = new Float64Array(model.parameterCount);
   try {
     for (let s = 0; s < samples; s++) {
       const squares = tf.tidy(() => {
-        const x = tf.tensor2d(data.x.subarray(s * data.inputs, (s + 1) * data.inputs), [1, data.inputs]);
+        const x = tf.tensor(data.x.subarray(s * data.inputs, (s + 1) * data.inputs), [1, ...model.inputShape]);
         const y = tf.oneHot(tf.cast(tf.tensor1d(Int32Array.of(data.y[s]!)), 'int32'), model.outputs);
         return tf.concat(tf.grads(loss(x, y))(params).map((g) => tf.reshape(tf.square(g), [-1])), 0);
       });
@@ -183,13 +170,14 @@ async function tfPerSampleDiagonal(tf: Tf, model: Network, data: Dataset, sample
   return total;
 }
 
-/** TF.js's per-sample loop on the WebGPU backend; where it would take longer than the budget, extrapolated from a sample of it is not counted: it is skipped with its estimate. */
+/** TF.js's per-sample loop on the WebGPU backend, for any network TF.js can express; where it would take longer than the budget (estimated from a sample of it) it is skipped with its estimate. */
 export function tfjsPerSamplePeer(gpu: GpuDevice, dir: string, budgetSeconds: number): Peer {
   return {
     name: 'TF.js WebGPU (per-sample tf.grads loop)',
     async run(w: FisherWorkload, model: Network, data: Dataset) {
-      const notMlp = mlpLayers(model);
-      if (typeof notMlp === 'string') return { skipped: notMlp };
+      const unsupported = tfUnsupported(model);
+      if (unsupported) return { skipped: unsupported };
+      if (model.spec.likelihood.type !== 'categorical') return { skipped: 'written for a categorical likelihood' };
       if (w.kind !== 'empirical' || w.structure !== 'diag') return { skipped: 'written for the empirical diagonal only' };
       const tf = await loadTf(gpu, dir);
       if (!(await tf.setBackend('webgpu'))) return { skipped: 'TF.js could not start its webgpu backend' };

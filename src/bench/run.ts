@@ -217,7 +217,7 @@ async function runKernel(gpu: GpuDevice, w: KernelWorkload, shapes: readonly Mat
     }
     case 'gram': {
       const [g, result] = [await keep(buf(b * i, 'G')), await keep(buf(i * i, 'F'))];
-      encode = (s) => mm.gram(s, { g, out: result, batch: b, parameters: i, row0: 0, rows: i });
+      encode = (s) => mm.gram(s, { g, out: result, batch: b, ld: i, offset: 0, size: i, row0: 0, rows: i });
       break;
     }
   }

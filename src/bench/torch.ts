@@ -81,9 +81,8 @@ export function torchPeer(formulation: TorchFormulation, budgetSeconds: number):
       if (w.kind !== 'empirical') return { skipped: 'the PyTorch formulations here compute the empirical kind only' };
       if (model.spec.likelihood.type !== 'categorical') return { skipped: 'written for a categorical likelihood' };
       const layers = mlpLayers(model);
-      // A ReLU MLP goes as its widths (both formulations); any other network as its spec and θ (vmap(grad) only).
+      // A ReLU MLP goes as its widths; any other network as its spec and θ (DESIGN.md §4).
       const mlp = typeof layers !== 'string' && layers.every((l, k) => l.activation === (k + 1 < layers.length ? 'relu' : 'identity'));
-      if (!mlp && formulation === 'batched') return { skipped: 'the batched formulation is written for ReLU MLPs' };
       const folder = mkdtempSync(join(tmpdir(), 'fisher-gpu-torch-'));
       try {
         writeInputs(folder, model, data, mlp);

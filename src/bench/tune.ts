@@ -56,7 +56,7 @@ export async function score(gpu: GpuDevice, config: MatmulConfig, size: 'quick' 
     const runs: [number, (st: Step) => void][] = [
       [kernelWork('forward', batch, inputs, outputs).flops, (st) => mm.forward(st, { x, theta, layer, z, y, batch, inputs, outputs, activation: activationCode('relu') })],
       [kernelWork('squared_gradient', batch, inputs, outputs).flops, (st) => mm.squaredGradient(st, { delta: z, a: x, out: s, layer, batch, inputs, outputs })],
-      [kernelWork('gram', batch, p, 0).flops, (st) => mm.gram(st, { g, out: f, batch, parameters: p, row0: 0, rows: p })],
+      [kernelWork('gram', batch, p, 0).flops, (st) => mm.gram(st, { g, out: f, batch, ld: p, offset: 0, size: p, row0: 0, rows: p })],
     ];
     let logSum = 0;
     for (const [flops, encode] of runs) {

@@ -1,9 +1,12 @@
 /** The benchmark's work model, the tuning cache and the tuning's scoring (its numbers are never asserted). */
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relativeDifference } from '../../src/bench/run.js';
+import { peersDir, tfjsPerSamplePeer } from '../../src/bench/peers.js';
+import { tfUnsupported } from '../../src/bench/tf-network.js';
 import { findTorch, torchPeer } from '../../src/bench/torch.js';
 import { caseModel, NETWORK_CASES } from '../helpers/cases.js';
 import { randomData } from '../helpers/fixtures.js';
@@ -136,18 +139,43 @@ describe('PyTorch peer', () => {
     }
   }, 120_000);
 
-  it.each(NETWORK_CASES.filter((c) => c.spec.likelihood.type === 'categorical'))('vmap(grad) on the network $name equals the CPU path, or says why it is skipped', async (c) => {
+  it.each(NETWORK_CASES.filter((c) => c.spec.likelihood.type === 'categorical'))('vmap(grad) and the batched unfold formulation on the network $name equal the CPU path, or say why they are skipped', async (c) => {
     const torch = findTorch();
     const net = caseModel(c, 8);
     const d = randomData(net, 9, 9);
-    const r = await torchPeer('vmap', 60).run({ ...w, arch: 'cnn', n: d.n }, net, d);
-    if (typeof torch === 'string') {
-      expect(r).toEqual({ skipped: torch });
+    const reference = (await fisher(new CpuEngine(), net, d)).diagonal();
+    for (const formulation of ['vmap', 'batched'] as const) {
+      const r = await torchPeer(formulation, 60).run({ ...w, arch: 'cnn', n: d.n }, net, d);
+      if (typeof torch === 'string') {
+        expect(r).toEqual({ skipped: torch });
+        continue;
+      }
+      if ('skipped' in r) throw new Error(`${formulation} skipped: ${r.skipped}`);
+      expect(relativeDifference(r.values, reference), formulation).toBeLessThan(1e-5);
+    }
+  }, 120_000);
+});
+
+describe('TF.js per-sample peer', () => {
+  const w = { type: 'fisher' as const, name: '', arch: 'cnn' as const, widths: [], n: 0, kind: 'empirical' as const, structure: 'diag' as const };
+  // The JavaScript peers are installed by the first `fisher bench` (bench/peers); a fresh clone has none.
+  const installed = existsSync(join(peersDir(), 'node_modules', '@tensorflow', 'tfjs-backend-webgpu'));
+
+  it('names what TF.js cannot express: grouped convolutions', () => {
+    const grouped = NETWORK_CASES.find((c) => c.name.startsWith('conv2d: groups'))!;
+    expect(tfUnsupported(caseModel(grouped, 1))).toBe('g1: TF.js has no grouped conv2d');
+  });
+
+  it.skipIf(!installed).each(NETWORK_CASES.filter((c) => c.spec.likelihood.type === 'categorical'))('the tf.grads loop on the network $name equals the CPU path, or says why TF.js cannot run it (needs bench/peers installed)', async (c) => {
+    const net = caseModel(c, 8);
+    const d = randomData(net, 5, 9);
+    const r = await tfjsPerSamplePeer(gpu(), peersDir(), 60).run({ ...w, n: d.n }, net, d);
+    const why = tfUnsupported(net);
+    if (why) {
+      expect(r).toEqual({ skipped: why });
       return;
     }
     if ('skipped' in r) throw new Error(`skipped: ${r.skipped}`);
     expect(relativeDifference(r.values, (await fisher(new CpuEngine(), net, d)).diagonal())).toBeLessThan(1e-5);
-    // The batched formulation is written for MLPs, and says so.
-    expect(await torchPeer('batched', 60).run({ ...w, arch: 'cnn', n: d.n }, net, d)).toEqual({ skipped: 'the batched formulation is written for ReLU MLPs' });
   }, 120_000);
 });
