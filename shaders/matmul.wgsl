@@ -7,7 +7,7 @@
 //   linear_backward   D' = (D W) ⊙ act'(Z')              D [M, K], W [K, N] in θ
 //   weight_gradient   [dW | db] = scale · Dᵀ [A, 1]      D [K, M], A [K, N-1]   ([A] and N-1 → N without a bias)
 //   squared_gradient  [SW | Sb] = (D²)ᵀ [A², 1]          D [K, M], A [K, N-1]
-//   gram              F = G[:, r0:r0+M]ᵀ G               G [K, ld], upper triangle
+//   gram              F = G[:, o+r0:o+r0+M]ᵀ G[:, o:o+N]  G [K, ld], upper triangle of a diagonal block at o
 //
 // Letters: m, n index C's rows and columns, k the summed index. Every buffer
 // is row-major; `lda`/`ldb` are the row strides of a and b as stored, and
@@ -225,7 +225,7 @@ fn squared_gradient(inv: Invocation) {
 @compute @workgroup_size(WG_N, WG_M)
 fn gram(inv: Invocation) {
   let o = block_origin(inv.id);
-  if (block_skippable(dims.a_offset + o.x >= o.y + TN)) { return; }
+  if (block_skippable(dims.a_offset + o.x >= dims.b_offset + o.y + TN)) { return; }
   let blk = block_product(o.x, o.y, A_KM, B_KN, lane_of(inv));
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {

@@ -51,6 +51,7 @@ export {
   type Reduction,
 } from './fisher/options.js';
 export { DiagonalFisher, DenseFisher, type FisherMatrix, type FisherInfo, type FileDtype } from './fisher/result.js';
+export { BlockFisher } from './fisher/structures/block.js';
 export { readSafetensors, writeSafetensors, decodeSafetensors, encodeSafetensors, SafetensorsError, type SafetensorsFile } from './io/safetensors.js';
 export type { Tensor, Dtype } from './io/dtypes.js';
 export { train, accuracy, TrainingDivergedError, type TrainOptions } from './train/train.js';

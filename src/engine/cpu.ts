@@ -12,7 +12,7 @@ import type { Dataset } from '../model/data.js';
 import { layerOffsets } from '../model/layout.js';
 import type { Network } from '../model/network.js';
 import { counterUniform } from '../model/random.js';
-import { DATA_LABELS, type BatchStructure, type Engine, type GramTile, type LabelSource, type LoadedModel } from './engine.js';
+import { DATA_LABELS, type BatchStructure, type Engine, type GramBlock, type GramTile, type LabelSource, type LoadedModel } from './engine.js';
 import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 
 /** Views of one layer's parameters (weight, bias) into a θ-shaped vector. */
@@ -51,7 +51,7 @@ export class CpuModel implements LoadedModel {
   maxBatch(structure: BatchStructure): number {
     // Bounded only by host memory for the [n, P] gradients of one batch.
     const p = this.model.parameterCount;
-    return structure === 'diag' ? 1024 : Math.max(1, Math.min(1024, Math.floor(2 ** 26 / p)));
+    return structure === 'diag' || structure === 'kfac' ? 1024 : Math.max(1, Math.min(1024, Math.floor(2 ** 26 / p)));
   }
 
   /** A runner writing the per-sample gradients of a backward pass into `g` [P]. */
@@ -165,18 +165,21 @@ export class CpuModel implements LoadedModel {
     return sum;
   }
 
-  async gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels: readonly LabelSource[] = [DATA_LABELS]): Promise<void> {
-    const p = this.model.parameterCount;
-    const sum = new Float64Array(p * p);
+  async gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels: readonly LabelSource[] = [DATA_LABELS], blocks?: readonly GramBlock[]): Promise<void> {
+    const wanted = blocks ?? [{ offset: 0, size: this.model.parameterCount }];
+    const sums = wanted.map((b) => new Float64Array(b.size * b.size));
     this.#eachGradient(batch, labels, (g) => {
-      // The upper triangle only, as the interface asks: half the work.
-      for (let r = 0; r < p; r++) {
-        const gr = g[r]!;
-        if (gr === 0) continue;
-        for (let c = r; c < p; c++) sum[r * p + c]! += gr * g[c]!;
-      }
+      wanted.forEach(({ offset, size }, k) => {
+        const sum = sums[k]!;
+        // The upper triangle only, as the interface asks: half the work.
+        for (let r = 0; r < size; r++) {
+          const gr = g[offset + r]!;
+          if (gr === 0) continue;
+          for (let c = r; c < size; c++) sum[r * size + c]! += gr * g[offset + c]!;
+        }
+      });
     });
-    onTile({ row0: 0, rows: p, values: sum });
+    wanted.forEach((b, k) => onTile({ block: k, row0: 0, rows: b.size, values: sums[k]! }));
   }
 
   async meanGradient(batch: Dataset): Promise<Float64Array> {

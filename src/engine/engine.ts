@@ -31,18 +31,31 @@ export type LabelSource = HeadLabels;
 
 export const DATA_LABELS: LabelSource = { kind: 'data' };
 
-/** What an engine is asked to accumulate per batch. */
-export type BatchStructure = 'diag' | 'full';
+/**
+ * What an engine is asked to accumulate per batch: squared gradients (diag),
+ * Gram tiles of per-sample gradient rows (full, block), Kronecker factors
+ * (kfac).
+ */
+export type BatchStructure = 'diag' | 'full' | 'block' | 'kfac';
+
+/** A diagonal block of Σ g gᵀ: the parameters [offset, offset + size). */
+export interface GramBlock {
+  offset: number;
+  size: number;
+}
 
 /**
- * A partial Gram matrix: rows [row0, row0 + rows) × all P columns of
- * Σ_n g_n g_nᵀ. Only the upper triangle (column ≥ row) is defined; entries
- * below the diagonal may hold anything, and the caller mirrors.
+ * A partial Gram matrix: rows [row0, row0 + rows) of diagonal block `block`
+ * of Σ_n g_n g_nᵀ, each over the block's `size` columns. Only the upper
+ * triangle (column ≥ row) is defined; entries below the diagonal may hold
+ * anything, and the caller mirrors.
  */
 export interface GramTile {
+  /** Index into the blocks asked for (0 for the whole matrix). */
+  block: number;
   row0: number;
   rows: number;
-  /** rows × P, row-major. */
+  /** rows × size, row-major. */
   values: Float32Array | Float64Array;
 }
 
@@ -73,8 +86,12 @@ export interface LoadedModel {
    * per label source), [P]: one forward pass, one backward pass per source.
    */
   squaredGradientSum(batch: Dataset, labels?: readonly LabelSource[]): Promise<Float32Array | Float64Array>;
-  /** Σ_v Σ_n g_{n,v} g_{n,v}ᵀ over the batch, handed over tile by tile of rows; one forward pass. */
-  gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels?: readonly LabelSource[]): Promise<void>;
+  /**
+   * Σ_v Σ_n g_{n,v} g_{n,v}ᵀ over the batch, handed over tile by tile of
+   * rows: of the whole matrix, or of each diagonal block asked for (`block`);
+   * one forward pass.
+   */
+  gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels?: readonly LabelSource[], blocks?: readonly GramBlock[]): Promise<void>;
   /** The gradient of the batch's mean loss, (1/n) Σ_n g_n, [P]. */
   meanGradient(batch: Dataset): Promise<Float32Array | Float64Array>;
   /**

@@ -26,7 +26,7 @@ import type { GpuEnv, ParameterLeaf } from '../layers/layer.js';
 import type { Dataset } from '../model/data.js';
 import { layerOffsets } from '../model/layout.js';
 import type { Network } from '../model/network.js';
-import { DATA_LABELS, type BatchStructure, type Engine, type GramTile, type LabelSource, type LoadedModel } from './engine.js';
+import { DATA_LABELS, type BatchStructure, type Engine, type GramBlock, type GramTile, type LabelSource, type LoadedModel } from './engine.js';
 import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 import { SequenceOp } from './sequence.js';
 import { matmulShapesFor } from './tuning.js';
@@ -112,14 +112,14 @@ export class GpuModel implements LoadedModel {
   #floatsPerSample(structure: BatchStructure, virtualSamples: number): number {
     const m = this.model;
     let floats = m.inputs + m.targetWidth + 2 * m.outputs + this.#network.floatsPerSample() + this.#widestRows;
-    if (structure === 'full') floats += virtualSamples * m.parameterCount;
+    if (structure === 'full' || structure === 'block') floats += virtualSamples * m.parameterCount;
     return floats;
   }
 
   maxBatch(structure: BatchStructure, virtualSamples = 1): number {
     const m = this.model;
     const binding = this.gpu.limits.maxStorageBufferBindingSize;
-    const widest = Math.max(m.inputs, this.#widestRows, this.#network.floatsPerSample(), structure === 'full' ? virtualSamples * m.parameterCount : 0);
+    const widest = Math.max(m.inputs, this.#widestRows, this.#network.floatsPerSample(), structure === 'full' || structure === 'block' ? virtualSamples * m.parameterCount : 0);
     // (floatsPerSample bounds every buffer the plan holds, each of which is one binding.)
     const byBinding = Math.floor(binding / (F32 * widest));
     const byBudget = Math.floor(BATCH_MEMORY_BUDGET / (F32 * this.#floatsPerSample(structure, virtualSamples)));
@@ -129,11 +129,10 @@ export class GpuModel implements LoadedModel {
     return b;
   }
 
-  /** Rows of the P × P Gram matrix per tile: one tile's buffer fits one binding. */
-  gramRowsPerTile(): number {
-    const p = this.model.parameterCount;
-    const rows = Math.min(p, Math.floor(this.gpu.limits.maxStorageBufferBindingSize / (F32 * p)), Math.floor(BATCH_MEMORY_BUDGET / (F32 * p)));
-    if (rows < 1) throw new GpuLimitError(`a row of the ${p}×${p} Fisher exceeds the device's binding limit`);
+  /** Rows of a `size` × `size` Gram block (P: the whole matrix) per tile: one tile's buffer fits one binding. */
+  gramRowsPerTile(size = this.model.parameterCount): number {
+    const rows = Math.min(size, Math.floor(this.gpu.limits.maxStorageBufferBindingSize / (F32 * size)), Math.floor(BATCH_MEMORY_BUDGET / (F32 * size)));
+    if (rows < 1) throw new GpuLimitError(`a row of the ${size}×${size} Fisher exceeds the device's binding limit`);
     return rows;
   }
 
@@ -286,19 +285,23 @@ export class GpuModel implements LoadedModel {
     return this.#reduce(batch, 'sum', [DATA_LABELS], 1 / batch.n);
   }
 
-  async gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels: readonly LabelSource[] = [DATA_LABELS]): Promise<void> {
+  async gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels: readonly LabelSource[] = [DATA_LABELS], blocks?: readonly GramBlock[]): Promise<void> {
     const p = this.model.parameterCount;
+    const wanted = blocks ?? [{ offset: 0, size: p }];
     const g = await this.#perSampleGradients(batch, labels);
-    const rowsPerTile = this.gramRowsPerTile();
     try {
-      const tile = await this.gpu.storage(rowsPerTile * p * F32, 'gram tile');
+      const tileFloats = Math.max(...wanted.map((b) => this.gramRowsPerTile(b.size) * b.size));
+      const tile = await this.gpu.storage(tileFloats * F32, 'gram tile');
       try {
-        for (let row0 = 0; row0 < p; row0 += rowsPerTile) {
-          const rows = Math.min(rowsPerTile, p - row0);
-          await this.gpu.step(`gram rows ${row0}..${row0 + rows}`, (step) => {
-            this.matmul.gram(step, { g, out: tile, batch: labels.length * batch.n, parameters: p, row0, rows });
-          });
-          onTile({ row0, rows, values: await this.gpu.readF32(tile, rows * p * F32) });
+        for (const [k, { offset, size }] of wanted.entries()) {
+          const rowsPerTile = this.gramRowsPerTile(size);
+          for (let row0 = 0; row0 < size; row0 += rowsPerTile) {
+            const rows = Math.min(rowsPerTile, size - row0);
+            await this.gpu.step(`gram block ${k} rows ${row0}..${row0 + rows}`, (step) => {
+              this.matmul.gram(step, { g, out: tile, batch: labels.length * batch.n, ld: p, offset, size, row0, rows });
+            });
+            onTile({ block: k, row0, rows, values: await this.gpu.readF32(tile, rows * size * F32) });
+          }
         }
       } finally {
         this.gpu.buffers.release(tile);

@@ -3,18 +3,19 @@
  * The names here are the library's and the command line's vocabulary.
  */
 import { InputError } from '../layers/errors.js';
+import { STRUCTURE_TYPES } from './structures/registry.js';
 
 export const KINDS = ['empirical', 'mc', 'exact'] as const;
-export const STRUCTURES = ['diag', 'full', 'block', 'kfac', 'lowrank'] as const;
+export const STRUCTURES = ['diag', 'full', 'block', 'kfac', 'ekfac', 'lowrank'] as const;
 export const REDUCTIONS = ['mean', 'sum'] as const;
 
 export type FisherKind = (typeof KINDS)[number];
 export type FisherStructure = (typeof STRUCTURES)[number];
 export type Reduction = (typeof REDUCTIONS)[number];
 
-/** What this version computes; the rest of the tables above is planned (DESIGN.md). */
+/** What this version computes (the structures: those of structures/registry.ts); the rest of the tables above is planned (DESIGN.md). */
 export const SUPPORTED_KINDS: readonly FisherKind[] = ['empirical', 'mc', 'exact'];
-export const SUPPORTED_STRUCTURES: readonly FisherStructure[] = ['diag', 'full'];
+export const SUPPORTED_STRUCTURES: readonly FisherStructure[] = [...STRUCTURE_TYPES.keys()];
 
 export interface FisherOptions {
   /** Default 'empirical'. */

@@ -5,6 +5,7 @@
  */
 import type { Tensor } from '../io/dtypes.js';
 import { writeSafetensors } from '../io/safetensors.js';
+import { choleskySolve, matVec } from '../linalg/cholesky.js';
 import type { ParameterLayout } from '../model/layout.js';
 import type { FisherKind, FisherStructure, Reduction } from './options.js';
 
@@ -46,11 +47,11 @@ export interface FisherMatrix {
   save(path: string, options?: { dtype?: FileDtype }): Promise<void>;
 }
 
-function checkLength(v: ArrayLike<number>, p: number, what: string): void {
+export function checkLength(v: ArrayLike<number>, p: number, what: string): void {
   if (v.length !== p) throw new RangeError(`${what} has length ${v.length}, expected P = ${p}`);
 }
 
-function cast(values: Float64Array, dtype: FileDtype): Float32Array | Float64Array {
+export function cast(values: Float64Array, dtype: FileDtype): Float32Array | Float64Array {
   return dtype === 'F64' ? values : Float32Array.from(values);
 }
 
@@ -75,7 +76,8 @@ export function fisherMetadata(info: FisherInfo, layout: ParameterLayout): Recor
   };
 }
 
-abstract class BaseFisher implements FisherMatrix {
+/** What every structure's Fisher shares: the EWC penalty from mv, the trace from the diagonal, saving. */
+export abstract class BaseFisher implements FisherMatrix {
   constructor(
     readonly info: FisherInfo,
     readonly layout: ParameterLayout,
@@ -168,48 +170,14 @@ export class DenseFisher extends BaseFisher {
   }
 
   mv(v: ArrayLike<number>): Float64Array {
-    const p = this.size;
-    checkLength(v, p, 'v');
-    const out = new Float64Array(p);
-    for (let r = 0; r < p; r++) {
-      let s = 0;
-      for (let c = 0; c < p; c++) s += this.values[r * p + c]! * v[c]!;
-      out[r] = s;
-    }
-    return out;
+    checkLength(v, this.size, 'v');
+    return matVec(this.values, this.size, this.size, v);
   }
 
   /** Cholesky factorisation of F + damping·I, then two triangular solves. */
   solve(g: ArrayLike<number>, options: { damping?: number } = {}): Float64Array {
-    const p = this.size;
-    checkLength(g, p, 'g');
-    const damping = options.damping ?? 0;
-    const l = new Float64Array(p * p);
-    for (let j = 0; j < p; j++) {
-      let d = this.values[j * p + j]! + damping;
-      for (let k = 0; k < j; k++) d -= l[j * p + k]! ** 2;
-      if (!(d > 0)) throw new RangeError(`F + damping·I is not positive definite (pivot ${j} is ${d}); pass a larger damping`);
-      const ljj = Math.sqrt(d);
-      l[j * p + j] = ljj;
-      for (let i = j + 1; i < p; i++) {
-        let s = this.values[i * p + j]!;
-        for (let k = 0; k < j; k++) s -= l[i * p + k]! * l[j * p + k]!;
-        l[i * p + j] = s / ljj;
-      }
-    }
-    const y = new Float64Array(p);
-    for (let i = 0; i < p; i++) {
-      let s = g[i]!;
-      for (let k = 0; k < i; k++) s -= l[i * p + k]! * y[k]!;
-      y[i] = s / l[i * p + i]!;
-    }
-    const x = new Float64Array(p);
-    for (let i = p - 1; i >= 0; i--) {
-      let s = y[i]!;
-      for (let k = i + 1; k < p; k++) s -= l[k * p + i]! * x[k]!;
-      x[i] = s / l[i * p + i]!;
-    }
-    return x;
+    checkLength(g, this.size, 'g');
+    return choleskySolve(this.values, this.size, g, options.damping ?? 0);
   }
 
   tensors(dtype: FileDtype = 'F32'): Map<string, Tensor> {

@@ -149,14 +149,15 @@ describe.each(CONFIGS)('matmul %o', (config) => {
     expect(nanCount(gGot), 'untouched elements').toBe(5);
     expectClose(gGot.map((v) => (Number.isNaN(v) ? 0 : v)), reference(false, 1 / batch).map((v) => (Number.isNaN(v) ? 0 : v)), { rtol: 1e-5, atol: f32Tolerance(batch) / Math.sqrt(batch) }, 'gradient');
 
-    // Gram of G [batch, P] with P = inputs, in row tiles of every size from 1 to P.
+    // The Gram block of columns [2, 2 + P) of G [batch, P + 3], P = inputs, in row tiles of every size from 1 to P.
     const p = inputs;
-    const g = f64(batch * p, rng);
+    const [ld, offset] = [p + 3, 2];
+    const g = f64(batch * ld, rng);
     const bg = await upload(g, 'G');
     const fRef = new Float64Array(p * p);
     for (let r = 0; r < p; r++) for (let c = 0; c < p; c++) {
       let s = 0;
-      for (let n = 0; n < batch; n++) s += g[n * p + r]! * g[n * p + c]!;
+      for (let n = 0; n < batch; n++) s += g[n * ld + offset + r]! * g[n * ld + offset + c]!;
       fRef[r * p + c] = s;
     }
     for (const rowsPerTile of new Set([1, Math.max(1, p - 1), p])) {
@@ -164,7 +165,7 @@ describe.each(CONFIGS)('matmul %o', (config) => {
       const bt = await nanBuffer(rowsPerTile * p, 'tile');
       for (let row0 = 0; row0 < p; row0 += rowsPerTile) {
         const rows = Math.min(rowsPerTile, p - row0);
-        await gpu().step('gram', (s) => mm.gram(s, { g: bg, out: bt, batch, parameters: p, row0, rows }));
+        await gpu().step('gram', (s) => mm.gram(s, { g: bg, out: bt, batch, ld, offset, size: p, row0, rows }));
         got.set(await read(bt, rows * p), row0 * p);
       }
       // The upper triangle is computed; the host mirrors the rest.
@@ -201,7 +202,7 @@ describe('every shape fisher bench --tune may choose', () => {
       const [bz, by, bf] = [await nanBuffer(m * n, 'z'), await nanBuffer(m * n, 'y'), await nanBuffer(k * k, 'F')];
       await gpu().step('candidate', (s) => {
         mm.forward(s, { x: bx, theta: bt, layer, z: bz, y: by, batch: m, inputs: k, outputs: n, activation: activationCode('identity') });
-        mm.gram(s, { g: bx, out: bf, batch: m, parameters: k, row0: 0, rows: k });
+        mm.gram(s, { g: bx, out: bf, batch: m, ld: k, offset: 0, size: k, row0: 0, rows: k });
       });
       const tol = { rtol: f32Tolerance(k), atol: f32Tolerance(k) * Math.sqrt(k) };
       expectClose(await read(bz, m * n), zRef, tol, `forward with ${JSON.stringify(config)}`);

@@ -1,0 +1,36 @@
+/**
+ * A structure (DESIGN.md §1, option `structure`) is one module of this
+ * folder and one entry of registry.ts: what it asks the engine for per
+ * batch, how it sums the batches, and the Fisher object it returns.
+ */
+import type { BatchStructure, LabelSource, LoadedModel } from '../../engine/engine.js';
+import type { Dataset } from '../../model/data.js';
+import type { Network } from '../../model/network.js';
+import type { FisherStructure, ResolvedOptions } from '../options.js';
+import type { FisherInfo, FisherMatrix } from '../result.js';
+
+/** One estimation in progress: the batches' partials, summed with compensation. */
+export interface StructureRun {
+  /** What the engine sizes its batches for. */
+  readonly batch: BatchStructure;
+  /** Adds one batch: one forward pass, one backward pass per label source. */
+  add(loaded: LoadedModel, batch: Dataset, labels: readonly LabelSource[]): Promise<void>;
+  /** The Fisher, with the scalings of the kind and reduction `info` records. */
+  result(info: FisherInfo): FisherMatrix;
+}
+
+export interface StructureType {
+  readonly name: FisherStructure;
+  /** Starts an estimation; refuses, before any work, what this structure cannot hold for `model`. */
+  start(model: Network, options: ResolvedOptions): StructureRun;
+}
+
+/** c/M of DESIGN.md §1: 1/N under mean, 1 under sum, over the M label samples of mc. */
+export function kindScale(info: FisherInfo): number {
+  return (info.reduction === 'mean' ? 1 / info.n : 1) / info.samples;
+}
+
+/** Copies the upper triangle of a size × size row-major matrix onto the lower. */
+export function mirrorUpper(m: Float64Array, size: number): void {
+  for (let r = 1; r < size; r++) for (let c = 0; c < r; c++) m[r * size + c] = m[c * size + r]!;
+}

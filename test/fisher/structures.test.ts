@@ -1,0 +1,88 @@
+/**
+ * The structures beyond diag and full (DESIGN.md §1), in every network of
+ * the case registry and every kind: the GPU against the float64 twin per
+ * output tensor, and the estimators against each other. The largest GPU
+ * error per structure is printed at the end.
+ */
+import { describe, expect, it } from 'vitest';
+import { CpuEngine } from '../../src/engine/cpu.js';
+import { fisher } from '../../src/fisher/estimate.js';
+import type { FisherOptions } from '../../src/fisher/options.js';
+import type { DenseFisher, FisherMatrix } from '../../src/fisher/result.js';
+import { BlockFisher } from '../../src/fisher/structures/block.js';
+import { Rng } from '../../src/model/random.js';
+import { caseModel, NETWORK_CASES } from '../helpers/cases.js';
+import { expectRelativeError, relativeError } from '../helpers/compare.js';
+import { randomData } from '../helpers/fixtures.js';
+import { useGpu } from '../helpers/gpu.js';
+
+const gpu = useGpu();
+const cpu = new CpuEngine();
+const KINDS = ['empirical', 'mc', 'exact'] as const;
+const kindOptions = (kind: (typeof KINDS)[number]): FisherOptions => ({ kind, ...(kind === 'mc' ? { samples: 2, seed: 9 } : {}) });
+
+/** Largest GPU relative error per structure, over every case and kind. */
+const worst = new Map<string, number>();
+
+/** Every output tensor of `got` against `ref`: relative Frobenius error ≤ max; returns the largest. */
+function expectTensors(got: FisherMatrix, ref: FisherMatrix, max: number, what: string): number {
+  const [g, r] = [got.tensors('F64'), ref.tensors('F64')];
+  expect([...g.keys()]).toEqual([...r.keys()]);
+  let largest = 0;
+  for (const [name, t] of r) {
+    const err = relativeError(g.get(name)!.data as Float64Array, t.data as Float64Array);
+    largest = Math.max(largest, err);
+    worst.set(got.info.structure, Math.max(worst.get(got.info.structure) ?? 0, err));
+  }
+  for (const [name, t] of r) expectRelativeError(g.get(name)!.data as Float64Array, t.data as Float64Array, max, `${what}: ${name}`);
+  return largest;
+}
+
+describe.each(NETWORK_CASES)('structures of $name', (c) => {
+  const model = caseModel(c, 11);
+  const data = randomData(model, c.n, 12);
+
+  it.each(KINDS)('block, %s: GPU against the twin, and the blocks of full', async (kind) => {
+    const o = kindOptions(kind);
+    const gBlock = await fisher(gpu(), model, data, { ...o, structure: 'block', batchSize: c.batch });
+    const cBlock = (await fisher(cpu, model, data, { ...o, structure: 'block' })) as BlockFisher;
+    expectTensors(gBlock, cBlock, 1e-4, `${kind} block`);
+    const cFull = (await fisher(cpu, model, data, { ...o, structure: 'full' })) as DenseFisher;
+    const p = model.parameterCount;
+    model.layout.layers.forEach(({ offset, size, name }, k) => {
+      const sub = Float64Array.from({ length: size * size }, (_, i) => cFull.values[(offset + Math.floor(i / size)) * p + offset + (i % size)]!);
+      expectRelativeError(cBlock.blocks[k]!, sub, 1e-12, `${name}: block against full`);
+    });
+  });
+});
+
+describe('BlockFisher operations', () => {
+  it('mv, solve, diagonal and trace agree with the block-diagonal dense matrix', async () => {
+    const c = NETWORK_CASES[0]!;
+    const model = caseModel(c, 3);
+    const F = (await fisher(cpu, model, randomData(model, 9, 4), { structure: 'block' })) as BlockFisher;
+    const p = model.parameterCount;
+    const dense = new Float64Array(p * p);
+    model.layout.layers.forEach(({ offset, size }, k) => {
+      for (let i = 0; i < size; i++) for (let j = 0; j < size; j++) dense[(offset + i) * p + offset + j] = F.blocks[k]![i * size + j]!;
+    });
+    const v = Float64Array.from(new Rng(5).normals(p));
+    const mv = Float64Array.from({ length: p }, (_, i) => dense.subarray(i * p, (i + 1) * p).reduce((s, a, j) => s + a * v[j]!, 0));
+    expectRelativeError(F.mv(v), mv, 1e-12, 'mv');
+    expectRelativeError(F.diagonal(), Float64Array.from({ length: p }, (_, i) => dense[i * p + i]!), 0, 'diagonal');
+    expect(F.trace()).toBeCloseTo(F.diagonal().reduce((a, b) => a + b, 0), 10);
+    const x = F.solve(v, { damping: 0.1 });
+    const back = F.mv(x).map((y, i) => y + 0.1 * x[i]!);
+    expectRelativeError(back, v, 1e-9, '(F + 0.1 I) solve(v)');
+    expect(() => F.solve(v)).toThrow(/block \S+: F \+ damping·I is not positive definite/);
+    expect([...F.tensors().keys()]).toEqual(model.layout.layers.map((l) => `${l.name}.block`));
+  });
+});
+
+describe('the record', () => {
+  it('reports the largest GPU error per structure', () => {
+    console.log(`largest relative errors against float64, per structure:\n${[...worst].map(([s, e]) => `  ${s.padEnd(8)} ${e.toExponential(2)}`).join('\n')}`);
+    expect(worst.size).toBeGreaterThan(0);
+    for (const [s, e] of worst) expect(e, s).toBeLessThanOrEqual(s === 'kfac' ? 1e-5 : 1e-4);
+  });
+});
