@@ -6,6 +6,7 @@
 //   input_gradient   dx[s, ci, iy, ix] = Σ over the (o, ky, kx) that read it of W[o, c, ky, kx] · dy[s, o, oy, ox]
 //   per_sample_grad  g[s, (o, c, ky, kx)] = Σ_{oy, ox} dy[s, o, oy, ox] · x[s, g·CG + c, iy, ix],
 //                    g[s, bias o] = Σ_{oy, ox} dy[s, o, oy, ox]
+//   im2col           g[s, (oy, ox), (c, ky, kx)] = x[s, c, iy, ix]   (groups = 1: K-FAC's patches)
 //
 // Letters: s the sample, o an output channel, c an input channel within its
 // group (CG = c_in / groups of them; group g = o / (c_out / groups)). Every
@@ -155,4 +156,28 @@ fn per_sample_grad(@builtin(global_invocation_id) id: vec3u) {
     }
   }
   g[dims.g_offset + s * dims.ldg + j] = acc;
+}
+
+// The patches of groups = 1 (K-FAC's ā): g[(s·oh·ow + t)·taps + k] for output
+// pixel t = (oy, ox) and tap k = (c, ky, kx), taps = c_in·kh·kw, 0 outside
+// the image. One invocation per element of g.
+@compute @workgroup_size(WG)
+fn im2col(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let at = flat(id, nwg);
+  let taps = dims.c_in * dims.kh * dims.kw;
+  let plane = dims.oh * dims.ow;
+  if (at >= dims.n * plane * taps) { return; }
+  let k = at % taps;
+  let t = (at / taps) % plane;
+  let s = at / (taps * plane);
+  let kx = k % dims.kw;
+  let ky = (k / dims.kw) % dims.kh;
+  let c = k / (dims.kw * dims.kh);
+  let iy = i32((t / dims.ow) * dims.stride_h + ky * dims.dil_h) - i32(dims.pad_h);
+  let ix = i32((t % dims.ow) * dims.stride_w + kx * dims.dil_w) - i32(dims.pad_w);
+  var v = 0.0;
+  if (iy >= 0 && iy < i32(dims.h) && ix >= 0 && ix < i32(dims.w)) {
+    v = x[((s * dims.c_in + c) * dims.h + u32(iy)) * dims.w + u32(ix)];
+  }
+  g[at] = v;
 }

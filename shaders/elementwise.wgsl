@@ -8,6 +8,8 @@
 //   add_into             y = y + x                     (y = x + f(x), f(x) computed into y)
 //   add_backward         dx = (dy + dbranch) ⊙ act'(z)   (act: the input's producer's, or identity)
 //   column_reduce        out[offset + j] = scale · Σ_s r(rows[s·ld + j]),  r = x or x²
+//   transpose            y[offset + (s, j, i)] = x[(s, i, j)]    x [count/(rows·ld), rows, ld]
+//   positions_sum        y[offset + (s, j)] = scale · Σ_t x[(s, t, j)]   x [count/ld, rows, ld]
 //
 // Ranges longer than one dimension of workgroups allows are laid out as a
 // 2-D grid (src/kernels/dispatch.ts): the flat index is
@@ -18,11 +20,11 @@ override ACTIVATION: u32 = 0u;  // an ACT_* code
 override SQUARE: bool = false;  // column_reduce: sum squares
 
 struct Dims {
-  count: u32,   // elements (column_reduce: columns)
-  rows: u32,    // column_reduce: samples
-  ld: u32,      // column_reduce: row stride
-  offset: u32,  // column_reduce: first element of out
-  scale: f32,   // column_reduce: factor
+  count: u32,   // elements (column_reduce: columns; positions_sum: outputs)
+  rows: u32,    // column_reduce: samples; transpose, positions_sum: the middle dimension
+  ld: u32,      // column_reduce: row stride; transpose, positions_sum: the last dimension
+  offset: u32,  // column_reduce, transpose, positions_sum: first element of the output
+  scale: f32,   // column_reduce, positions_sum: factor
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -75,4 +77,29 @@ fn column_reduce(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgrou
     acc += select(v, v * v, SQUARE);
   }
   y[dims.offset + j] = dims.scale * acc;
+}
+
+// Each sample's [rows, ld] matrix transposed: K-FAC's δ rows from a
+// channel-major conv output (rows = 1 copies).
+@compute @workgroup_size(WG)
+fn transpose(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let k = flat(id, nwg);
+  if (k >= dims.count) { return; }
+  let per = dims.rows * dims.ld;
+  let s = k / per;
+  let i = (k % per) / dims.ld;
+  let j = k % dims.ld;
+  y[dims.offset + s * per + j * dims.rows + i] = x[k];
+}
+
+// Sums over the positions of each sample: one invocation per (sample, column).
+@compute @workgroup_size(WG)
+fn positions_sum(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let k = flat(id, nwg);
+  if (k >= dims.count) { return; }
+  let s = k / dims.ld;
+  let j = k % dims.ld;
+  var acc = 0.0;
+  for (var t = 0u; t < dims.rows; t++) { acc += x[(s * dims.rows + t) * dims.ld + j]; }
+  y[dims.offset + k] = dims.scale * acc;
 }

@@ -46,7 +46,7 @@ struct Dims {
   a_offset: u32,       // first element of a in use (gram: first column of the row tile)
   b_offset: u32,       // first element of b in use (W in θ)
   bias_offset: u32,    // b's bias in θ (linear_forward)
-  c_offset: u32,       // where a parameter-shaped result's weight goes
+  c_offset: u32,       // where a parameter-shaped result's weight goes (gram: the tile's first element)
   c_bias_offset: u32,  // where its bias goes
   scale: f32,          // weight_gradient's factor (1/batch for a mean)
   has_bias: u32,       // 1: the layer has a bias (the ONE forms' last column, the bias add)
@@ -229,7 +229,7 @@ fn gram(inv: Invocation) {
   let blk = block_product(o.x, o.y, A_KM, B_KN, lane_of(inv));
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
-      if (in_range(o, i, j)) { c[(o.x + i) * dims.n + o.y + j] = blk.v[i * BLOCK_COLS + j]; }
+      if (in_range(o, i, j)) { c[dims.c_offset + (o.x + i) * dims.n + o.y + j] = blk.v[i * BLOCK_COLS + j]; }
     }
   }
 }

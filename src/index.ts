@@ -43,15 +43,19 @@ export {
   KINDS,
   STRUCTURES,
   REDUCTIONS,
+  KFAC_MODES,
   SUPPORTED_KINDS,
   SUPPORTED_STRUCTURES,
   type FisherOptions,
   type FisherKind,
   type FisherStructure,
   type Reduction,
+  type KfacMode,
 } from './fisher/options.js';
 export { DiagonalFisher, DenseFisher, type FisherMatrix, type FisherInfo, type FileDtype } from './fisher/result.js';
 export { BlockFisher } from './fisher/structures/block.js';
+export { KfacFisher, type LayerFactor, type KroneckerFactor, type DiagonalFactor } from './fisher/structures/kfac.js';
+export type { KroneckerGeometry } from './layers/layer.js';
 export { readSafetensors, writeSafetensors, decodeSafetensors, encodeSafetensors, SafetensorsError, type SafetensorsFile } from './io/safetensors.js';
 export type { Tensor, Dtype } from './io/dtypes.js';
 export { train, accuracy, TrainingDivergedError, type TrainOptions } from './train/train.js';

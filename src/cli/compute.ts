@@ -3,7 +3,7 @@ import { access, constants } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { selectEngine, type BackendChoice } from '../engine/select.js';
 import { fisher } from '../fisher/estimate.js';
-import type { FisherKind, FisherStructure, Reduction } from '../fisher/options.js';
+import type { FisherKind, FisherStructure, KfacMode, Reduction } from '../fisher/options.js';
 import type { FileDtype } from '../fisher/result.js';
 import { Dataset } from '../model/data.js';
 import { InputError } from '../layers/errors.js';
@@ -17,6 +17,7 @@ export interface ComputeArgs {
   kind: FisherKind;
   structure: FisherStructure;
   reduction: Reduction;
+  kfac?: KfacMode;
   batchSize?: number;
   samples?: number;
   seed?: number;
@@ -42,6 +43,7 @@ export async function compute(args: ComputeArgs): Promise<void> {
       kind: args.kind,
       structure: args.structure,
       reduction: args.reduction,
+      ...(args.kfac === undefined ? {} : { kfac: args.kfac }),
       ...(args.batchSize === undefined ? {} : { batchSize: args.batchSize }),
       ...(args.samples === undefined ? {} : { samples: args.samples }),
       ...(args.seed === undefined ? {} : { seed: args.seed }),

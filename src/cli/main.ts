@@ -3,7 +3,7 @@
  * every failure into one line on stderr with a non-zero exit.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { KINDS, REDUCTIONS, STRUCTURES } from '../fisher/options.js';
+import { KFAC_MODES, KINDS, REDUCTIONS, STRUCTURES } from '../fisher/options.js';
 import { bench, PEER_NAMES } from './bench.js';
 import { compute } from './compute.js';
 import { DEFAULT_EWC_SETTINGS, METHODS, type Method } from '../demo/ewc.js';
@@ -82,6 +82,7 @@ export function program(): Command {
     .addOption(new Option('--kind <kind>', 'kind of Fisher').choices(KINDS).default('empirical'))
     .addOption(new Option('--structure <structure>', 'what to store').choices(STRUCTURES).default('diag'))
     .addOption(new Option('--reduction <reduction>', 'mean divides by N, sum does not').choices(REDUCTIONS).default('mean'))
+    .addOption(new Option('--kfac <mode>', 'K-FAC over parameters shared by positions (conv2d pixels, leading dimensions of linear): expand (KFC) or reduce; --structure kfac only').choices(KFAC_MODES))
     .option('--samples <M>', 'label samples per input, for --kind mc', positiveInt)
     .option('--seed <s>', 'seed of the label samples, for --kind mc (the same on every backend)', nonNegativeInt)
     .option('--batch-size <n>', 'samples per batch (default: the largest the device allows)', positiveInt)

@@ -7,12 +7,12 @@
  */
 import type { CpuRunner, CpuTrace, LayerNode } from '../layers/layer.js';
 import { sizeOf } from '../layers/layer.js';
-import { layerTypeOf } from '../layers/registry.js';
+import { kroneckerGeometry, layerTypeOf } from '../layers/registry.js';
 import type { Dataset } from '../model/data.js';
 import { layerOffsets } from '../model/layout.js';
 import type { Network } from '../model/network.js';
 import { counterUniform } from '../model/random.js';
-import { DATA_LABELS, type BatchStructure, type Engine, type GramBlock, type GramTile, type LabelSource, type LoadedModel } from './engine.js';
+import { DATA_LABELS, type BatchStructure, type Engine, type GramBlock, type GramTile, type KroneckerMode, type KroneckerPartial, type LabelSource, type LoadedModel } from './engine.js';
 import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 
 /** Views of one layer's parameters (weight, bias) into a θ-shaped vector. */
@@ -54,8 +54,11 @@ export class CpuModel implements LoadedModel {
     return structure === 'diag' || structure === 'kfac' ? 1024 : Math.max(1, Math.min(1024, Math.floor(2 ** 26 / p)));
   }
 
-  /** A runner writing the per-sample gradients of a backward pass into `g` [P]. */
-  #runner(g?: Float64Array): CpuRunner {
+  /**
+   * A runner writing the per-sample gradients of a backward pass into `g`
+   * [P], showing `onLayer` each parametrised layer's input and output gradient.
+   */
+  #runner(g?: Float64Array, onLayer?: LayerVisitor): CpuRunner {
     const scratch = new Map<LayerNode, Float64Array[]>();
     const runner: CpuRunner = {
       forward: (nodes, x) => {
@@ -75,6 +78,7 @@ export class CpuModel implements LoadedModel {
           const offset = this.#offsets.get(node);
           let grads: Float64Array[] = [];
           if (offset !== undefined) {
+            onLayer?.(node, trace.steps[k]!.x, d!);
             if (g) grads = parameterViews(node, offset, g);
             else {
               if (!scratch.has(node)) scratch.set(node, node.parameters.map((p) => new Float64Array(sizeOf(p.shape))));
@@ -103,8 +107,8 @@ export class CpuModel implements LoadedModel {
    * ∇θ of a loss whose gradient with respect to the network output f is
    * `outputGrad`, back-propagated through a recorded trace, into `g` [P].
    */
-  backpropagate(t: CpuTrace, outputGrad: Float64Array, g: Float64Array): void {
-    this.#runner(g).backward(t, outputGrad, false);
+  backpropagate(t: CpuTrace, outputGrad: Float64Array, g: Float64Array, onLayer?: LayerVisitor): void {
+    this.#runner(g, onLayer).backward(t, outputGrad, false);
   }
 
   /** g_n for sample row `x` with target row `y`, into `g` [P]. */
@@ -113,7 +117,7 @@ export class CpuModel implements LoadedModel {
   }
 
   /** The gradient of sample `index` of the dataset (its trace, targets y) under a label source. */
-  #labelledGradient(t: CpuTrace, y: ArrayLike<number>, labels: LabelSource, index: number, g: Float64Array): void {
+  #labelledGradient(t: CpuTrace, y: ArrayLike<number>, labels: LabelSource, index: number, g: Float64Array, onLayer?: LayerVisitor): void {
     const lik = this.model.likelihood;
     const f = this.output(t);
     const dF = new Float64Array(f.length);
@@ -122,7 +126,7 @@ export class CpuModel implements LoadedModel {
       const yHat = lik.sample(f, (j) => counterUniform(labels.seed, labels.firstSample + index, labels.draw, j));
       lik.outputGradient(f, yHat, dF);
     } else lik.factorColumn(f, labels.column, dF);
-    this.backpropagate(t, dF, g);
+    this.backpropagate(t, dF, g, onLayer);
   }
 
   /** Calls `visit(g)` with the gradient of every (sample, label source) of the batch: one forward pass per sample. */
@@ -182,6 +186,43 @@ export class CpuModel implements LoadedModel {
     wanted.forEach((b, k) => onTile({ block: k, row0: 0, rows: b.size, values: sums[k]! }));
   }
 
+  async kroneckerSums(batch: Dataset, labels: readonly LabelSource[], mode: KroneckerMode): Promise<KroneckerPartial[]> {
+    const layers = this.model.layout.layers;
+    const index = new Map(layers.map((l, k) => [l.node, k]));
+    const parts: KroneckerPartial[] = layers.map((l) => {
+      const k = kroneckerGeometry(l.node);
+      if (!k) return { kind: 'diagonal', squares: new Float64Array(l.size) };
+      return { kind: 'kronecker', rows: 0, aa: new Float64Array(k.inputs ** 2), a: new Float64Array(k.inputs), gg: new Float64Array(k.outputs ** 2) };
+    });
+    const g = new Float64Array(this.model.parameterCount);
+    for (let s = 0; s < batch.n; s++) {
+      const [x, y] = rows(batch, s);
+      const t = this.trace(x);
+      labels.forEach((l, v) => {
+        this.#labelledGradient(t, y, l, s, g, (node, input, dy) => {
+          const part = parts[index.get(node)!]!;
+          if (part.kind !== 'kronecker') return;
+          const twin = layerTypeOf(node).kronecker!;
+          const k = twin.geometry(node)!;
+          // ā once per sample (the forward pass's), δ for every label source.
+          if (v === 0) {
+            const a = positionRows(twin.inputs(node, input), k.positions, k.inputs, mode === 'reduce' ? 1 / k.positions : undefined);
+            addOuterProducts(part.aa, a, k.inputs);
+            for (let r = 0; r < a.length / k.inputs; r++) for (let i = 0; i < k.inputs; i++) part.a[i]! += a[r * k.inputs + i]!;
+            part.rows += a.length / k.inputs;
+          }
+          addOuterProducts(part.gg, positionRows(twin.outputGradients(node, dy), k.positions, k.outputs, mode === 'reduce' ? 1 : undefined), k.outputs);
+        });
+        layers.forEach((slice, k) => {
+          const part = parts[k]!;
+          if (part.kind !== 'diagonal') return;
+          for (let i = 0; i < slice.size; i++) part.squares[i]! += g[slice.offset + i]! ** 2;
+        });
+      });
+    }
+    return parts;
+  }
+
   async meanGradient(batch: Dataset): Promise<Float64Array> {
     const sum = new Float64Array(this.model.parameterCount);
     this.#eachGradient(batch, [DATA_LABELS], (g) => {
@@ -222,6 +263,28 @@ export class CpuModel implements LoadedModel {
   }
 
   release(): void {}
+}
+
+/** Sees each parametrised layer's input x and the gradient dy at its output during a backward pass. */
+type LayerVisitor = (node: LayerNode, x: Float64Array, dy: Float64Array) => void;
+
+/** rows [T, width] as they are, or (with `scale`) their sum over T times scale: [1, width]. */
+function positionRows(rows: Float64Array, positions: number, width: number, scale?: number): Float64Array {
+  if (scale === undefined) return rows;
+  const out = new Float64Array(width);
+  for (let t = 0; t < positions; t++) for (let j = 0; j < width; j++) out[j]! += rows[t * width + j]!;
+  return out.map((v) => v * scale);
+}
+
+/** sum += Σ_r row_r row_rᵀ over the rows of `rows` [R, width], upper triangle only. */
+function addOuterProducts(sum: Float32Array | Float64Array, rows: Float64Array, width: number): void {
+  for (let r = 0; r < rows.length / width; r++) {
+    for (let i = 0; i < width; i++) {
+      const v = rows[r * width + i]!;
+      if (v === 0) continue;
+      for (let j = i; j < width; j++) sum[i * width + j]! += v * rows[r * width + j]!;
+    }
+  }
 }
 
 function rows(batch: Dataset, s: number): [Float32Array, Float32Array] {

@@ -59,6 +59,30 @@ export interface GramTile {
   values: Float32Array | Float64Array;
 }
 
+/**
+ * One parametrised layer's K-FAC statistics over a batch (DESIGN.md §1), in
+ * layout order: for a Kronecker-factored layer, sums over its ā rows (n·T of
+ * them under `expand`; under `reduce` n, each the mean over the positions)
+ * and over its δ rows of every virtual sample (under `reduce` each the sum
+ * over the positions); for any other layer, its squared-gradient sums.
+ * Only the upper triangles of `aa` and `gg` are defined.
+ */
+export type KroneckerPartial =
+  | {
+      kind: 'kronecker';
+      /** How many ā rows were summed. */
+      rows: number;
+      /** Σ ā āᵀ, [inputs, inputs]. */
+      aa: Float32Array | Float64Array;
+      /** Σ ā, [inputs]. */
+      a: Float32Array | Float64Array;
+      /** Σ_v Σ δ δᵀ, [outputs, outputs]. */
+      gg: Float32Array | Float64Array;
+    }
+  | { kind: 'diagonal'; squares: Float32Array | Float64Array };
+
+export type KroneckerMode = 'expand' | 'reduce';
+
 export interface Engine {
   readonly backend: Backend;
   /** One line naming the device (adapter and driver, or the CPU reference). */
@@ -92,6 +116,11 @@ export interface LoadedModel {
    * one forward pass.
    */
   gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels?: readonly LabelSource[], blocks?: readonly GramBlock[]): Promise<void>;
+  /**
+   * The K-FAC statistics of the batch per parametrised layer: one forward
+   * pass (A's rows once), one backward pass per label source (G's rows).
+   */
+  kroneckerSums(batch: Dataset, labels: readonly LabelSource[], mode: KroneckerMode): Promise<KroneckerPartial[]>;
   /** The gradient of the batch's mean loss, (1/n) Σ_n g_n, [P]. */
   meanGradient(batch: Dataset): Promise<Float32Array | Float64Array>;
   /**

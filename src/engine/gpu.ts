@@ -22,11 +22,12 @@ import { LikelihoodHead } from '../kernels/likelihood.js';
 import { asShapes, DEFAULT_MATMUL_CONFIG, Matmul, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { Optimizer } from '../kernels/optimizer.js';
 import { layerKernels, type LayerKernels } from '../layers/kernels.js';
-import type { GpuEnv, ParameterLeaf } from '../layers/layer.js';
+import type { GpuEnv, KroneckerGeometry, ParameterLeaf } from '../layers/layer.js';
+import { kroneckerGeometry } from '../layers/registry.js';
 import type { Dataset } from '../model/data.js';
 import { layerOffsets } from '../model/layout.js';
 import type { Network } from '../model/network.js';
-import { DATA_LABELS, type BatchStructure, type Engine, type GramBlock, type GramTile, type LabelSource, type LoadedModel } from './engine.js';
+import { DATA_LABELS, type BatchStructure, type Engine, type GramBlock, type GramTile, type KroneckerMode, type KroneckerPartial, type LabelSource, type LoadedModel } from './engine.js';
 import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 import { SequenceOp } from './sequence.js';
 import { matmulShapesFor } from './tuning.js';
@@ -68,6 +69,8 @@ export class GpuModel implements LoadedModel {
   readonly #leaves: number;
   /** The largest parametrised layer without a direct reduction (its rows' width). */
   readonly #widestRows: number;
+  /** How K-FAC factors each parametrised layer, in layout order (undefined: its exact diagonal). */
+  readonly #kronecker: readonly (KroneckerGeometry | undefined)[];
 
   private constructor(
     readonly gpu: GpuDevice,
@@ -96,6 +99,17 @@ export class GpuModel implements LoadedModel {
     // enumerated here with stand-in buffers.
     const ops = this.#network.leaves(kernels.scratch, kernels.scratch).map((l) => l.op);
     this.#widestRows = Math.max(0, ...ops.filter((op) => !op.canReduce('squared') || !op.canReduce('sum')).map((op) => op.size));
+    this.#kronecker = ops.map((op) => (op.kronecker ? kroneckerGeometry(op.node) : undefined));
+  }
+
+  /** Per-sample floats of K-FAC's rows: ā of the widest layer, and δ of every layer for each label source. */
+  #kroneckerFloats(virtualSamples: number): { a: number; d: number; widest: number } {
+    const ks = this.#kronecker.filter((k) => k !== undefined);
+    const a = Math.max(0, ...ks.map((k) => k.positions * k.inputs));
+    const d = virtualSamples * ks.reduce((sum, k) => sum + k.positions * k.outputs, 0);
+    // ā rows, reduced ā and δ of one layer (reduce), as one buffer each.
+    const once = Math.max(0, ...ks.map((k) => k.inputs)) + Math.max(0, ...ks.map((k) => k.positions * k.outputs));
+    return { a: a + once, d, widest: Math.max(a, ...ks.map((k) => k.positions * k.outputs)) };
   }
 
   get matmul(): Matmul {
@@ -113,13 +127,24 @@ export class GpuModel implements LoadedModel {
     const m = this.model;
     let floats = m.inputs + m.targetWidth + 2 * m.outputs + this.#network.floatsPerSample() + this.#widestRows;
     if (structure === 'full' || structure === 'block') floats += virtualSamples * m.parameterCount;
+    if (structure === 'kfac') {
+      const k = this.#kroneckerFloats(virtualSamples);
+      floats += k.a + k.d;
+    }
     return floats;
   }
 
   maxBatch(structure: BatchStructure, virtualSamples = 1): number {
     const m = this.model;
     const binding = this.gpu.limits.maxStorageBufferBindingSize;
-    const widest = Math.max(m.inputs, this.#widestRows, this.#network.floatsPerSample(), structure === 'full' || structure === 'block' ? virtualSamples * m.parameterCount : 0);
+    const widest = Math.max(
+      m.inputs,
+      this.#widestRows,
+      this.#network.floatsPerSample(),
+      structure === 'full' || structure === 'block' ? virtualSamples * m.parameterCount : 0,
+      // K-FAC's δ rows go to the device one label source at a time where need be.
+      structure === 'kfac' ? this.#kroneckerFloats(1).widest : 0,
+    );
     // (floatsPerSample bounds every buffer the plan holds, each of which is one binding.)
     const byBinding = Math.floor(binding / (F32 * widest));
     const byBudget = Math.floor(BATCH_MEMORY_BUDGET / (F32 * this.#floatsPerSample(structure, virtualSamples)));
@@ -185,8 +210,9 @@ export class GpuModel implements LoadedModel {
    * Per layer, a θ-shaped result into `out` at `offset` + the layer's offset:
    * scale · Σ_s g_s (sum) or Σ_s g_s ⊙ g_s (squared).
    */
-  #encodeParameterReduction(step: Step, buf: BatchBuffers, n: number, out: GPUBuffer, kind: 'sum' | 'squared', scale: number, offset = 0): void {
-    for (const { op, x, dy } of this.#leavesOf(buf)) {
+  #encodeParameterReduction(step: Step, buf: BatchBuffers, n: number, out: GPUBuffer, kind: 'sum' | 'squared', scale: number, offset = 0, only?: (layer: number) => boolean): void {
+    for (const [layer, { op, x, dy }] of this.#leavesOf(buf).entries()) {
+      if (only && !only(layer)) continue;
       if (op.canReduce(kind)) {
         op.reduce(step, { n, x, dy }, { buffer: out, at: offset }, kind, scale);
         continue;
@@ -309,6 +335,117 @@ export class GpuModel implements LoadedModel {
     } finally {
       this.gpu.buffers.release(g);
     }
+  }
+
+  /**
+   * K-FAC's statistics (engine.ts): after the forward pass, per factored
+   * layer its ā rows (im2col for conv2d; under `reduce` their means over the
+   * positions) and their Gram matrix and column sums; then per label source
+   * the backward pass and each layer's δ rows (under `reduce` their sums over
+   * the positions), stacked over the label sources of a step so that one
+   * Gram product sums them; the layers K-FAC does not factor get their
+   * squared-gradient sums as in `diag`. One read-back per step.
+   */
+  async kroneckerSums(batch: Dataset, labels: readonly LabelSource[], mode: KroneckerMode): Promise<KroneckerPartial[]> {
+    const n = batch.n;
+    const buf = await this.#upload(batch, 'kfac', labels.length);
+    const p = this.model.parameterCount;
+    const binding = this.gpu.limits.maxStorageBufferBindingSize;
+    const reduce = mode === 'reduce';
+    const geometries = this.#kronecker;
+    const factored = geometries.flatMap((k, layer) => (k ? [{ layer, k, rows: reduce ? 1 : k.positions }] : []));
+    const diagonal = geometries.some((k) => k === undefined);
+    // Where each layer's Σ ā āᵀ, Σ ā and Σ δ δᵀ go in one statistics buffer.
+    let floats = 0;
+    const at = factored.map(({ k }) => {
+      const o = { aa: floats, a: floats + k.inputs ** 2, gg: floats + k.inputs ** 2 + k.inputs };
+      floats = o.gg + k.outputs ** 2;
+      return o;
+    });
+    if (floats * F32 > binding) throw new GpuLimitError(`K-FAC's factors (${floats} floats) exceed the device's ${binding}-byte binding limit`);
+    const widestD = Math.max(1, ...factored.map(({ k, rows }) => rows * k.outputs));
+    const perStep = Math.max(1, Math.min(labels.length, Math.floor(binding / (F32 * n * widestD)), diagonal ? Math.floor(binding / (F32 * p)) : labels.length));
+    const alloc = (count: number, label: string) => this.gpu.storage(Math.max(4, count * F32), label);
+    const owned: GPUBuffer[] = [];
+    const own = async (count: number, label: string) => {
+      const b = await alloc(count, label);
+      owned.push(b);
+      return b;
+    };
+    try {
+      const stats = await own(floats, 'K-FAC statistics');
+      const aRows = await own(n * Math.max(0, ...factored.map(({ k }) => k.positions * k.inputs)), 'K-FAC ā rows');
+      const aReduced = reduce ? await own(n * Math.max(0, ...factored.map(({ k }) => k.inputs)), 'K-FAC mean ā') : aRows;
+      const dTemp = reduce ? await own(n * Math.max(0, ...factored.map(({ k }) => k.positions * k.outputs)), 'K-FAC δ rows') : undefined;
+      const dStacks = await Promise.all(factored.map(({ k, rows }) => own(perStep * n * rows * k.outputs, 'K-FAC stacked δ rows')));
+      const squares = diagonal ? await own(perStep * p, 'squared-gradient sums') : undefined;
+      const parts: KroneckerPartial[] = geometries.map((k, layer) =>
+        k
+          ? { kind: 'kronecker', rows: 0, aa: new Float64Array(k.inputs ** 2), a: new Float64Array(k.inputs), gg: new Float64Array(k.outputs ** 2) }
+          : { kind: 'diagonal', squares: new Float64Array(this.model.layout.layers[layer]!.size) },
+      );
+      const add = (into: Float32Array | Float64Array, from: Float32Array, offset: number) => {
+        for (let i = 0; i < into.length; i++) into[i]! += from[offset + i]!;
+      };
+      for (let v0 = 0; v0 < labels.length; v0 += perStep) {
+        const some = labels.slice(v0, v0 + perStep);
+        await this.gpu.step('K-FAC statistics', (step) => {
+          const leaves = this.#leavesOf(buf);
+          if (v0 === 0) {
+            this.#encodeForward(step, buf, n);
+            // A from the forward pass, once per batch.
+            factored.forEach(({ layer, k, rows }, j) => {
+              const { op, x } = leaves[layer]!;
+              op.kronecker!.inputRows(step, { n, x }, aRows);
+              if (reduce) this.kernels.elementwise.positionsSum(step, { x: aRows, y: aReduced, batch: n, positions: k.positions, width: k.inputs, offset: 0, scale: 1 / k.positions });
+              this.#encodeGram(step, aReduced, n * rows, k.inputs, stats, at[j]!.aa);
+              this.kernels.elementwise.columnReduce(step, { rows: aReduced, out: stats, columns: k.inputs, samples: n * rows, ld: k.inputs, offset: at[j]!.a, scale: 1, square: false });
+            });
+          }
+          some.forEach((l, v) => {
+            this.#encodeBackward(step, buf, n, l);
+            factored.forEach(({ layer, k, rows }, j) => {
+              const { op, dy } = leaves[layer]!;
+              const stackAt = v * n * rows * k.outputs;
+              if (!reduce) {
+                op.kronecker!.gradientRows(step, { n, dy }, { buffer: dStacks[j]!, at: stackAt });
+                return;
+              }
+              op.kronecker!.gradientRows(step, { n, dy }, { buffer: dTemp!, at: 0 });
+              this.kernels.elementwise.positionsSum(step, { x: dTemp!, y: dStacks[j]!, batch: n, positions: k.positions, width: k.outputs, offset: stackAt, scale: 1 });
+            });
+            if (squares) this.#encodeParameterReduction(step, buf, n, squares, 'squared', 1, v * p, (layer) => geometries[layer] === undefined);
+          });
+          // G: one Gram product over the stacked rows of every label source of the step.
+          factored.forEach(({ k, rows }, j) => this.#encodeGram(step, dStacks[j]!, some.length * n * rows, k.outputs, stats, at[j]!.gg));
+        });
+        const s = await this.gpu.readF32(stats, floats * F32);
+        factored.forEach(({ layer, rows }, j) => {
+          const part = parts[layer]! as Extract<KroneckerPartial, { kind: 'kronecker' }>;
+          if (v0 === 0) {
+            add(part.aa, s, at[j]!.aa);
+            add(part.a, s, at[j]!.a);
+            part.rows = n * rows;
+          }
+          add(part.gg, s, at[j]!.gg);
+        });
+        if (squares) {
+          const sq = await this.gpu.readF32(squares, some.length * p * F32);
+          this.model.layout.layers.forEach((slice, layer) => {
+            const part = parts[layer]!;
+            if (part.kind === 'diagonal') for (let v = 0; v < some.length; v++) add(part.squares, sq, v * p + slice.offset);
+          });
+        }
+      }
+      return parts;
+    } finally {
+      for (const b of owned) this.gpu.buffers.release(b);
+    }
+  }
+
+  /** Σ_r row_r row_rᵀ of rows [count, width] (upper triangle) into out from element `at`. */
+  #encodeGram(step: Step, rows: GPUBuffer, count: number, width: number, out: GPUBuffer, at: number): void {
+    this.matmul.gram(step, { g: rows, out, batch: count, ld: width, offset: 0, size: width, row0: 0, rows: width, at });
   }
 
   async setOptimizer(spec: OptimizerSpec, penalty?: PenaltyGradient): Promise<void> {

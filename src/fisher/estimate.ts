@@ -49,6 +49,7 @@ export async function fisher(target: Engine | GpuDevice, model: Network, data: D
       samples: o.samples,
       seed: o.seed,
       backend: engine.backend,
+      ...(o.structure === 'kfac' || o.structure === 'ekfac' ? { kfac: o.kfac } : {}),
     });
   } finally {
     loaded.release();

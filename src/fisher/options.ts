@@ -8,10 +8,13 @@ import { STRUCTURE_TYPES } from './structures/registry.js';
 export const KINDS = ['empirical', 'mc', 'exact'] as const;
 export const STRUCTURES = ['diag', 'full', 'block', 'kfac', 'ekfac', 'lowrank'] as const;
 export const REDUCTIONS = ['mean', 'sum'] as const;
+/** How K-FAC treats parameters shared over positions (DESIGN.md §1). */
+export const KFAC_MODES = ['expand', 'reduce'] as const;
 
 export type FisherKind = (typeof KINDS)[number];
 export type FisherStructure = (typeof STRUCTURES)[number];
 export type Reduction = (typeof REDUCTIONS)[number];
+export type KfacMode = (typeof KFAC_MODES)[number];
 
 /** What this version computes (the structures: those of structures/registry.ts); the rest of the tables above is planned (DESIGN.md). */
 export const SUPPORTED_KINDS: readonly FisherKind[] = ['empirical', 'mc', 'exact'];
@@ -28,6 +31,8 @@ export interface FisherOptions {
   samples?: number;
   /** Seed of the label samples for kind 'mc' (default 0): the same on every backend. */
   seed?: number;
+  /** K-FAC over shared parameters (structure 'kfac'): 'expand' (default) or 'reduce'. */
+  kfac?: KfacMode;
   /** Samples per batch; default: the largest the engine allows. */
   batchSize?: number;
   /** Called after each batch with the samples done and the total. */
@@ -40,6 +45,7 @@ export interface ResolvedOptions {
   reduction: Reduction;
   samples: number;
   seed: number | undefined;
+  kfac: KfacMode;
   batchSize: number | undefined;
   onProgress: ((done: number, total: number) => void) | undefined;
 }
@@ -57,6 +63,8 @@ export function resolveOptions(o: FisherOptions): ResolvedOptions {
   if (!SUPPORTED_STRUCTURES.includes(structure)) {
     throw new InputError(`structure "${structure}" is not implemented yet (this version computes: ${SUPPORTED_STRUCTURES.join(', ')})`);
   }
+  const kfac = oneOf(o.kfac ?? 'expand', KFAC_MODES, 'kfac');
+  if (o.kfac !== undefined && structure !== 'kfac' && structure !== 'ekfac') throw new InputError(`kfac applies to structures "kfac" and "ekfac" only (structure is "${structure}")`);
   if (o.batchSize !== undefined && (!Number.isSafeInteger(o.batchSize) || o.batchSize < 1)) {
     throw new InputError(`batch size must be a positive integer, got ${o.batchSize}`);
   }
@@ -69,6 +77,7 @@ export function resolveOptions(o: FisherOptions): ResolvedOptions {
     reduction,
     samples: kind === 'mc' ? (o.samples ?? 1) : 1,
     seed: kind === 'mc' ? (o.seed ?? 0) : undefined,
+    kfac,
     batchSize: o.batchSize,
     onProgress: o.onProgress,
   };

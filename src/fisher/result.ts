@@ -7,7 +7,7 @@ import type { Tensor } from '../io/dtypes.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { choleskySolve, matVec } from '../linalg/cholesky.js';
 import type { ParameterLayout } from '../model/layout.js';
-import type { FisherKind, FisherStructure, Reduction } from './options.js';
+import type { FisherKind, FisherStructure, KfacMode, Reduction } from './options.js';
 
 /** What a Fisher matrix records of how it was computed (the file's metadata). */
 export interface FisherInfo {
@@ -20,6 +20,8 @@ export interface FisherInfo {
   samples: number;
   seed: number | undefined;
   backend: string;
+  /** K-FAC's treatment of shared parameters (structures kfac, ekfac). */
+  kfac?: KfacMode;
 }
 
 export type FileDtype = 'F32' | 'F64';
@@ -72,6 +74,7 @@ export function fisherMetadata(info: FisherInfo, layout: ParameterLayout): Recor
     samples: String(info.samples),
     seed: info.seed === undefined ? 'none' : String(info.seed),
     backend: info.backend,
+    ...(info.kfac === undefined ? {} : { kfac: info.kfac }),
     parameters: JSON.stringify(layout.entries.map((e) => ({ name: e.name, shape: e.shape }))),
   };
 }

@@ -1,8 +1,8 @@
 /**
  * shaders/conv2d.wgsl: 2-D convolution over a batch by direct summation:
  * forward (with a fused output activation), the gradient to the input (with
- * the input producer's activation derivative fused) and per-sample parameter
- * gradients. The geometry is one object, passed to every entry.
+ * the input producer's activation derivative fused), per-sample parameter
+ * gradients, and the patches K-FAC's input factor is built from. The geometry is one object, passed to every entry.
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
 import { ACTIVATION_WGSL } from './activation.js';
@@ -85,6 +85,12 @@ export class Conv2d {
       dims(c, p.n, p.wOffset),
       count,
     );
+  }
+
+  /** The patches (groups = 1) [n·oh·ow, cIn·kh·kw] into `out`, 0 outside the image. */
+  im2col(step: Step, c: ConvGeometry, p: { n: number; x: GPUBuffer; out: GPUBuffer }): void {
+    if (c.groups !== 1) throw new Error('im2col is for convolutions of one group');
+    this.#family.dispatch1d(step, 'im2col', {}, { x: p.x, g: p.out }, dims(c, p.n, 0), p.n * c.oh * c.ow * c.cIn * c.kernel[0] * c.kernel[1]);
   }
 
   /** g[offset + s·ldg + j]: the per-sample gradient of W then b (PyTorch order). */

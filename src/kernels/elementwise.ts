@@ -1,7 +1,9 @@
 /**
  * shaders/elementwise.wgsl: activations not fused into a product, their
- * derivatives, the residual sum and its backward, and the reduction of
- * per-sample gradient rows over the samples. One invocation per element.
+ * derivatives, the residual sum and its backward, the reduction of
+ * per-sample gradient rows over the samples, and the reshapes K-FAC's rows
+ * need (a transpose per sample, sums over positions). One invocation per
+ * element.
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
 import { ACTIVATION_WGSL } from './activation.js';
@@ -56,5 +58,17 @@ export class Elementwise {
       dims(p.columns, { rows: p.samples, ld: p.ld, offset: p.offset, scale: p.scale }),
       p.columns,
     );
+  }
+
+  /** Each of `batch` [rows, cols] matrices of x transposed into y from element `offset`. */
+  transpose(step: Step, p: { x: GPUBuffer; y: GPUBuffer; batch: number; rows: number; cols: number; offset: number }): void {
+    const count = p.batch * p.rows * p.cols;
+    this.#family.dispatch1d(step, 'transpose', {}, { x: p.x, y: p.y }, dims(count, { rows: p.rows, ld: p.cols, offset: p.offset }), count);
+  }
+
+  /** y[offset + s·width + j] = scale · Σ_t x[(s·positions + t)·width + j] for s < batch. */
+  positionsSum(step: Step, p: { x: GPUBuffer; y: GPUBuffer; batch: number; positions: number; width: number; offset: number; scale: number }): void {
+    const count = p.batch * p.width;
+    this.#family.dispatch1d(step, 'positions_sum', {}, { x: p.x, y: p.y }, dims(count, { rows: p.positions, ld: p.width, offset: p.offset, scale: p.scale }), count);
   }
 }

@@ -363,11 +363,11 @@ export class Matmul {
   /**
    * Rows [row0, row0 + rows) of the Gram block of columns [offset, offset +
    * size) of G [batch, ld]: F[r, c] = Σ_s G[s, offset + row0 + r] · G[s,
-   * offset + c], F [rows, size]. Only the upper triangle (c ≥ row0 + r) is
-   * written: blocks wholly below the diagonal are skipped, so entries there
-   * are stale.
+   * offset + c], F [rows, size] from element `at` of `out` (default 0). Only
+   * the upper triangle (c ≥ row0 + r) is written: blocks wholly below the
+   * diagonal are skipped, so entries there are stale.
    */
-  gram(step: Step, p: { g: GPUBuffer; out: GPUBuffer; batch: number; ld: number; offset: number; size: number; row0: number; rows: number }): void {
-    this.#encode(step, 'gram', 0, { a: p.g, b: p.g, c: p.out }, { m: p.rows, n: p.size, k: p.batch, lda: p.ld, ldb: p.ld, a_offset: p.offset + p.row0, b_offset: p.offset });
+  gram(step: Step, p: { g: GPUBuffer; out: GPUBuffer; batch: number; ld: number; offset: number; size: number; row0: number; rows: number; at?: number }): void {
+    this.#encode(step, 'gram', 0, { a: p.g, b: p.g, c: p.out }, { m: p.rows, n: p.size, k: p.batch, lda: p.ld, ldb: p.ld, a_offset: p.offset + p.row0, b_offset: p.offset, c_offset: p.at ?? 0 });
   }
 }

@@ -21,7 +21,7 @@ import type { ConvGeometry } from '../kernels/conv2d.js';
 import type { LayerOffsets } from '../kernels/matmul.js';
 import { InputError } from './errors.js';
 import { boolField, expectRank, intField, pairField, pairJson } from './fields.js';
-import type { BackwardIO, ForwardIO, GpuEnv, GradientRows, LayerNode, LayerType, ParameterLeaf, ParameterOp } from './layer.js';
+import type { BackwardIO, ForwardIO, GpuEnv, GradientRows, KroneckerGeometry, KroneckerOp, LayerNode, LayerType, ParameterLeaf, ParameterOp } from './layer.js';
 
 export interface Conv2dFields {
   in_channels: number;
@@ -54,6 +54,47 @@ function geometry(node: Node): ConvGeometry {
   };
 }
 
+/** K-FAC's view (DESIGN.md §1): one group only; grouped convolutions carry their exact diagonal. */
+function kroneckerGeometry(node: Node): KroneckerGeometry | undefined {
+  const f = node.fields;
+  if (f.groups !== 1) return undefined;
+  return { positions: node.output[1]! * node.output[2]!, inputs: f.in_channels * f.kernel_size[0] * f.kernel_size[1], outputs: f.out_channels, bias: f.bias };
+}
+
+/** The patch ā_t of one sample [C, H, W] at every output pixel t: [OH·OW, C·kh·kw], 0 outside the image. */
+function patches(node: Node, x: Float64Array): Float64Array {
+  const f = node.fields;
+  const [c, h, w] = node.input as [number, number, number];
+  const [oh, ow] = [node.output[1]!, node.output[2]!];
+  const [kh, kw] = f.kernel_size;
+  const taps = c * kh * kw;
+  const out = new Float64Array(oh * ow * taps);
+  for (let oy = 0; oy < oh; oy++) {
+    for (let ox = 0; ox < ow; ox++) {
+      const row = (oy * ow + ox) * taps;
+      for (let ci = 0; ci < c; ci++) {
+        for (let ky = 0; ky < kh; ky++) {
+          const iy = oy * f.stride[0] - f.padding[0] + ky * f.dilation[0];
+          for (let kx = 0; kx < kw; kx++) {
+            const ix = ox * f.stride[1] - f.padding[1] + kx * f.dilation[1];
+            if (iy >= 0 && iy < h && ix >= 0 && ix < w) out[row + (ci * kh + ky) * kw + kx] = x[(ci * h + iy) * w + ix]!;
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** dy [C_out, OH·OW] as rows per output pixel: [OH·OW, C_out]. */
+function pixelRows(node: Node, dy: Float64Array): Float64Array {
+  const co = node.fields.out_channels;
+  const t = dy.length / co;
+  const out = new Float64Array(dy.length);
+  for (let o = 0; o < co; o++) for (let p = 0; p < t; p++) out[p * co + o] = dy[o * t + p]!;
+  return out;
+}
+
 class Conv2dOp implements ParameterOp {
   readonly fusesOutputActivation = true;
   readonly fusesInputActivation = true;
@@ -74,6 +115,13 @@ class Conv2dOp implements ParameterOp {
     this.#products = g.groups === 1;
     const weights = g.cOut * (g.cIn / g.groups) * g.kernel[0] * g.kernel[1];
     this.#layer = { weightOffset: this.offset, biasOffset: g.bias ? this.offset + weights : undefined };
+    const k = env.kernels;
+    this.kronecker = kroneckerGeometry(node)
+      ? {
+          inputRows: (step, io, out) => k.conv2d.im2col(step, g, { n: io.n, x: io.x, out }),
+          gradientRows: (step, io, out) => k.elementwise.transpose(step, { x: io.dy, y: out.buffer, batch: io.n, rows: g.cOut, cols: g.oh * g.ow, offset: out.at }),
+        }
+      : undefined;
   }
 
   floatsPerSample(): number {
@@ -142,6 +190,9 @@ class Conv2dOp implements ParameterOp {
   canReduce(): boolean {
     return false;
   }
+
+  /** Patches by an im2col pass; δ from channel-major [n, C_out, T] to rows [n·T, C_out]. One group only. */
+  readonly kronecker: KroneckerOp | undefined;
 
   reduce(): void {
     throw new Error(`${this.node.name}: no direct reduction; use per-sample rows`);
@@ -236,6 +287,7 @@ export const conv2d: LayerType<Conv2dFields> = {
     },
   },
   gpu: (node, env) => new Conv2dOp(node, env),
+  kronecker: { geometry: kroneckerGeometry, inputs: patches, outputGradients: pixelRows },
 };
 
 /**

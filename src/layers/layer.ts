@@ -168,6 +168,39 @@ export interface ParameterOp extends GpuOp {
    * at `at` + the layer's offset.
    */
   reduce(step: Step, io: { n: number; x: GPUBuffer; dy: GPUBuffer }, out: { buffer: GPUBuffer; at: number }, kind: 'sum' | 'squared', scale: number): void;
+  /** Present where the layer type is Kronecker-factored and this layer's geometry says so. */
+  readonly kronecker?: KroneckerOp | undefined;
+}
+
+/**
+ * How K-FAC factors a layer as G ⊗ A over its augmented [W | b] (DESIGN.md
+ * §1): at each of its T positions an input ā_t of `inputs` values (the bias's
+ * 1 not included) and an output gradient δ_t of `outputs` values, W being
+ * [outputs, inputs] row-major in θ and b [outputs] after it.
+ */
+export interface KroneckerGeometry {
+  positions: number;
+  inputs: number;
+  outputs: number;
+  bias: boolean;
+}
+
+/** The K-FAC side of a layer type: its geometry and its float64 twin. */
+export interface KroneckerTwin<F> {
+  /** The geometry, or undefined where this layer is not Kronecker-factored (it then carries its exact diagonal). */
+  geometry(node: LayerNode<F>): KroneckerGeometry | undefined;
+  /** ā_t of one sample from the layer's input x: [T, inputs]. */
+  inputs(node: LayerNode<F>, x: Float64Array): Float64Array;
+  /** δ_t of one sample from the gradient at the layer's output: [T, outputs]. */
+  outputGradients(node: LayerNode<F>, dy: Float64Array): Float64Array;
+}
+
+/** The K-FAC side of a layer's GPU op: its per-position rows for a batch of n samples. */
+export interface KroneckerOp {
+  /** ā rows [n·T, inputs] into `out`. */
+  inputRows(step: Step, io: { n: number; x: GPUBuffer }, out: GPUBuffer): void;
+  /** δ rows [n·T, outputs] into `out` from element `at`. */
+  gradientRows(step: Step, io: { n: number; dy: GPUBuffer }, out: { buffer: GPUBuffer; at: number }): void;
 }
 
 export interface ParameterLeaf {
@@ -198,6 +231,8 @@ export interface LayerType<F> {
   toJson(node: LayerNode<F>): Record<string, unknown>;
   readonly cpu: CpuTwin<F>;
   gpu(node: LayerNode<F>, env: GpuEnv): GpuOp;
+  /** Present for the layer types K-FAC factors (linear, conv2d). */
+  readonly kronecker?: KroneckerTwin<F>;
 }
 
 /** A leaf op with no state and no parameters: the defaults of GpuOp. */

@@ -13,7 +13,7 @@
  */
 import { InputError } from './errors.js';
 import { boolField, intField } from './fields.js';
-import type { BackwardIO, ForwardIO, GpuEnv, GradientRows, LayerNode, LayerType, ParameterLeaf, ParameterOp } from './layer.js';
+import type { BackwardIO, ForwardIO, GpuEnv, GradientRows, KroneckerGeometry, KroneckerOp, LayerNode, LayerType, ParameterLeaf, ParameterOp } from './layer.js';
 import { sizeOf } from './layer.js';
 import type { Step } from '../gpu/device.js';
 
@@ -30,11 +30,28 @@ function positions(node: Node): number {
   return sizeOf(node.input) / node.fields.in;
 }
 
+/** K-FAC's view (DESIGN.md §1): the input and output rows at each of the T positions. */
+function kroneckerGeometry(node: Node): KroneckerGeometry {
+  const f = node.fields;
+  return { positions: positions(node), inputs: f.in, outputs: f.out, bias: f.bias };
+}
+
 class LinearOp implements ParameterOp {
   readonly fusesOutputActivation = true;
   readonly fusesInputActivation = true;
   readonly offset: number;
   readonly size: number;
+  /** A batch is n·T rows already: the input is ā's rows and the output gradient δ's; a copy puts them where asked. */
+  readonly kronecker: KroneckerOp = {
+    inputRows: (step, io, out) => {
+      const rows = io.n * positions(this.node);
+      this.env.kernels.elementwise.transpose(step, { x: io.x, y: out, batch: rows, rows: 1, cols: this.node.fields.in, offset: 0 });
+    },
+    gradientRows: (step, io, out) => {
+      const rows = io.n * positions(this.node);
+      this.env.kernels.elementwise.transpose(step, { x: io.dy, y: out.buffer, batch: rows, rows: 1, cols: this.node.fields.out, offset: out.at });
+    },
+  };
 
   constructor(
     readonly node: Node,
@@ -190,5 +207,11 @@ export const linear: LayerType<LinearFields> = {
     },
   },
   gpu: (node, env) => new LinearOp(node, env),
+  kronecker: {
+    geometry: kroneckerGeometry,
+    // x is [T, in] and dy [T, out] already.
+    inputs: (_node, x) => x,
+    outputGradients: (_node, dy) => dy,
+  },
 };
 

@@ -7,7 +7,7 @@ import { conv2d } from './conv2d.js';
 import { InputError } from './errors.js';
 import { isRecord } from './fields.js';
 import { flatten } from './flatten.js';
-import type { LayerNode, LayerType, ParseContext, Shape } from './layer.js';
+import type { KroneckerGeometry, LayerNode, LayerType, ParseContext, Shape } from './layer.js';
 import { layernorm } from './layernorm.js';
 import { linear } from './linear.js';
 import { avgpool2d, maxpool2d } from './pool2d.js';
@@ -25,6 +25,11 @@ export function layerTypeOf(node: LayerNode): LayerType<unknown> {
   const t = BY_NAME.get(node.type);
   if (!t) throw new Error(`no layer type "${node.type}"`);
   return t as LayerType<unknown>;
+}
+
+/** How K-FAC factors this parametrised node, or undefined where it carries its exact diagonal instead. */
+export function kroneckerGeometry(node: LayerNode): KroneckerGeometry | undefined {
+  return layerTypeOf(node).kronecker?.geometry(node);
 }
 
 const NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;

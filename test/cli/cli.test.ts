@@ -136,6 +136,35 @@ describe('fisher', () => {
     expect(f.metadata).toMatchObject({ structure: 'full', reduction: 'sum' });
   });
 
+  it('computes block and kfac (expand and reduce) on the GPU, equal to the CPU path, with their tensors and metadata', async () => {
+    const cnnFiles = ['--model', 'cnn/model.json', '--weights', 'cnn/weights.safetensors', '--data', 'cnn/data.safetensors'];
+    const runs: [string[], string, string[]][] = [
+      [files, 'block', ['--structure', 'block']],
+      [files, 'kfac', ['--structure', 'kfac', '--kind', 'exact']],
+      [cnnFiles, 'cnn-kfac', ['--structure', 'kfac', '--kfac', 'reduce']],
+    ];
+    for (const [input, name, args] of runs) {
+      for (const backend of ['gpu', 'cpu']) {
+        const r = await fisher('compute', ...input, ...args, '--backend', backend, '--quiet', '--out', `${name}-${backend}.safetensors`);
+        expect(r.code, r.stderr).toBe(0);
+      }
+      const [g, c] = [await readSafetensors(join(dir, `${name}-gpu.safetensors`)), await readSafetensors(join(dir, `${name}-cpu.safetensors`))];
+      expect([...g.tensors.keys()]).toEqual([...c.tensors.keys()]);
+      for (const [t, v] of g.tensors) expectRelativeError(v.data as Float32Array, c.tensors.get(t)!.data as Float32Array, 1e-4, `${name}: ${t}`);
+    }
+    const block = await readSafetensors(join(dir, 'block-gpu.safetensors'));
+    expect([...block.tensors].map(([k, t]) => [k, t.shape])).toEqual([['fc1.block', [70, 70]], ['fc2.block', [32, 32]]]);
+    expect(block.metadata).toMatchObject({ structure: 'block' });
+    const kfac = await readSafetensors(join(dir, 'kfac-gpu.safetensors'));
+    expect([...kfac.tensors].map(([k, t]) => [k, t.shape])).toEqual([['fc1.A', [10, 10]], ['fc1.G', [7, 7]], ['fc2.A', [8, 8]], ['fc2.G', [4, 4]]]);
+    expect(kfac.metadata).toMatchObject({ structure: 'kfac', kind: 'exact', kfac: 'expand' });
+    const cnn = await readSafetensors(join(dir, 'cnn-kfac-gpu.safetensors'));
+    // conv1: 1 channel, 5×5 kernel, bias: A is [26, 26]; G over its 6 output channels.
+    expect(cnn.tensors.get('conv1.A')!.shape).toEqual([26, 26]);
+    expect(cnn.tensors.get('conv1.G')!.shape).toEqual([6, 6]);
+    expect(cnn.metadata).toMatchObject({ kfac: 'reduce' });
+  });
+
   it('demo: EWC on permuted MNIST, with the table on stdout and the JSON record and plot written', async () => {
     const r = await fisher('demo', '--tasks', '2', '--epochs', '1', '--hidden', '16', '--out-dir', 'ewc', '--quiet');
     expect(r.code, r.stderr).toBe(0);
@@ -283,10 +312,24 @@ describe('fisher', () => {
     });
 
     it('a structure not implemented yet says so', async () => {
-      const r = await fisher('compute', ...files, '--structure', 'kfac', '--out', 'kfac.safetensors');
+      const r = await fisher('compute', ...files, '--structure', 'lowrank', '--out', 'lowrank.safetensors');
       expect(r.code).toBe(1);
-      expect(ours(r.stderr)).toEqual([expect.stringMatching(/structure "kfac" is not implemented yet/)]);
-      expect(existsSync(join(dir, 'kfac.safetensors'))).toBe(false);
+      expect(ours(r.stderr)).toEqual([expect.stringMatching(/structure "lowrank" is not implemented yet/)]);
+      expect(existsSync(join(dir, 'lowrank.safetensors'))).toBe(false);
+    });
+
+    it('--kfac with a structure other than kfac', async () => {
+      const r = await fisher('compute', ...files, '--kfac', 'reduce', '--out', 'x.safetensors');
+      expect(r.code).toBe(1);
+      expect(ours(r.stderr)).toEqual([expect.stringMatching(/kfac applies to structures "kfac" and "ekfac" only \(structure is "diag"\)/)]);
+    });
+
+    it('a block Fisher too large for the host, before any work, naming the largest block', async () => {
+      const cnnFiles = ['--model', 'cnn/model.json', '--weights', 'cnn/weights.safetensors', '--data', 'cnn/data.safetensors'];
+      const r = await fisher('compute', ...cnnFiles, '--structure', 'block', '--out', 'cnn-block.safetensors');
+      expect(r.code).toBe(1);
+      expect(ours(r.stderr)).toEqual([expect.stringMatching(/the block Fisher has 2\.\d+e\+9 entries .* the largest block, fc1, has P_l = 48120\), more than .* use structure "diag" or "kfac"/)]);
+      expect(existsSync(join(dir, 'cnn-block.safetensors'))).toBe(false);
     });
 
     it('samples with a kind other than mc', async () => {

@@ -10,10 +10,13 @@ import { fisher } from '../../src/fisher/estimate.js';
 import type { FisherOptions } from '../../src/fisher/options.js';
 import type { DenseFisher, FisherMatrix } from '../../src/fisher/result.js';
 import { BlockFisher } from '../../src/fisher/structures/block.js';
+import { KfacFisher } from '../../src/fisher/structures/kfac.js';
+import { Dataset } from '../../src/model/data.js';
+import { Network } from '../../src/model/network.js';
 import { Rng } from '../../src/model/random.js';
 import { caseModel, NETWORK_CASES } from '../helpers/cases.js';
 import { expectRelativeError, relativeError } from '../helpers/compare.js';
-import { randomData } from '../helpers/fixtures.js';
+import { randomData, randomModel } from '../helpers/fixtures.js';
 import { useGpu } from '../helpers/gpu.js';
 
 const gpu = useGpu();
@@ -76,6 +79,80 @@ describe('BlockFisher operations', () => {
     expectRelativeError(back, v, 1e-9, '(F + 0.1 I) solve(v)');
     expect(() => F.solve(v)).toThrow(/block \S+: F \+ damping·I is not positive definite/);
     expect([...F.tensors().keys()]).toEqual(model.layout.layers.map((l) => `${l.name}.block`));
+  });
+});
+
+describe.each(NETWORK_CASES)('kfac of $name', (c) => {
+  const model = caseModel(c, 11);
+  const data = randomData(model, c.n, 12);
+
+  it.each(KINDS)('%s, expand: GPU against the twin per tensor; unfactored layers carry the exact diagonal', async (kind) => {
+    const o = { ...kindOptions(kind), structure: 'kfac' as const };
+    const g = await fisher(gpu(), model, data, { ...o, batchSize: c.batch });
+    const r = (await fisher(cpu, model, data, o)) as KfacFisher;
+    expectTensors(g, r, 1e-5, `${kind} kfac`);
+    const exactDiagonal = (await fisher(cpu, model, data, kindOptions(kind))).diagonal();
+    for (const f of r.factors.filter((f) => f.kind === 'diagonal')) {
+      const { offset, size } = f.slice;
+      expectRelativeError(f.values, exactDiagonal.subarray(offset, offset + size), 1e-12, `${f.slice.name}: diagonal`);
+    }
+  });
+
+  it('empirical, reduce: GPU against the twin per tensor', async () => {
+    const o = { structure: 'kfac' as const, kfac: 'reduce' as const };
+    expectTensors(await fisher(gpu(), model, data, { ...o, batchSize: c.batch }), await fisher(cpu, model, data, o), 1e-5, 'reduce kfac');
+  });
+});
+
+describe('kfac against the exact blocks where the factorisation is exact', () => {
+  const block = async (model: Network, data: Dataset) => (await fisher(cpu, model, data, { structure: 'block' })) as BlockFisher;
+
+  it('one sample, T = 1 (an MLP): G ⊗ A is the block, expand and reduce alike', async () => {
+    const model = randomModel([5, 4, 3], 'tanh', { type: 'categorical' }, 4);
+    const data = randomData(model, 1, 5);
+    const exact = await block(model, data);
+    const v = Float64Array.from(new Rng(6).normals(model.parameterCount));
+    for (const kfac of ['expand', 'reduce'] as const) {
+      const F = (await fisher(gpu(), model, data, { structure: 'kfac', kfac })) as KfacFisher;
+      expectRelativeError(F.mv(v), exact.mv(v), 1e-5, `${kfac}: mv against the block's`);
+    }
+  });
+
+  it('reduce: one sample whose positions all carry the same input (linear on [T, D])', async () => {
+    const model = Network.random({ input: [4, 3], layers: [{ type: 'linear', name: 'seq', in: 3, out: 2 }, { type: 'tanh' }, { type: 'flatten' }, { type: 'linear', name: 'head', in: 8, out: 3 }], likelihood: { type: 'categorical' } }, 7);
+    const row = [0.3, -1.2, 0.8];
+    const data = new Dataset(Float32Array.from([...row, ...row, ...row, ...row]), Float32Array.of(2), 1, model.inputs, 1);
+    const exact = await block(model, data);
+    const F = (await fisher(cpu, model, data, { structure: 'kfac', kfac: 'reduce' })) as KfacFisher;
+    const v = Float64Array.from(new Rng(8).normals(model.parameterCount));
+    expectRelativeError(F.mv(v), exact.mv(v), 1e-12, 'reduce mv against the block');
+    // Expand is not exact here: G sums δ_t δ_tᵀ, the block needs (Σ_t δ_t)(Σ_t δ_t)ᵀ.
+    const expand = (await fisher(cpu, model, data, { structure: 'kfac' })) as KfacFisher;
+    expect(relativeError(expand.mv(v), exact.mv(v))).toBeGreaterThan(1e-3);
+  });
+});
+
+describe('KfacFisher operations', () => {
+  it('mv, solve, diagonal and trace agree with the dense G ⊗ A per layer', async () => {
+    const c = NETWORK_CASES.find((x) => x.name.startsWith('conv2d: groups'))!;
+    const model = caseModel(c, 3);
+    const F = (await fisher(cpu, model, randomData(model, 9, 4), { structure: 'kfac' })) as KfacFisher;
+    const p = model.parameterCount;
+    // The dense matrix, column by column from mv of the unit vectors.
+    const dense = new Float64Array(p * p);
+    for (let j = 0; j < p; j++) {
+      const e = new Float64Array(p);
+      e[j] = 1;
+      F.mv(e).forEach((x, i) => (dense[i * p + j] = x));
+    }
+    for (let i = 0; i < p; i++) for (let j = 0; j < i; j++) expect(dense[i * p + j]).toBeCloseTo(dense[j * p + i]!, 12);
+    expectRelativeError(F.diagonal(), Float64Array.from({ length: p }, (_, i) => dense[i * p + i]!), 1e-12, 'diagonal');
+    expect(F.trace()).toBeCloseTo(F.diagonal().reduce((a, b) => a + b, 0), 9);
+    const v = Float64Array.from(new Rng(5).normals(p));
+    const x = F.solve(v, { damping: 0.1 });
+    expectRelativeError(F.mv(x).map((y, i) => y + 0.1 * x[i]!), v, 1e-9, '(F + 0.1 I) solve(v)');
+    expect(F.factors.some((f) => f.kind === 'diagonal') && F.factors.some((f) => f.kind === 'kronecker')).toBe(true);
+    expect([...F.tensors().keys()]).toContain('g1.weight');
   });
 });
 
