@@ -55,6 +55,8 @@ export {
 export { DiagonalFisher, DenseFisher, type FisherMatrix, type FisherInfo, type FileDtype } from './fisher/result.js';
 export { BlockFisher } from './fisher/structures/block.js';
 export { KfacFisher, type LayerFactor, type KroneckerFactor, type DiagonalFactor } from './fisher/structures/kfac.js';
+export { EkfacFisher, type EkfacFactor, type EigenbasisFactor } from './fisher/structures/ekfac.js';
+export { LowRankFisher, type LowRankReport } from './fisher/structures/lowrank.js';
 export type { KroneckerGeometry } from './layers/layer.js';
 export { readSafetensors, writeSafetensors, decodeSafetensors, encodeSafetensors, SafetensorsError, type SafetensorsFile } from './io/safetensors.js';
 export type { Tensor, Dtype } from './io/dtypes.js';

@@ -10,6 +10,10 @@ softmax/categorical likelihood, in float32, in one of two formulations:
   vmap     vmap(grad(loss)) over the samples (torch.func, or functorch on
            PyTorch 1.13), squared and summed, or G^T G.
 
+Structure kfac (batched only, any network): the K-FAC factors from the
+layers' inputs and output gradients of one backward pass per chunk, as a
+K-FAC optimiser's hooks collect them.
+
 For any other network (the benchmark's cnn and resnet), the request holds
 fisher-gpu's model spec and the parameters' names and shapes, and the folder
 theta.f32 [P] in parameter order. Both formulations run there through a
@@ -228,6 +232,62 @@ def network_vmap_fisher(spec, names, params, x, y, structure, chunk):
     return total / x.shape[0]
 
 
+def network_batched_kfac(spec, names, params, x, y, mode, chunk):
+    """K-FAC by the batched formulation (the hooks' quantities of a K-FAC
+    optimiser): each linear and conv2d layer's inputs (unfolded into patches
+    for conv2d) and output gradients from one backward pass of the summed
+    loss per chunk, A = mean of [a, 1][a, 1]^T over the rows (N*T under
+    expand, N under reduce, the per-sample mean patch) and G = (1/N) sum of
+    delta delta^T (reduce: the per-sample sum over positions); the layers
+    K-FAC does not factor (layer norm, grouped conv2d) get their exact
+    diagonal from per-sample gradients. Returns the tensors flattened in
+    fisher-gpu's output order."""
+    import torch.nn.functional as F
+    pair = lambda v: tuple(v) if isinstance(v, list) else (v, v)
+    leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
+    sums, rows = {}, {}
+    order = []
+    for s0 in range(0, x.shape[0], chunk):
+        record = []
+        logits = run_layers(spec['layers'], leaves, x[s0:s0 + chunk], True, record)
+        F.cross_entropy(logits, y[s0:s0 + chunk], reduction='sum').backward()
+        for layer, given, out in record:
+            name, t, n = layer['name'], layer['type'], out.shape[0]
+            if s0 == 0:
+                order.append(layer)
+            factored = t == 'linear' or (t == 'conv2d' and layer['groups'] == 1)
+            if not factored:
+                grads = layer_sample_gradients(layer, given.detach(), out)
+                for key, g in grads.items():
+                    sums[key] = sums.get(key, 0) + (g.double() ** 2).sum(0)
+                continue
+            if t == 'linear':
+                a = given.detach().reshape(n, -1, given.shape[-1])
+                d = out.grad.reshape(n, -1, out.shape[-1])
+            else:
+                a = F.unfold(given.detach(), pair(layer['kernel_size']), pair(layer['dilation']), pair(layer['padding']), pair(layer['stride'])).transpose(1, 2)
+                d = out.grad.reshape(n, out.shape[1], -1).transpose(1, 2)
+            if mode == 'reduce':
+                a, d = a.mean(1, keepdim=True), d.sum(1, keepdim=True)
+            a = a.reshape(-1, a.shape[-1]).double()
+            if layer.get('bias', True):
+                a = torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], dim=1)
+            d = d.reshape(-1, d.shape[-1]).double()
+            sums[name + '.A'] = sums.get(name + '.A', 0) + a.t() @ a
+            sums[name + '.G'] = sums.get(name + '.G', 0) + d.t() @ d
+            rows[name] = rows.get(name, 0) + a.shape[0]
+        for v in leaves.values():
+            v.grad = None
+    out = []
+    for layer in order:
+        name = layer['name']
+        if name in rows:
+            out += [(sums[name + '.A'] / rows[name]).reshape(-1), (sums[name + '.G'] / x.shape[0]).reshape(-1)]
+        else:
+            out += [sums[key].reshape(-1) / x.shape[0] for key in names if key.startswith(name + '.')]
+    return torch.cat(out)
+
+
 def main():
     # FISHER_GPU_TORCH_THREADS sets torch's intra-op threads; by default torch chooses, as its users get it.
     if os.environ.get('FISHER_GPU_TORCH_THREADS'):
@@ -250,7 +310,10 @@ def main():
         p = at
         spec = req['spec']
         formulation = network_batched_fisher if req['formulation'] == 'batched' else network_vmap_fisher
-        run = lambda ps, xs, ys, structure, c: formulation(spec, names, params, xs, ys, structure, c)
+        if req['structure'] == 'kfac':
+            run = lambda ps, xs, ys, structure, c: network_batched_kfac(spec, names, params, xs, ys, req['kfac'], c)
+        else:
+            run = lambda ps, xs, ys, structure, c: formulation(spec, names, params, xs, ys, structure, c)
     else:
         widths = req['widths']
         x = load(folder, 'x.f32', np.float32, (n, widths[0])).to(device)

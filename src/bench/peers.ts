@@ -202,16 +202,18 @@ export function tfjsPeer(gpu: GpuDevice, backend: 'webgpu' | 'cpu', dir: string)
       const notMlp = mlpLayers(model);
       if (typeof notMlp === 'string') return { skipped: notMlp };
       if (w.kind !== 'empirical') return { skipped: 'the TF.js formulation here computes the empirical kind only' };
+      if (w.structure !== 'diag' && w.structure !== 'full') return { skipped: 'the TF.js formulation here computes diag and full only' };
       if (backend === 'cpu' && w.n * model.parameterCount > 2e9) return { skipped: 'too slow on the TF.js CPU backend for this size' };
       const tf = await loadTf(gpu, dir);
       if (!(await tf.setBackend(backend))) return { skipped: `TF.js could not start its ${backend} backend` };
       await tf.ready();
       // A whole warm-up run first: TF.js compiles a pipeline per shape on its first call (reported apart).
       const w0 = performance.now();
-      await tfFisher(tf, model, data, w.structure);
+      const structure = w.structure;
+      await tfFisher(tf, model, data, structure);
       const warmup = (performance.now() - w0) / 1000;
       const t0 = performance.now();
-      const values = await tfFisher(tf, model, data, w.structure);
+      const values = await tfFisher(tf, model, data, structure);
       return { values, seconds: (performance.now() - t0) / 1000, warmup };
     },
   };

@@ -11,6 +11,7 @@ import type { Engine } from '../engine/engine.js';
 import { GpuEngine } from '../engine/gpu.js';
 import { matmulShapesFor } from '../engine/tuning.js';
 import { fisher } from '../fisher/estimate.js';
+import type { FisherMatrix } from '../fisher/result.js';
 import type { AdapterDescription, GpuDevice, Step } from '../gpu/device.js';
 import { activationCode } from '../kernels/activation.js';
 import { asShapes, Matmul, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
@@ -144,6 +145,18 @@ export function workloadInputs(w: FisherWorkload): { model: Network; data: Datas
   return { model, data: new Dataset(x, y, w.n, model.inputs, 1) };
 }
 
+/** Every tensor of the result's file, flattened in order: what a peer's values are compared with (diag: θ-shaped; full: [P, P]; kfac: A, G, … per layer). */
+export function resultValues(F: FisherMatrix): Float64Array {
+  const tensors = [...F.tensors('F64').values()];
+  const out = new Float64Array(tensors.reduce((s, t) => s + t.data.length, 0));
+  let at = 0;
+  for (const t of tensors) {
+    out.set(t.data as Float64Array, at);
+    at += t.data.length;
+  }
+  return out;
+}
+
 async function runFisher(gpu: GpuDevice, engine: Engine, w: FisherWorkload, o: BenchOptions): Promise<Omit<BenchRow, 'workload' | 'work'>> {
   const { model, data } = workloadInputs(w);
   const options = { kind: w.kind, structure: w.structure, ...(w.kind === 'mc' ? { samples: 1, seed: 1 } : {}) } as const;
@@ -155,7 +168,7 @@ async function runFisher(gpu: GpuDevice, engine: Engine, w: FisherWorkload, o: B
     gpu,
     async () => {
       const F = await fisher(engine, model, data, options);
-      ours = w.structure === 'diag' ? F.diagonal() : (F as unknown as { values: Float64Array }).values;
+      ours = resultValues(F);
     },
     o.quick,
   );
@@ -281,7 +294,7 @@ export function cpuPeer(budgetSeconds: number): Peer {
       const estimate = workOf(w).flops / 0.3e9;
       if (estimate > budgetSeconds) return { skipped: `estimated ${estimate.toFixed(0)} s, over the ${budgetSeconds} s budget` };
       const F = await fisher(new CpuEngine(), model, data, { kind: w.kind, structure: w.structure, ...(w.kind === 'mc' ? { samples: 1, seed: 1 } : {}) });
-      return { values: w.structure === 'diag' ? F.diagonal() : (F as unknown as { values: Float64Array }).values };
+      return { values: resultValues(F) };
     },
   };
 }

@@ -80,9 +80,12 @@ export function torchPeer(formulation: TorchFormulation, budgetSeconds: number):
       if (typeof torch === 'string') return { skipped: torch };
       if (w.kind !== 'empirical') return { skipped: 'the PyTorch formulations here compute the empirical kind only' };
       if (model.spec.likelihood.type !== 'categorical') return { skipped: 'written for a categorical likelihood' };
+      if (w.structure !== 'diag' && w.structure !== 'full' && (w.structure !== 'kfac' || formulation !== 'batched')) {
+        return { skipped: `the ${formulation} formulation here computes ${formulation === 'batched' ? 'diag, full and kfac' : 'diag and full'}` };
+      }
       const layers = mlpLayers(model);
-      // A ReLU MLP goes as its widths; any other network as its spec and θ (DESIGN.md §4).
-      const mlp = typeof layers !== 'string' && layers.every((l, k) => l.activation === (k + 1 < layers.length ? 'relu' : 'identity'));
+      // A ReLU MLP goes as its widths; any other network, and K-FAC, as its spec and θ (DESIGN.md §4).
+      const mlp = w.structure !== 'kfac' && typeof layers !== 'string' && layers.every((l, k) => l.activation === (k + 1 < layers.length ? 'relu' : 'identity'));
       const folder = mkdtempSync(join(tmpdir(), 'fisher-gpu-torch-'));
       try {
         writeInputs(folder, model, data, mlp);
@@ -92,6 +95,7 @@ export function torchPeer(formulation: TorchFormulation, budgetSeconds: number):
           ...network,
           n: data.n,
           structure: w.structure,
+          kfac: 'expand',
           formulation,
           device: 'auto',
           budget_seconds: budgetSeconds,

@@ -18,9 +18,12 @@ export interface FisherWorkload {
   arch: Architecture;
   widths: number[];
   n: number;
-  structure: 'diag' | 'full';
+  structure: BenchStructure;
   kind: FisherKind;
 }
+
+/** The structures the benchmark times. */
+export type BenchStructure = 'diag' | 'full' | 'block' | 'kfac';
 
 export type KernelOp = 'forward' | 'backward' | 'squared_gradient' | 'gram';
 
@@ -71,14 +74,17 @@ export function kernelWork(op: KernelOp, batch: number, inputs: number, outputs:
  * of its linear and conv2d layers (a layer's weight size times the positions
  * it acts at, per sample): the forward pass once, then per virtual sample the
  * backward pass (its input gradient, but the first layer's) and the
- * per-sample gradients (the same count again). Bytes: every layer's input,
- * output and per-sample gradient rows once.
+ * structure's products: per-sample gradients (the same count again) for
+ * diag, full and block, and for kfac the Gram products of each factored
+ * layer's ā rows (once) and δ rows (per virtual sample), upper triangles
+ * (expand: T rows per sample). Bytes: every layer's input and output once,
+ * and its per-sample gradient rows or its K-FAC rows.
  */
 function networkWork(w: FisherWorkload): WorkModel {
   const spec = parseSpec(architectureSpec(w.arch, w.widths));
   const outputs = spec.layers[spec.layers.length - 1]!.output[0]!;
   const virtual = w.kind === 'exact' ? outputs : 1;
-  let macs = 0;
+  let flops = 0;
   let floats = 0;
   let first = true;
   for (const node of walkLayers(spec.layers)) {
@@ -87,15 +93,22 @@ function networkWork(w: FisherWorkload): WorkModel {
     const weight = sizeOf(node.parameters[0]!.shape);
     const channels = node.type === 'conv2d' ? node.output[0]! : node.output[node.output.length - 1]!;
     const positions = sizeOf(node.output) / channels;
-    const perPass = weight * positions;
-    macs += perPass + virtual * ((first ? 0 : perPass) + perPass);
-    floats += virtual * node.parameters.reduce((t, p) => t + sizeOf(p.shape), 0);
+    const perPass = 2 * weight * positions;
+    flops += perPass + virtual * (first ? 0 : perPass);
+    if (w.structure === 'kfac') {
+      const inputs = weight / channels;
+      flops += kernelWork('gram', positions, inputs, 0).flops + virtual * kernelWork('gram', positions, channels, 0).flops;
+      floats += positions * (inputs + virtual * channels);
+    } else {
+      flops += virtual * perPass;
+      floats += virtual * node.parameters.reduce((t, p) => t + sizeOf(p.shape), 0);
+    }
     first = false;
   }
-  return { flops: 2 * w.n * macs, bytes: F32 * w.n * floats };
+  return { flops: w.n * flops, bytes: F32 * w.n * floats };
 }
 
-/** Work of a Fisher computation: per virtual sample, forward, backward and the structure's reduction. */
+/** Work of a Fisher computation: the forward pass once, then per virtual sample the backward pass and the structure's reduction. */
 export function fisherWork(w: FisherWorkload): WorkModel {
   if (w.arch !== 'mlp') return networkWork(w);
   const ls = layers(w.widths);
@@ -107,14 +120,27 @@ export function fisherWork(w: FisherWorkload): WorkModel {
     flops += m.flops * times;
     bytes += m.bytes * times;
   };
-  ls.forEach(([i, o]) => add(kernelWork('forward', w.n, i, o), virtual));
+  ls.forEach(([i, o]) => add(kernelWork('forward', w.n, i, o)));
   ls.forEach(([i, o], l) => l > 0 && add(kernelWork('backward', w.n, i, o), virtual));
-  if (w.structure === 'diag') {
-    ls.forEach(([i, o]) => add(kernelWork('squared_gradient', w.n, i, o), virtual));
-  } else {
-    const p = parameterCount(w.widths);
-    bytes += F32 * w.n * p * virtual; // the per-sample rows, written
-    add(kernelWork('gram', w.n, p, 0), virtual);
+  switch (w.structure) {
+    case 'diag':
+      ls.forEach(([i, o]) => add(kernelWork('squared_gradient', w.n, i, o), virtual));
+      break;
+    case 'full':
+    case 'block': {
+      const p = parameterCount(w.widths);
+      bytes += F32 * w.n * p * virtual; // the per-sample rows, written
+      if (w.structure === 'full') add(kernelWork('gram', w.n, p, 0), virtual);
+      else ls.forEach(([i, o]) => add(kernelWork('gram', w.n, o * (i + 1), 0), virtual));
+      break;
+    }
+    case 'kfac':
+      // A: the Gram of [a, 1] once (the bias column by a column sum); G: of δ per virtual sample.
+      ls.forEach(([i, o]) => {
+        add(kernelWork('gram', w.n, i, 0));
+        add(kernelWork('gram', w.n, o, 0), virtual);
+      });
+      break;
   }
   return { flops, bytes };
 }
@@ -123,7 +149,7 @@ export function workOf(w: Workload): WorkModel {
   return w.type === 'fisher' ? fisherWork(w) : kernelWork(w.op, w.batch, w.inputs, w.outputs);
 }
 
-const fisherCase = (widths: number[], n: number, structure: 'diag' | 'full', kind: FisherKind = 'empirical'): FisherWorkload => ({
+const fisherCase = (widths: number[], n: number, structure: BenchStructure, kind: FisherKind = 'empirical'): FisherWorkload => ({
   type: 'fisher',
   name: `${kind} ${structure} ${widths.join('-')} N=${n.toLocaleString('en-US')}`,
   arch: 'mlp',
@@ -142,7 +168,7 @@ const kernelCase = (op: KernelOp, batch: number, inputs: number, outputs: number
   outputs,
 });
 
-const networkCase = (arch: Exclude<Architecture, 'mlp'>, n: number, structure: 'diag' | 'full' = 'diag'): FisherWorkload => ({
+const networkCase = (arch: Exclude<Architecture, 'mlp'>, n: number, structure: BenchStructure = 'diag'): FisherWorkload => ({
   type: 'fisher',
   name: `empirical ${structure} ${arch} N=${n.toLocaleString('en-US')}`,
   arch,
@@ -152,7 +178,7 @@ const networkCase = (arch: Exclude<Architecture, 'mlp'>, n: number, structure: '
   kind: 'empirical',
 });
 
-/** The full suite: MLPs from 64-32-10 to 784-1024-1024-10, N from 10³ to 10⁵, the cnn and resnet examples, and the kernels alone. */
+/** The full suite: MLPs from 64-32-10 to 784-1024-1024-10, N from 10³ to 10⁵, the cnn and resnet examples, every structure, and the kernels alone. */
 export function fullSuite(): Workload[] {
   return [
     kernelCase('forward', 4096, 784, 256),
@@ -170,8 +196,12 @@ export function fullSuite(): Workload[] {
     fisherCase([784, 100, 10], 1_000, 'diag', 'exact'),
     fisherCase([64, 32, 10], 1_000, 'full'),
     fisherCase([64, 32, 10], 10_000, 'full'),
+    fisherCase([784, 256, 256, 10], 10_000, 'kfac'),
+    fisherCase([64, 32, 10], 10_000, 'block'),
     networkCase('cnn', 10_000),
+    networkCase('cnn', 10_000, 'kfac'),
     networkCase('resnet', 10_000),
+    networkCase('resnet', 10_000, 'kfac'),
   ];
 }
 

@@ -18,6 +18,8 @@ export interface ComputeArgs {
   structure: FisherStructure;
   reduction: Reduction;
   kfac?: KfacMode;
+  rank?: number;
+  passes?: number;
   batchSize?: number;
   samples?: number;
   seed?: number;
@@ -44,6 +46,8 @@ export async function compute(args: ComputeArgs): Promise<void> {
       structure: args.structure,
       reduction: args.reduction,
       ...(args.kfac === undefined ? {} : { kfac: args.kfac }),
+      ...(args.rank === undefined ? {} : { rank: args.rank }),
+      ...(args.passes === undefined ? {} : { passes: args.passes }),
       ...(args.batchSize === undefined ? {} : { batchSize: args.batchSize }),
       ...(args.samples === undefined ? {} : { samples: args.samples }),
       ...(args.seed === undefined ? {} : { seed: args.seed }),
@@ -55,7 +59,13 @@ export async function compute(args: ComputeArgs): Promise<void> {
     if (!args.quiet) {
       process.stdout.write(
         `wrote ${args.out}: ${args.kind} ${args.structure} Fisher, N = ${data.n}, P = ${model.parameterCount}, ` +
-          `trace ${F.trace().toPrecision(6)}, ${seconds.toFixed(2)} s on ${engine.describe()}\n`,
+          `trace ${F.trace().toPrecision(6)}, ${seconds.toFixed(2)} s${F.info.lowrank ? ` (${F.info.lowrank.passes} passes)` : ''} on ${engine.describe()}\n`,
+      );
+    }
+    const lowrank = F.info.lowrank;
+    if (lowrank && !lowrank.converged) {
+      process.stderr.write(
+        `fisher: warning: the rank-${lowrank.rank} eigenpairs did not converge in ${lowrank.passes} passes (Ritz values still moving by more than 1e-4·λ₁): the spectrum is flat there; raise --passes, or the rank for more separation\n`,
       );
     }
   } finally {

@@ -12,7 +12,7 @@ import type { Dataset } from '../model/data.js';
 import { layerOffsets } from '../model/layout.js';
 import type { Network } from '../model/network.js';
 import { counterUniform } from '../model/random.js';
-import { DATA_LABELS, type BatchStructure, type Engine, type GramBlock, type GramTile, type KroneckerMode, type KroneckerPartial, type LabelSource, type LoadedModel } from './engine.js';
+import { DATA_LABELS, type BatchStructure, type Engine, type GramBlock, type GramTile, type KroneckerBasis, type KroneckerMode, type KroneckerPartial, type LabelSource, type LoadedModel } from './engine.js';
 import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 
 /** Views of one layer's parameters (weight, bias) into a θ-shaped vector. */
@@ -51,7 +51,7 @@ export class CpuModel implements LoadedModel {
   maxBatch(structure: BatchStructure): number {
     // Bounded only by host memory for the [n, P] gradients of one batch.
     const p = this.model.parameterCount;
-    return structure === 'diag' || structure === 'kfac' ? 1024 : Math.max(1, Math.min(1024, Math.floor(2 ** 26 / p)));
+    return structure === 'diag' || structure === 'kfac' || structure === 'ekfac' ? 1024 : Math.max(1, Math.min(1024, Math.floor(2 ** 26 / p)));
   }
 
   /**
@@ -223,6 +223,61 @@ export class CpuModel implements LoadedModel {
     return parts;
   }
 
+  async rotatedSquareSums(batch: Dataset, labels: readonly LabelSource[], bases: readonly (KroneckerBasis | undefined)[]): Promise<(Float64Array | undefined)[]> {
+    const layers = this.model.layout.layers;
+    const index = new Map(layers.map((l, k) => [l.node, k]));
+    const sums = bases.map((b, k) => {
+      if (!b) return undefined;
+      const g = kroneckerGeometry(layers[k]!.node);
+      if (!g) throw new Error(`layer ${layers[k]!.name} is not Kronecker-factored`);
+      return new Float64Array(g.outputs * (g.inputs + (g.bias ? 1 : 0)));
+    });
+    const g = new Float64Array(this.model.parameterCount);
+    for (let s = 0; s < batch.n; s++) {
+      const [x, y] = rows(batch, s);
+      const t = this.trace(x);
+      for (const l of labels) {
+        this.#labelledGradient(t, y, l, s, g, (node, input, dy) => {
+          const k = index.get(node)!;
+          const [basis, sum] = [bases[k], sums[k]];
+          if (!basis || !sum) return;
+          const twin = layerTypeOf(node).kronecker!;
+          const geo = twin.geometry(node)!;
+          const ia = geo.inputs + (geo.bias ? 1 : 0);
+          // G_n = Σ_t δ_t [ā_t, 1]ᵀ, then Q_Gᵀ G_n Q_A, squared.
+          const a = twin.inputs(node, input);
+          const d = twin.outputGradients(node, dy);
+          const gn = new Float64Array(geo.outputs * ia);
+          for (let p = 0; p < geo.positions; p++) {
+            for (let o = 0; o < geo.outputs; o++) {
+              const dv = d[p * geo.outputs + o]!;
+              for (let i = 0; i < geo.inputs; i++) gn[o * ia + i]! += dv * a[p * geo.inputs + i]!;
+              if (geo.bias) gn[o * ia + geo.inputs]! += dv;
+            }
+          }
+          const r = rotate(basis, gn, geo.outputs, ia);
+          for (let j = 0; j < r.length; j++) sum[j]! += r[j]! ** 2;
+        });
+      }
+    }
+    return sums;
+  }
+
+  async sketchSum(batch: Dataset, labels: readonly LabelSource[], omega: Float32Array, k: number): Promise<Float64Array> {
+    const p = this.model.parameterCount;
+    if (omega.length !== k * p) throw new RangeError(`the sketch basis has ${omega.length} entries, expected ${k}·${p}`);
+    const sum = new Float64Array(k * p);
+    this.#eachGradient(batch, labels, (g) => {
+      for (let j = 0; j < k; j++) {
+        let d = 0;
+        for (let i = 0; i < p; i++) d += omega[j * p + i]! * g[i]!;
+        if (d === 0) continue;
+        for (let i = 0; i < p; i++) sum[j * p + i]! += d * g[i]!;
+      }
+    });
+    return sum;
+  }
+
   async meanGradient(batch: Dataset): Promise<Float64Array> {
     const sum = new Float64Array(this.model.parameterCount);
     this.#eachGradient(batch, [DATA_LABELS], (g) => {
@@ -263,6 +318,23 @@ export class CpuModel implements LoadedModel {
   }
 
   release(): void {}
+}
+
+/** Q_Gᵀ M Q_A for M [out, ia]. */
+function rotate(b: KroneckerBasis, m: Float64Array, out: number, ia: number): Float64Array {
+  const left = new Float64Array(out * ia);
+  for (let k = 0; k < out; k++) for (let o = 0; o < out; o++) {
+    const q = b.qg[o * out + k]!;
+    if (q === 0) continue;
+    for (let j = 0; j < ia; j++) left[k * ia + j]! += q * m[o * ia + j]!;
+  }
+  const r = new Float64Array(out * ia);
+  for (let k = 0; k < out; k++) for (let i = 0; i < ia; i++) {
+    const v = left[k * ia + i]!;
+    if (v === 0) continue;
+    for (let j = 0; j < ia; j++) r[k * ia + j]! += v * b.qa[i * ia + j]!;
+  }
+  return r;
 }
 
 /** Sees each parametrised layer's input x and the gradient dy at its output during a backward pass. */

@@ -36,7 +36,7 @@ export const DATA_LABELS: LabelSource = { kind: 'data' };
  * Gram tiles of per-sample gradient rows (full, block), Kronecker factors
  * (kfac).
  */
-export type BatchStructure = 'diag' | 'full' | 'block' | 'kfac';
+export type BatchStructure = 'diag' | 'full' | 'block' | 'kfac' | 'ekfac' | 'lowrank';
 
 /** A diagonal block of Σ g gᵀ: the parameters [offset, offset + size). */
 export interface GramBlock {
@@ -83,6 +83,12 @@ export type KroneckerPartial =
 
 export type KroneckerMode = 'expand' | 'reduce';
 
+/** A factored layer's Kronecker eigenbasis: Q_A [ia, ia] and Q_G [out, out] row-major, columns the eigenvectors. */
+export interface KroneckerBasis {
+  qa: Float64Array;
+  qg: Float64Array;
+}
+
 export interface Engine {
   readonly backend: Backend;
   /** One line naming the device (adapter and driver, or the CPU reference). */
@@ -121,6 +127,17 @@ export interface LoadedModel {
    * pass (A's rows once), one backward pass per label source (G's rows).
    */
   kroneckerSums(batch: Dataset, labels: readonly LabelSource[], mode: KroneckerMode): Promise<KroneckerPartial[]>;
+  /**
+   * EK-FAC's second pass: per parametrised layer given a basis,
+   * Σ_v Σ_n ((Q_Gᵀ G_{n,v} Q_A)_{ij})², [out, ia], G_{n,v} the per-sample
+   * gradient of the augmented [W | b]; undefined for the layers without one.
+   */
+  rotatedSquareSums(batch: Dataset, labels: readonly LabelSource[], bases: readonly (KroneckerBasis | undefined)[]): Promise<(Float32Array | Float64Array | undefined)[]>;
+  /**
+   * The low-rank sketch: for each row ω_j of `omega` [k, P],
+   * Σ_v Σ_n (g_{n,v} · ω_j) g_{n,v}, i.e. (F_batch Ωᵀ)ᵀ unscaled, [k, P].
+   */
+  sketchSum(batch: Dataset, labels: readonly LabelSource[], omega: Float32Array, k: number): Promise<Float32Array | Float64Array>;
   /** The gradient of the batch's mean loss, (1/n) Σ_n g_n, [P]. */
   meanGradient(batch: Dataset): Promise<Float32Array | Float64Array>;
   /**

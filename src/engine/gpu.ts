@@ -27,7 +27,7 @@ import { kroneckerGeometry } from '../layers/registry.js';
 import type { Dataset } from '../model/data.js';
 import { layerOffsets } from '../model/layout.js';
 import type { Network } from '../model/network.js';
-import { DATA_LABELS, type BatchStructure, type Engine, type GramBlock, type GramTile, type KroneckerMode, type KroneckerPartial, type LabelSource, type LoadedModel } from './engine.js';
+import { DATA_LABELS, type BatchStructure, type Engine, type GramBlock, type GramTile, type KroneckerBasis, type KroneckerMode, type KroneckerPartial, type LabelSource, type LoadedModel } from './engine.js';
 import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 import { SequenceOp } from './sequence.js';
 import { matmulShapesFor } from './tuning.js';
@@ -102,6 +102,13 @@ export class GpuModel implements LoadedModel {
     this.#kronecker = ops.map((op) => (op.kronecker ? kroneckerGeometry(op.node) : undefined));
   }
 
+  /** Per-sample floats of EK-FAC's second pass: ā and δ rows, rotated, and the per-sample gradient of the widest layer. */
+  #rotationFloats(): number {
+    const ks = this.#kronecker.filter((k) => k !== undefined);
+    const most = (f: (k: KroneckerGeometry) => number) => Math.max(0, ...ks.map(f));
+    return most((k) => k.positions * k.inputs) + most((k) => k.positions * (k.inputs + 1)) + 2 * most((k) => k.positions * k.outputs) + most((k) => (k.positions > 1 ? k.outputs * (k.inputs + 1) : 0));
+  }
+
   /** Per-sample floats of K-FAC's rows: ā of the widest layer, and δ of every layer for each label source. */
   #kroneckerFloats(virtualSamples: number): { a: number; d: number; widest: number } {
     const ks = this.#kronecker.filter((k) => k !== undefined);
@@ -126,11 +133,12 @@ export class GpuModel implements LoadedModel {
   #floatsPerSample(structure: BatchStructure, virtualSamples: number): number {
     const m = this.model;
     let floats = m.inputs + m.targetWidth + 2 * m.outputs + this.#network.floatsPerSample() + this.#widestRows;
-    if (structure === 'full' || structure === 'block') floats += virtualSamples * m.parameterCount;
+    if (structure === 'full' || structure === 'block' || structure === 'lowrank') floats += virtualSamples * m.parameterCount;
     if (structure === 'kfac') {
       const k = this.#kroneckerFloats(virtualSamples);
       floats += k.a + k.d;
     }
+    if (structure === 'ekfac') floats += this.#rotationFloats();
     return floats;
   }
 
@@ -141,9 +149,10 @@ export class GpuModel implements LoadedModel {
       m.inputs,
       this.#widestRows,
       this.#network.floatsPerSample(),
-      structure === 'full' || structure === 'block' ? virtualSamples * m.parameterCount : 0,
+      structure === 'full' || structure === 'block' || structure === 'lowrank' ? virtualSamples * m.parameterCount : 0,
       // K-FAC's δ rows go to the device one label source at a time where need be.
       structure === 'kfac' ? this.#kroneckerFloats(1).widest : 0,
+      structure === 'ekfac' ? this.#rotationFloats() : 0,
     );
     // (floatsPerSample bounds every buffer the plan holds, each of which is one binding.)
     const byBinding = Math.floor(binding / (F32 * widest));
@@ -438,6 +447,127 @@ export class GpuModel implements LoadedModel {
         }
       }
       return parts;
+    } finally {
+      for (const b of owned) this.gpu.buffers.release(b);
+    }
+  }
+
+  /**
+   * EK-FAC's second pass (engine.ts). Per label source and factored layer
+   * with a basis: its ā rows times Q_A (the augmented 1 as the product's
+   * bias: the last row of Q_A), its δ rows times Q_G, then the squared
+   * per-sample gradient of that rotated layer summed over the batch: the
+   * squared-gradient product where T = 1 (rank one per sample), else
+   * per-sample rows Σ_t δ'_t ā'_tᵀ squared and summed.
+   */
+  async rotatedSquareSums(batch: Dataset, labels: readonly LabelSource[], bases: readonly (KroneckerBasis | undefined)[]): Promise<(Float64Array | undefined)[]> {
+    const n = batch.n;
+    const buf = await this.#upload(batch, 'ekfac', labels.length);
+    const binding = this.gpu.limits.maxStorageBufferBindingSize;
+    const layers = bases.flatMap((basis, layer) => {
+      if (!basis) return [];
+      const k = this.#kronecker[layer];
+      if (!k) throw new Error(`layer ${this.model.layout.layers[layer]!.name} is not Kronecker-factored`);
+      return [{ layer, basis, k, ia: k.inputs + (k.bias ? 1 : 0) }];
+    });
+    let floats = 0;
+    const at = layers.map(({ k, ia }) => (floats += k.outputs * ia) - k.outputs * ia);
+    const perStep = Math.max(1, Math.min(labels.length, Math.floor(binding / (F32 * Math.max(1, floats)))));
+    const owned: GPUBuffer[] = [];
+    const own = async (count: number, label: string, data?: Float32Array) => {
+      const b = await this.gpu.storage(Math.max(4, count * F32), label, data);
+      owned.push(b);
+      return b;
+    };
+    const most = (f: (l: (typeof layers)[number]) => number) => Math.max(0, ...layers.map(f));
+    try {
+      // The rotations as products' weights: ā' = ā Wᵀ + b with W[j, i] = Q_A[i, j], b = Q_A's last row; δ' = δ Q_G.
+      const rotations = await Promise.all(
+        layers.map(async ({ basis, k, ia }) => {
+          const wa = new Float32Array(ia * ia);
+          for (let j = 0; j < ia; j++) {
+            for (let i = 0; i < k.inputs; i++) wa[j * k.inputs + i] = basis.qa[i * ia + j]!;
+            if (k.bias) wa[ia * k.inputs + j] = basis.qa[k.inputs * ia + j]!;
+          }
+          const wg = new Float32Array(k.outputs * k.outputs);
+          for (let o = 0; o < k.outputs; o++) for (let c = 0; c < k.outputs; c++) wg[c * k.outputs + o] = basis.qg[o * k.outputs + c]!;
+          return { a: await own(ia * ia, 'Q_A', wa), g: await own(k.outputs ** 2, 'Q_G', wg) };
+        }),
+      );
+      const aRows = await own(n * most(({ k }) => k.positions * k.inputs), 'ā rows');
+      const aRot = await own(n * most(({ k, ia }) => k.positions * ia), 'ā rotated');
+      const dRows = await own(n * most(({ k }) => k.positions * k.outputs), 'δ rows');
+      const dRot = await own(n * most(({ k }) => k.positions * k.outputs), 'δ rotated');
+      const gRows = await own(n * most(({ k, ia }) => (k.positions > 1 ? k.outputs * ia : 0)), 'rotated per-sample gradients');
+      const lam = await own(perStep * floats, 'rotated squared-gradient sums');
+      const sums = bases.map((_, layer) => {
+        const l = layers.find((x) => x.layer === layer);
+        return l ? new Float64Array(l.k.outputs * l.ia) : undefined;
+      });
+      const mm = this.matmul;
+      for (let v0 = 0; v0 < labels.length; v0 += perStep) {
+        const some = labels.slice(v0, v0 + perStep);
+        await this.gpu.step('EK-FAC rotated squares', (step) => {
+          const leaves = this.#leavesOf(buf);
+          if (v0 === 0) this.#encodeForward(step, buf, n);
+          some.forEach((l, v) => {
+            this.#encodeBackward(step, buf, n, l);
+            layers.forEach(({ layer, k, ia }, j) => {
+              const { op, x, dy } = leaves[layer]!;
+              const rows = n * k.positions;
+              const r = rotations[j]!;
+              op.kronecker!.inputRows(step, { n, x }, aRows);
+              mm.forward(step, { x: aRows, theta: r.a, layer: { weightOffset: 0, biasOffset: k.bias ? ia * k.inputs : undefined }, scratch: this.kernels.scratch, y: aRot, batch: rows, inputs: k.inputs, outputs: ia, activation: 0 });
+              op.kronecker!.gradientRows(step, { n, dy }, { buffer: dRows, at: 0 });
+              mm.forward(step, { x: dRows, theta: r.g, layer: { weightOffset: 0, biasOffset: undefined }, scratch: this.kernels.scratch, y: dRot, batch: rows, inputs: k.outputs, outputs: k.outputs, activation: 0 });
+              const to = v * floats + at[j]!;
+              if (k.positions === 1) {
+                mm.squaredGradient(step, { delta: dRot, a: aRot, out: lam, layer: { weightOffset: to, biasOffset: undefined }, batch: n, inputs: ia, outputs: k.outputs });
+                return;
+              }
+              this.kernels.perSample.encode(step, { delta: dRot, a: aRot, g: gRows, batch: n, positions: k.positions, inputs: ia, outputs: k.outputs, bias: false, ldg: k.outputs * ia, offset: 0 });
+              this.kernels.elementwise.columnReduce(step, { rows: gRows, out: lam, columns: k.outputs * ia, samples: n, ld: k.outputs * ia, offset: to, scale: 1, square: true });
+            });
+          });
+        });
+        const got = await this.gpu.readF32(lam, some.length * floats * F32);
+        layers.forEach(({ layer }, j) => {
+          const sum = sums[layer]!;
+          for (let v = 0; v < some.length; v++) for (let i = 0; i < sum.length; i++) sum[i]! += got[v * floats + at[j]! + i]!;
+        });
+      }
+      return sums;
+    } finally {
+      for (const b of owned) this.gpu.buffers.release(b);
+    }
+  }
+
+  /**
+   * The low-rank sketch (engine.ts): the per-sample rows G [n·V, P] of every
+   * label source, then S = G Ωᵀ [n·V, k] and Sᵀ G [k, P]: two products, F
+   * never formed.
+   */
+  async sketchSum(batch: Dataset, labels: readonly LabelSource[], omega: Float32Array, k: number): Promise<Float32Array> {
+    const p = this.model.parameterCount;
+    if (omega.length !== k * p) throw new RangeError(`the sketch basis has ${omega.length} entries, expected ${k}·${p}`);
+    if (k * p * F32 > this.gpu.limits.maxStorageBufferBindingSize) {
+      throw new GpuLimitError(`a sketch of ${k} vectors of P = ${p} (${k * p * F32} bytes) exceeds the device's ${this.gpu.limits.maxStorageBufferBindingSize}-byte binding limit`);
+    }
+    const rows = labels.length * batch.n;
+    const g = await this.#perSampleGradients(batch, labels);
+    const owned = [g];
+    try {
+      const basis = await this.gpu.storage(k * p * F32, 'sketch basis', omega);
+      owned.push(basis);
+      const s = await this.gpu.storage(rows * k * F32, 'sketch coefficients');
+      owned.push(s);
+      const y = await this.gpu.storage(k * p * F32, 'sketch');
+      owned.push(y);
+      await this.gpu.step('low-rank sketch', (step) => {
+        this.matmul.forward(step, { x: g, theta: basis, layer: { weightOffset: 0, biasOffset: undefined }, scratch: this.kernels.scratch, y: s, batch: rows, inputs: p, outputs: k, activation: 0 });
+        this.matmul.weightGradient(step, { delta: s, a: g, out: y, layer: { weightOffset: 0, biasOffset: undefined }, batch: rows, inputs: p, outputs: k, scale: 1 });
+      });
+      return await this.gpu.readF32(y, k * p * F32);
     } finally {
       for (const b of owned) this.gpu.buffers.release(b);
     }

@@ -33,14 +33,16 @@ export async function fisher(target: Engine | GpuDevice, model: Network, data: D
   const loaded = await engine.load(model);
   try {
     const virtualSamples = labelSources(o, model, 0).length;
-    const max = loaded.maxBatch(run.batch, virtualSamples);
-    const batch = Math.min(o.batchSize ?? max, max);
-    for (let start = 0; start < data.n; start += batch) {
-      const end = Math.min(data.n, start + batch);
-      // One forward pass per batch; the engine runs one backward pass per virtual sample.
-      await run.add(loaded, data.slice(start, end), labelSources(o, model, start));
-      o.onProgress?.(end, data.n);
-    }
+    do {
+      const max = loaded.maxBatch(run.batch, virtualSamples);
+      const batch = Math.min(o.batchSize ?? max, max);
+      for (let start = 0; start < data.n; start += batch) {
+        const end = Math.min(data.n, start + batch);
+        // One forward pass per batch; the engine runs one backward pass per virtual sample.
+        await run.add(loaded, data.slice(start, end), labelSources(o, model, start));
+        o.onProgress?.(end, data.n);
+      }
+    } while (run.nextPass?.() ?? false);
     return run.result({
       kind: o.kind,
       structure: o.structure,

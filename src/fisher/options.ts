@@ -33,6 +33,10 @@ export interface FisherOptions {
   seed?: number;
   /** K-FAC over shared parameters (structure 'kfac'): 'expand' (default) or 'reduce'. */
   kfac?: KfacMode;
+  /** The eigenpairs kept by structure 'lowrank' (default 64). */
+  rank?: number;
+  /** The most passes over the data of structure 'lowrank' (default 30). */
+  passes?: number;
   /** Samples per batch; default: the largest the engine allows. */
   batchSize?: number;
   /** Called after each batch with the samples done and the total. */
@@ -46,6 +50,8 @@ export interface ResolvedOptions {
   samples: number;
   seed: number | undefined;
   kfac: KfacMode;
+  rank: number;
+  passes: number;
   batchSize: number | undefined;
   onProgress: ((done: number, total: number) => void) | undefined;
 }
@@ -65,6 +71,11 @@ export function resolveOptions(o: FisherOptions): ResolvedOptions {
   }
   const kfac = oneOf(o.kfac ?? 'expand', KFAC_MODES, 'kfac');
   if (o.kfac !== undefined && structure !== 'kfac' && structure !== 'ekfac') throw new InputError(`kfac applies to structures "kfac" and "ekfac" only (structure is "${structure}")`);
+  for (const [key, value] of [['rank', o.rank], ['passes', o.passes]] as const) {
+    if (value === undefined) continue;
+    if (!Number.isSafeInteger(value) || value < 1) throw new InputError(`${key} must be a positive integer, got ${value}`);
+    if (structure !== 'lowrank') throw new InputError(`${key} applies to structure "lowrank" only (structure is "${structure}")`);
+  }
   if (o.batchSize !== undefined && (!Number.isSafeInteger(o.batchSize) || o.batchSize < 1)) {
     throw new InputError(`batch size must be a positive integer, got ${o.batchSize}`);
   }
@@ -78,6 +89,8 @@ export function resolveOptions(o: FisherOptions): ResolvedOptions {
     samples: kind === 'mc' ? (o.samples ?? 1) : 1,
     seed: kind === 'mc' ? (o.seed ?? 0) : undefined,
     kfac,
+    rank: o.rank ?? 64,
+    passes: o.passes ?? 30,
     batchSize: o.batchSize,
     onProgress: o.onProgress,
   };

@@ -22,6 +22,8 @@ export interface FisherInfo {
   backend: string;
   /** K-FAC's treatment of shared parameters (structures kfac, ekfac). */
   kfac?: KfacMode;
+  /** How the low-rank iteration ended (structure lowrank). */
+  lowrank?: { rank: number; passes: number; converged: boolean };
 }
 
 export type FileDtype = 'F32' | 'F64';
@@ -75,6 +77,7 @@ export function fisherMetadata(info: FisherInfo, layout: ParameterLayout): Recor
     seed: info.seed === undefined ? 'none' : String(info.seed),
     backend: info.backend,
     ...(info.kfac === undefined ? {} : { kfac: info.kfac }),
+    ...(info.lowrank === undefined ? {} : { rank: String(info.lowrank.rank), passes: String(info.lowrank.passes), converged: String(info.lowrank.converged) }),
     parameters: JSON.stringify(layout.entries.map((e) => ({ name: e.name, shape: e.shape }))),
   };
 }

@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { relativeDifference } from '../../src/bench/run.js';
+import { relativeDifference, resultValues } from '../../src/bench/run.js';
 import { peersDir, tfjsPerSamplePeer } from '../../src/bench/peers.js';
 import { tfUnsupported } from '../../src/bench/tf-network.js';
 import { findTorch, torchPeer } from '../../src/bench/torch.js';
@@ -34,11 +34,20 @@ describe('work model', () => {
     expect(w.bytes).toBeGreaterThan(4 * 10_000 * 784);
   });
 
-  it('counts the symmetric Gram once per pair, and exact as one pass per output', () => {
+  it('counts K-FAC of an MLP as the passes plus the Gram products of each layer\'s inputs (once) and output gradients (per virtual sample)', () => {
+    const base = { type: 'fisher' as const, name: '', arch: 'mlp' as const, widths: [5, 4, 3], n: 7 };
+    const passes = 2 * 7 * (5 * 4 + 4 * 3) + 2 * 7 * 4 * 3;
+    expect(fisherWork({ ...base, structure: 'kfac', kind: 'empirical' }).flops).toBe(passes + 7 * (5 * 6 + 4 * 5) + 7 * (4 * 5 + 3 * 4));
+    expect(fisherWork({ ...base, structure: 'kfac', kind: 'exact' }).flops).toBe(2 * 7 * (5 * 4 + 4 * 3) + 3 * 2 * 7 * 4 * 3 + 7 * (5 * 6 + 4 * 5) + 3 * 7 * (4 * 5 + 3 * 4));
+    expect(fisherWork({ ...base, structure: 'block', kind: 'empirical' }).flops).toBe(passes + 7 * 24 * 25 + 7 * 15 * 16);
+  });
+
+  it('counts the symmetric Gram once per pair, and exact as one forward pass and a backward pass per output', () => {
     expect(kernelWork('gram', 100, 10, 0).flops).toBe(100 * 10 * 11);
     expect(parameterCount([64, 32, 10])).toBe(2410);
     const base = { type: 'fisher' as const, name: '', arch: 'mlp' as const, widths: [5, 4, 3], n: 7, structure: 'diag' as const };
-    expect(fisherWork({ ...base, kind: 'exact' }).flops).toBe(3 * fisherWork({ ...base, kind: 'empirical' }).flops);
+    const forward = 2 * 7 * (5 * 4 + 4 * 3);
+    expect(fisherWork({ ...base, kind: 'exact' }).flops - forward).toBe(3 * (fisherWork({ ...base, kind: 'empirical' }).flops - forward));
   });
 
   it('counts the products of the cnn example: each conv and linear weight at every position it acts at', () => {
@@ -153,6 +162,20 @@ describe('PyTorch peer', () => {
       if ('skipped' in r) throw new Error(`${formulation} skipped: ${r.skipped}`);
       expect(relativeDifference(r.values, reference), formulation).toBeLessThan(1e-5);
     }
+  }, 120_000);
+
+  it.each(NETWORK_CASES.filter((c) => c.spec.likelihood.type === 'categorical'))('K-FAC by the batched formulation on the network $name equals ours, or says why it is skipped', async (c) => {
+    const torch = findTorch();
+    const net = caseModel(c, 8);
+    const d = randomData(net, 9, 9);
+    const r = await torchPeer('batched', 60).run({ ...w, arch: 'cnn', n: d.n, structure: 'kfac' }, net, d);
+    if (typeof torch === 'string') {
+      expect(r).toEqual({ skipped: torch });
+      return;
+    }
+    if ('skipped' in r) throw new Error(`skipped: ${r.skipped}`);
+    expect(relativeDifference(r.values, resultValues(await fisher(new CpuEngine(), net, d, { structure: 'kfac' })))).toBeLessThan(1e-5);
+    expect(await torchPeer('vmap', 60).run({ ...w, arch: 'cnn', n: d.n, structure: 'kfac' }, net, d)).toEqual({ skipped: 'the vmap formulation here computes diag and full' });
   }, 120_000);
 });
 

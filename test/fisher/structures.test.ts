@@ -10,7 +10,10 @@ import { fisher } from '../../src/fisher/estimate.js';
 import type { FisherOptions } from '../../src/fisher/options.js';
 import type { DenseFisher, FisherMatrix } from '../../src/fisher/result.js';
 import { BlockFisher } from '../../src/fisher/structures/block.js';
-import { KfacFisher } from '../../src/fisher/structures/kfac.js';
+import { EkfacFisher } from '../../src/fisher/structures/ekfac.js';
+import { LowRankFisher } from '../../src/fisher/structures/lowrank.js';
+import { symmetricEigen } from '../../src/linalg/eigen.js';
+import { augmentedInputs, fromAugmented, KfacFisher } from '../../src/fisher/structures/kfac.js';
 import { Dataset } from '../../src/model/data.js';
 import { Network } from '../../src/model/network.js';
 import { Rng } from '../../src/model/random.js';
@@ -156,10 +159,144 @@ describe('KfacFisher operations', () => {
   });
 });
 
+/** The dense [P, P] matrix of a Fisher, column by column from mv of the unit vectors. */
+function dense(F: FisherMatrix): Float64Array {
+  const p = F.size;
+  const m = new Float64Array(p * p);
+  for (let j = 0; j < p; j++) {
+    const e = new Float64Array(p);
+    e[j] = 1;
+    F.mv(e).forEach((x, i) => (m[i * p + j] = x));
+  }
+  return m;
+}
+
+/** Each parametrised layer's block of a dense [P, P] matrix, flattened. */
+function blocksOf(m: Float64Array, model: Network): Float64Array[] {
+  const p = model.parameterCount;
+  return model.layout.layers.map(({ offset, size }) => Float64Array.from({ length: size * size }, (_, i) => m[(offset + Math.floor(i / size)) * p + offset + (i % size)]!));
+}
+
+describe.each(NETWORK_CASES)('ekfac of $name', (c) => {
+  const model = caseModel(c, 11);
+  const data = randomData(model, c.n, 12);
+
+  it.each(KINDS)('%s: the reconstructed blocks, GPU against the twin; Λ is the exact diagonal in the eigenbasis', async (kind) => {
+    const o = { ...kindOptions(kind), structure: 'ekfac' as const };
+    const g = (await fisher(gpu(), model, data, { ...o, batchSize: c.batch })) as EkfacFisher;
+    const r = (await fisher(cpu, model, data, o)) as EkfacFisher;
+    expect([...g.tensors().keys()]).toEqual([...r.tensors().keys()]);
+    const [gb, rb] = [blocksOf(dense(g), model), blocksOf(dense(r), model)];
+    model.layout.layers.forEach((l, k) => {
+      const err = relativeError(gb[k]!, rb[k]!);
+      worst.set('ekfac', Math.max(worst.get('ekfac') ?? 0, err));
+      expectRelativeError(gb[k]!, rb[k]!, 1e-4, `${kind} ekfac: ${l.name} block`);
+    });
+    // Λ_ij = (q_Gi ⊗ q_Aj)ᵀ F_l (q_Gi ⊗ q_Aj), F_l the exact block.
+    const exact = (await fisher(cpu, model, data, { ...kindOptions(kind), structure: 'block' })) as BlockFisher;
+    for (const f of r.factors) {
+      if (f.kind !== 'eigenbasis') continue;
+      const { outputs } = f.geometry;
+      const ia = augmentedInputs(f.geometry);
+      const quadratic = new Float64Array(outputs * ia);
+      for (let i = 0; i < outputs; i++) {
+        for (let j = 0; j < ia; j++) {
+          const u = new Float64Array(model.parameterCount);
+          fromAugmented(f.geometry, Float64Array.from({ length: outputs * ia }, (_, k) => f.qg[Math.floor(k / ia) * outputs + i]! * f.qa[(k % ia) * ia + j]!), u, f.slice.offset);
+          quadratic[i * ia + j] = exact.mv(u).reduce((s, x, k) => s + x * u[k]!, 0);
+        }
+      }
+      expectRelativeError(f.eigenvalues, quadratic, 1e-10, `${f.slice.name}: Λ against the exact block in the eigenbasis`);
+    }
+  });
+});
+
+describe('EkfacFisher operations', () => {
+  it('solve inverts mv, the diagonal and trace are the dense matrix\'s, the file holds QA, QG and the eigenvalues', async () => {
+    const c = NETWORK_CASES.find((x) => x.name.startsWith('conv2d: groups'))!;
+    const model = caseModel(c, 3);
+    const F = (await fisher(cpu, model, randomData(model, 9, 4), { structure: 'ekfac' })) as EkfacFisher;
+    const p = model.parameterCount;
+    const m = dense(F);
+    for (let i = 0; i < p; i++) for (let j = 0; j < i; j++) expect(m[i * p + j]).toBeCloseTo(m[j * p + i]!, 12);
+    expectRelativeError(F.diagonal(), Float64Array.from({ length: p }, (_, i) => m[i * p + i]!), 1e-12, 'diagonal');
+    expect(F.trace()).toBeCloseTo(F.diagonal().reduce((a, b) => a + b, 0), 9);
+    const v = Float64Array.from(new Rng(5).normals(p));
+    const x = F.solve(v, { damping: 0.1 });
+    expectRelativeError(F.mv(x).map((y, i) => y + 0.1 * x[i]!), v, 1e-9, '(F + 0.1 I) solve(v)');
+    const names = [...F.tensors().keys()];
+    const factored = F.factors.find((f) => f.kind === 'eigenbasis')!;
+    expect(names).toEqual(expect.arrayContaining([`${factored.slice.name}.QA`, `${factored.slice.name}.QG`, `${factored.slice.name}.eigenvalues`, 'g1.weight']));
+    expect(F.tensors().get(`${factored.slice.name}.eigenvalues`)!.shape).toEqual([factored.geometry.outputs, augmentedInputs(factored.geometry)]);
+  });
+});
+
+describe.each(NETWORK_CASES)('lowrank of $name', (c) => {
+  const model = caseModel(c, 11);
+  const data = randomData(model, c.n, 12);
+
+  it('the top 6 eigenpairs by subspace iteration, GPU and twin, against the dense eigendecomposition of full', async () => {
+    const p = model.parameterCount;
+    const full = (await fisher(cpu, model, data, { structure: 'full' })) as DenseFisher;
+    const exact = symmetricEigen(full.values, p);
+    const k = 6;
+    const l1 = exact.values[0]!;
+    // ‖F − F_k‖ of the best rank-k approximation: the eigenvalues left out.
+    const best = Math.sqrt(exact.values.slice(k).reduce((s, x) => s + x * x, 0));
+    for (const target of [cpu, gpu()]) {
+      const F = (await fisher(target, model, data, { structure: 'lowrank', rank: k, ...(target === cpu ? {} : { batchSize: c.batch }) })) as LowRankFisher;
+      expect(F.report.converged, `${c.name}: converged in ${F.report.passes} passes`).toBe(true);
+      F.eigenvalues.forEach((v, j) => expect(Math.abs(v - exact.values[j]!), `λ${j}`).toBeLessThanOrEqual(1e-3 * l1));
+      const approx = dense(F);
+      const ours = Math.sqrt(full.values.reduce((s, x, i) => s + (x - approx[i]!) ** 2, 0));
+      expect(ours - best, 'reconstruction against the best rank-k').toBeLessThanOrEqual(1e-3 * l1);
+      worst.set('lowrank', Math.max(worst.get('lowrank') ?? 0, Math.max(...Array.from(F.eigenvalues, (v, j) => Math.abs(v - exact.values[j]!) / l1))));
+    }
+  });
+});
+
+describe('lowrank', () => {
+  const model = caseModel(NETWORK_CASES[0]!, 5);
+
+  it('reproduces full when N·M ≤ k, in two passes', async () => {
+    const data = randomData(model, 4, 6);
+    const full = (await fisher(cpu, model, data, { structure: 'full', kind: 'mc', samples: 2, seed: 3 })) as DenseFisher;
+    const F = (await fisher(gpu(), model, data, { structure: 'lowrank', rank: 8, kind: 'mc', samples: 2, seed: 3 })) as LowRankFisher;
+    expect(F.report).toEqual({ rank: 8, passes: 2, converged: true });
+    expectRelativeError(dense(F), full.values, 1e-4, 'V Λ Vᵀ against full');
+  });
+
+  it('says when it stops unconverged, in the result and the file', async () => {
+    const data = randomData(model, 40, 6);
+    const F = (await fisher(cpu, model, data, { structure: 'lowrank', rank: 3, passes: 2 })) as LowRankFisher;
+    expect(F.report).toEqual({ rank: 3, passes: 2, converged: false });
+    const t = F.tensors();
+    expect(t.get('eigenvalues')!.shape).toEqual([3]);
+    expect(t.get('eigenvectors')!.shape).toEqual([3, model.parameterCount]);
+  });
+
+  it('solve, diagonal and trace agree with V Λ Vᵀ; a rank below P needs damping; bad options are refused', async () => {
+    const F = (await fisher(cpu, model, randomData(model, 30, 7), { structure: 'lowrank', rank: 5 })) as LowRankFisher;
+    const p = model.parameterCount;
+    const m = dense(F);
+    expectRelativeError(F.diagonal(), Float64Array.from({ length: p }, (_, i) => m[i * p + i]!), 1e-12, 'diagonal');
+    expect(F.trace()).toBeCloseTo(F.eigenvalues.reduce((a, b) => a + b, 0), 12);
+    const v = Float64Array.from(new Rng(5).normals(p));
+    const x = F.solve(v, { damping: 0.1 });
+    expectRelativeError(F.mv(x).map((y, i) => y + 0.1 * x[i]!), v, 1e-9, '(F + 0.1 I) solve(v)');
+    expect(() => F.solve(v)).toThrow(/rank-5 Fisher of P = \d+ is singular: pass a positive damping/);
+    const d = randomData(model, 3, 1);
+    await expect(fisher(cpu, model, d, { structure: 'lowrank', rank: p + 1 })).rejects.toThrow(`rank ${p + 1} exceeds the ${p} parameters`);
+    await expect(fisher(cpu, model, d, { structure: 'diag', rank: 3 })).rejects.toThrow('rank applies to structure "lowrank" only (structure is "diag")');
+    await expect(fisher(cpu, model, d, { structure: 'lowrank', passes: 0 })).rejects.toThrow('passes must be a positive integer, got 0');
+  });
+});
+
 describe('the record', () => {
   it('reports the largest GPU error per structure', () => {
-    console.log(`largest relative errors against float64, per structure:\n${[...worst].map(([s, e]) => `  ${s.padEnd(8)} ${e.toExponential(2)}`).join('\n')}`);
+    console.log(`largest relative errors against float64, per structure (lowrank: eigenvalues against the dense eigendecomposition, over λ₁):\n${[...worst].map(([s, e]) => `  ${s.padEnd(8)} ${e.toExponential(2)}`).join('\n')}`);
     expect(worst.size).toBeGreaterThan(0);
-    for (const [s, e] of worst) expect(e, s).toBeLessThanOrEqual(s === 'kfac' ? 1e-5 : 1e-4);
+    for (const [s, e] of worst) expect(e, s).toBeLessThanOrEqual(s === 'kfac' ? 1e-5 : s === 'lowrank' ? 1e-3 : 1e-4);
+    expect([...worst.keys()].sort()).toEqual(['block', 'ekfac', 'kfac', 'lowrank']);
   });
 });

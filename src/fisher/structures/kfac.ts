@@ -19,6 +19,7 @@ import type { KroneckerGeometry } from '../../layers/layer.js';
 import { kroneckerGeometry } from '../../layers/registry.js';
 import { symmetricEigen, type SymmetricEigen } from '../../linalg/eigen.js';
 import type { LayerSlice, ParameterLayout } from '../../model/layout.js';
+import type { Network } from '../../model/network.js';
 import { CompensatedSum } from '../accumulator.js';
 import type { KfacMode } from '../options.js';
 import { BaseFisher, cast, checkLength, type FileDtype, type FisherInfo } from '../result.js';
@@ -70,6 +71,23 @@ export function fromAugmented(g: KroneckerGeometry, m: Float64Array, out: Float6
   }
 }
 
+/** (diag + damping)⁻¹ g on an unfactored layer's slice, into out. */
+export function solveDiagonal(f: DiagonalFactor, g: ArrayLike<number>, damping: number, out: Float64Array): void {
+  const at = f.slice.offset;
+  for (let i = 0; i < f.slice.size; i++) {
+    const d = f.values[i]! + damping;
+    if (!(d > 0)) throw new RangeError(`${f.slice.name}: F + damping·I is singular at its parameter ${i} (value ${d}); pass a positive damping`);
+    out[at + i] = g[at + i]! / d;
+  }
+}
+
+/** The tensors of an unfactored layer's diagonal, under its parameters' names. */
+export function diagonalTensors(f: DiagonalFactor, layout: ParameterLayout, dtype: FileDtype, out: Map<string, Tensor>): void {
+  for (const e of layout.entries.filter((e) => e.offset >= f.slice.offset && e.offset < f.slice.offset + f.slice.size)) {
+    out.set(e.name, { dtype, shape: e.shape, data: cast(f.values.subarray(e.offset - f.slice.offset, e.offset - f.slice.offset + e.size), dtype) });
+  }
+}
+
 /** X Y for X [r, k], Y [k, c], row-major. */
 function matmul(x: Float64Array, y: Float64Array, r: number, k: number, c: number): Float64Array {
   const out = new Float64Array(r * c);
@@ -87,6 +105,19 @@ function transpose(x: Float64Array, r: number, c: number): Float64Array {
   const out = new Float64Array(r * c);
   for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[j * r + i] = x[i * c + j]!;
   return out;
+}
+
+/**
+ * The layer's slice of v in the Kronecker eigenbasis, each coordinate (o, i)
+ * multiplied by `scale(o, i)`, and back: Q_G [(Q_Gᵀ V Q_A) ⊙ S] Q_Aᵀ,
+ * written into `out` at the layer's offset.
+ */
+export function throughEigenbasis(g: KroneckerGeometry, qa: Float64Array, qg: Float64Array, v: ArrayLike<number>, offset: number, scale: (o: number, i: number) => number, out: Float64Array): void {
+  const { outputs } = g;
+  const ia = augmentedInputs(g);
+  const rotated = matmul(matmul(transpose(qg, outputs, outputs), toAugmented(g, v, offset), outputs, outputs, ia), qa, outputs, ia, ia);
+  for (let o = 0; o < outputs; o++) for (let i = 0; i < ia; i++) rotated[o * ia + i]! *= scale(o, i);
+  fromAugmented(g, matmul(matmul(qg, rotated, outputs, outputs, ia), transpose(qa, ia, ia), outputs, ia, ia), out, offset);
 }
 
 /** The K-FAC Fisher: Kronecker factors per factored layer, the exact diagonal elsewhere; zero across layers. */
@@ -160,28 +191,16 @@ export class KfacFisher extends BaseFisher {
     const damping = options.damping ?? 0;
     const out = new Float64Array(this.size);
     for (const f of this.factors) {
-      const at = f.slice.offset;
       if (f.kind === 'diagonal') {
-        for (let i = 0; i < f.slice.size; i++) {
-          const d = f.values[i]! + damping;
-          if (!(d > 0)) throw new RangeError(`${f.slice.name}: F + damping·I is singular at its parameter ${i} (value ${d}); pass a positive damping`);
-          out[at + i] = g[at + i]! / d;
-        }
+        solveDiagonal(f, g, damping, out);
         continue;
       }
-      const { outputs } = f.geometry;
-      const ia = augmentedInputs(f.geometry);
       const e = this.eigen(f);
-      const rotated = matmul(matmul(transpose(e.g.vectors, outputs, outputs), toAugmented(f.geometry, g, at), outputs, outputs, ia), e.a.vectors, outputs, ia, ia);
-      for (let o = 0; o < outputs; o++) {
-        for (let i = 0; i < ia; i++) {
-          const d = e.g.values[o]! * e.a.values[i]! + damping;
-          if (!(d > 0)) throw new RangeError(`${f.slice.name}: G ⊗ A + damping·I is singular (eigenvalue ${d}); pass a positive damping`);
-          rotated[o * ia + i]! /= d;
-        }
-      }
-      const x = matmul(matmul(e.g.vectors, rotated, outputs, outputs, ia), transpose(e.a.vectors, ia, ia), outputs, ia, ia);
-      fromAugmented(f.geometry, x, out, at);
+      throughEigenbasis(f.geometry, e.a.vectors, e.g.vectors, g, f.slice.offset, (o, i) => {
+        const d = e.g.values[o]! * e.a.values[i]! + damping;
+        if (!(d > 0)) throw new RangeError(`${f.slice.name}: G ⊗ A + damping·I is singular (eigenvalue ${d}); pass a positive damping`);
+        return 1 / d;
+      }, out);
     }
     return out;
   }
@@ -212,61 +231,70 @@ export class KfacFisher extends BaseFisher {
         out.set(`${f.slice.name}.G`, { dtype, shape: [f.geometry.outputs, f.geometry.outputs], data: cast(f.g, dtype) });
         continue;
       }
-      for (const e of this.layout.entries.filter((e) => e.offset >= f.slice.offset && e.offset < f.slice.offset + f.slice.size)) {
-        out.set(e.name, { dtype, shape: e.shape, data: cast(f.values.subarray(e.offset - f.slice.offset, e.offset - f.slice.offset + e.size), dtype) });
-      }
+      diagonalTensors(f, this.layout, dtype, out);
     }
     return out;
+  }
+}
+
+/** K-FAC's statistics summed over the batches, per parametrised layer (DESIGN.md §1). */
+export class KfacSums {
+  readonly #layers;
+
+  constructor(model: Network) {
+    this.#layers = model.layout.layers.map((slice) => {
+      const geometry = kroneckerGeometry(slice.node);
+      if (!geometry) return { slice, diagonal: new CompensatedSum(slice.size) };
+      const ia = augmentedInputs(geometry);
+      return { slice, geometry, a: new CompensatedSum(ia * ia), g: new CompensatedSum(geometry.outputs ** 2), count: 0 };
+    });
+  }
+
+  add(parts: readonly KroneckerPartial[]): void {
+    parts.forEach((part, k) => {
+      const l = this.#layers[k]!;
+      if (part.kind === 'diagonal') {
+        l.diagonal!.add(part.squares);
+        return;
+      }
+      const { inputs, bias } = l.geometry!;
+      const ia = inputs + (bias ? 1 : 0);
+      // The augmented A: [[Σ ā āᵀ, Σ ā], [Σ āᵀ, rows]], upper triangles.
+      const a = new Float64Array(ia * ia);
+      for (let r = 0; r < inputs; r++) for (let c = r; c < inputs; c++) a[r * ia + c] = part.aa[r * inputs + c]!;
+      if (bias) {
+        for (let r = 0; r < inputs; r++) a[r * ia + inputs] = part.a[r]!;
+        a[ia * ia - 1] = part.rows;
+      }
+      l.a!.add(a);
+      l.g!.add(part.gg);
+      l.count! += part.rows;
+    });
+  }
+
+  /** The factors: A a mean over its rows (N·T for expand, N for reduce); G and the diagonals times `scale` (the kind's c/M). */
+  factors(scale: number): LayerFactor[] {
+    return this.#layers.map((l) => {
+      if (!l.geometry) return { kind: 'diagonal', slice: l.slice, values: l.diagonal!.result(scale) };
+      const a = l.a!.result(1 / l.count!);
+      mirrorUpper(a, augmentedInputs(l.geometry));
+      const g = l.g!.result(scale);
+      mirrorUpper(g, l.geometry.outputs);
+      return { kind: 'kronecker', slice: l.slice, geometry: l.geometry, a, g };
+    });
   }
 }
 
 export const kfac: StructureType = {
   name: 'kfac',
   start(model, options) {
-    const mode = options.kfac;
-    const layers = model.layout.layers.map((slice) => {
-      const geometry = kroneckerGeometry(slice.node);
-      if (!geometry) return { slice, diagonal: new CompensatedSum(slice.size) };
-      const ia = augmentedInputs(geometry);
-      return { slice, geometry, a: new CompensatedSum(ia * ia), g: new CompensatedSum(geometry.outputs ** 2), count: 0 };
-    });
+    const sums = new KfacSums(model);
     return {
       batch: 'kfac',
       async add(loaded, batch, labels) {
-        const parts = await loaded.kroneckerSums(batch, labels, mode);
-        parts.forEach((part: KroneckerPartial, k: number) => {
-          const l = layers[k]!;
-          if (part.kind === 'diagonal') {
-            l.diagonal!.add(part.squares);
-            return;
-          }
-          const { inputs, bias } = l.geometry!;
-          const ia = inputs + (bias ? 1 : 0);
-          // The augmented A: [[Σ ā āᵀ, Σ ā], [Σ āᵀ, rows]], upper triangles.
-          const a = new Float64Array(ia * ia);
-          for (let r = 0; r < inputs; r++) for (let c = r; c < inputs; c++) a[r * ia + c] = part.aa[r * inputs + c]!;
-          if (bias) {
-            for (let r = 0; r < inputs; r++) a[r * ia + inputs] = part.a[r]!;
-            a[ia * ia - 1] = part.rows;
-          }
-          l.a!.add(a);
-          l.g!.add(part.gg);
-          l.count! += part.rows;
-        });
+        sums.add(await loaded.kroneckerSums(batch, labels, options.kfac));
       },
-      result(info) {
-        const factors: LayerFactor[] = layers.map((l) => {
-          if (!l.geometry) return { kind: 'diagonal', slice: l.slice, values: l.diagonal!.result(kindScale(info)) };
-          const ia = augmentedInputs(l.geometry);
-          // A is a mean over its rows (N·T for expand, N for reduce); G carries the kind's scale.
-          const a = l.a!.result(1 / l.count!);
-          mirrorUpper(a, ia);
-          const g = l.g!.result(kindScale(info));
-          mirrorUpper(g, l.geometry.outputs);
-          return { kind: 'kronecker', slice: l.slice, geometry: l.geometry, a, g };
-        });
-        return new KfacFisher(info, model.layout, factors, mode);
-      },
+      result: (info) => new KfacFisher(info, model.layout, sums.factors(kindScale(info)), options.kfac),
     };
   },
 };

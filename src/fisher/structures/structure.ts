@@ -11,10 +11,16 @@ import type { FisherInfo, FisherMatrix } from '../result.js';
 
 /** One estimation in progress: the batches' partials, summed with compensation. */
 export interface StructureRun {
-  /** What the engine sizes its batches for. */
+  /** What the engine sizes its batches for (in the current pass). */
   readonly batch: BatchStructure;
   /** Adds one batch: one forward pass, one backward pass per label source. */
   add(loaded: LoadedModel, batch: Dataset, labels: readonly LabelSource[]): Promise<void>;
+  /**
+   * Called after each pass over the data (structures that need more than
+   * one: EK-FAC, low-rank); true asks for another pass, which may want a
+   * different batch sizing (`batch` is read again).
+   */
+  nextPass?(): boolean;
   /** The Fisher, with the scalings of the kind and reduction `info` records. */
   result(info: FisherInfo): FisherMatrix;
 }

@@ -1,0 +1,183 @@
+/**
+ * `ekfac` (George et al. 2018; DESIGN.md §1): per K-FAC layer the
+ * eigenvectors Q_A, Q_G of its factors and the corrected eigenvalues
+ *
+ *   Λ_{ij} = c Σ_{n,v} ((Q_Gᵀ G_{n,v} Q_A)_{ij})²       [out, in+1]
+ *
+ * G_{n,v} the per-sample gradient of [W | b]; the layer's block is
+ * (Q_G ⊗ Q_A) diag(vec Λ) (Q_G ⊗ Q_A)ᵀ, whose diagonal in the Kronecker
+ * eigenbasis is the exact one there. Two passes over the data: K-FAC's
+ * factors (A once per batch, G per virtual sample), their float64
+ * eigendecompositions on the host, then the rotated per-sample gradients
+ * squared on the device. Unfactored layers carry their exact diagonal (from
+ * the first pass). Output `name.QA`, `name.QG`, `name.eigenvalues`.
+ */
+import type { KroneckerBasis } from '../../engine/engine.js';
+import type { Tensor } from '../../io/dtypes.js';
+import type { KroneckerGeometry } from '../../layers/layer.js';
+import { symmetricEigen } from '../../linalg/eigen.js';
+import type { LayerSlice, ParameterLayout } from '../../model/layout.js';
+import { CompensatedSum } from '../accumulator.js';
+import type { KfacMode } from '../options.js';
+import { BaseFisher, cast, checkLength, type FileDtype, type FisherInfo } from '../result.js';
+import { augmentedInputs, diagonalTensors, fromAugmented, KfacSums, solveDiagonal, throughEigenbasis, type DiagonalFactor } from './kfac.js';
+import { kindScale, type StructureType } from './structure.js';
+
+/** A factored layer in its Kronecker eigenbasis. */
+export interface EigenbasisFactor {
+  readonly kind: 'eigenbasis';
+  readonly slice: LayerSlice;
+  readonly geometry: KroneckerGeometry;
+  /** [ia, ia], columns the eigenvectors of A. */
+  readonly qa: Float64Array;
+  /** [out, out], columns the eigenvectors of G. */
+  readonly qg: Float64Array;
+  /** Λ [out, ia]: the Fisher's diagonal in the eigenbasis. */
+  readonly eigenvalues: Float64Array;
+}
+
+export type EkfacFactor = EigenbasisFactor | DiagonalFactor;
+
+export class EkfacFisher extends BaseFisher {
+  constructor(
+    info: FisherInfo,
+    layout: ParameterLayout,
+    /** One per parametrised layer, in layout order. */
+    readonly factors: readonly EkfacFactor[],
+    readonly mode: KfacMode,
+  ) {
+    super(info, layout);
+    if (factors.length !== layout.layers.length) throw new RangeError(`${factors.length} factors for ${layout.layers.length} parametrised layers`);
+    for (const f of factors) {
+      if (f.kind === 'diagonal') {
+        checkLength(f.values, f.slice.size, `diagonal of ${f.slice.name}`);
+        continue;
+      }
+      const ia = augmentedInputs(f.geometry);
+      checkLength(f.qa, ia * ia, `${f.slice.name}.QA`);
+      checkLength(f.qg, f.geometry.outputs ** 2, `${f.slice.name}.QG`);
+      checkLength(f.eigenvalues, f.geometry.outputs * ia, `${f.slice.name}.eigenvalues`);
+    }
+  }
+
+  /** diag[o, i] = Σ_{k,l} Q_G[o, k]² Λ[k, l] Q_A[i, l]². */
+  diagonal(): Float64Array {
+    const out = new Float64Array(this.size);
+    for (const f of this.factors) {
+      if (f.kind === 'diagonal') {
+        out.set(f.values, f.slice.offset);
+        continue;
+      }
+      const { outputs } = f.geometry;
+      const ia = augmentedInputs(f.geometry);
+      // (Q_G ∘ Q_G) Λ (Q_A ∘ Q_A)ᵀ
+      const left = new Float64Array(outputs * ia);
+      for (let o = 0; o < outputs; o++) for (let k = 0; k < outputs; k++) {
+        const q = f.qg[o * outputs + k]! ** 2;
+        for (let l = 0; l < ia; l++) left[o * ia + l]! += q * f.eigenvalues[k * ia + l]!;
+      }
+      const m = new Float64Array(outputs * ia);
+      for (let o = 0; o < outputs; o++) for (let i = 0; i < ia; i++) {
+        let s = 0;
+        for (let l = 0; l < ia; l++) s += left[o * ia + l]! * f.qa[i * ia + l]! ** 2;
+        m[o * ia + i] = s;
+      }
+      fromAugmented(f.geometry, m, out, f.slice.offset);
+    }
+    return out;
+  }
+
+  mv(v: ArrayLike<number>): Float64Array {
+    checkLength(v, this.size, 'v');
+    const out = new Float64Array(this.size);
+    for (const f of this.factors) {
+      if (f.kind === 'diagonal') {
+        for (let i = 0; i < f.slice.size; i++) out[f.slice.offset + i] = f.values[i]! * v[f.slice.offset + i]!;
+        continue;
+      }
+      const ia = augmentedInputs(f.geometry);
+      throughEigenbasis(f.geometry, f.qa, f.qg, v, f.slice.offset, (o, i) => f.eigenvalues[o * ia + i]!, out);
+    }
+    return out;
+  }
+
+  /** Exact: the eigenbasis diagonalises each layer's block, (Λ + damping)⁻¹ there. */
+  solve(g: ArrayLike<number>, options: { damping?: number } = {}): Float64Array {
+    checkLength(g, this.size, 'g');
+    const damping = options.damping ?? 0;
+    const out = new Float64Array(this.size);
+    for (const f of this.factors) {
+      if (f.kind === 'diagonal') {
+        solveDiagonal(f, g, damping, out);
+        continue;
+      }
+      const ia = augmentedInputs(f.geometry);
+      throughEigenbasis(f.geometry, f.qa, f.qg, g, f.slice.offset, (o, i) => {
+        const d = f.eigenvalues[o * ia + i]! + damping;
+        if (!(d > 0)) throw new RangeError(`${f.slice.name}: the EK-FAC block + damping·I is singular (eigenvalue ${d} at (${o}, ${i})); pass a positive damping`);
+        return 1 / d;
+      }, out);
+    }
+    return out;
+  }
+
+  override trace(): number {
+    let t = 0;
+    for (const f of this.factors) t += (f.kind === 'diagonal' ? f.values : f.eigenvalues).reduce((s, x) => s + x, 0);
+    return t;
+  }
+
+  /** `name.QA`, `name.QG`, `name.eigenvalues` per factored layer; the others' diagonals under their parameter names. */
+  tensors(dtype: FileDtype = 'F32'): Map<string, Tensor> {
+    const out = new Map<string, Tensor>();
+    for (const f of this.factors) {
+      if (f.kind === 'diagonal') {
+        diagonalTensors(f, this.layout, dtype, out);
+        continue;
+      }
+      const ia = augmentedInputs(f.geometry);
+      const outputs = f.geometry.outputs;
+      out.set(`${f.slice.name}.QA`, { dtype, shape: [ia, ia], data: cast(f.qa, dtype) });
+      out.set(`${f.slice.name}.QG`, { dtype, shape: [outputs, outputs], data: cast(f.qg, dtype) });
+      out.set(`${f.slice.name}.eigenvalues`, { dtype, shape: [outputs, ia], data: cast(f.eigenvalues, dtype) });
+    }
+    return out;
+  }
+}
+
+export const ekfac: StructureType = {
+  name: 'ekfac',
+  start(model, options) {
+    const kfacSums = new KfacSums(model);
+    let bases: (KroneckerBasis | undefined)[] | undefined;
+    let squares: (CompensatedSum | undefined)[] = [];
+    return {
+      get batch() {
+        return bases ? ('ekfac' as const) : ('kfac' as const);
+      },
+      async add(loaded, batch, labels) {
+        if (!bases) {
+          kfacSums.add(await loaded.kroneckerSums(batch, labels, options.kfac));
+          return;
+        }
+        (await loaded.rotatedSquareSums(batch, labels, bases)).forEach((s, k) => s && squares[k]!.add(s));
+      },
+      nextPass() {
+        if (bases) return false;
+        // The eigenvectors do not depend on the factors' scales.
+        const factors = kfacSums.factors(1);
+        bases = factors.map((f) => (f.kind === 'kronecker' ? { qa: symmetricEigen(f.a, augmentedInputs(f.geometry)).vectors, qg: symmetricEigen(f.g, f.geometry.outputs).vectors } : undefined));
+        squares = factors.map((f) => (f.kind === 'kronecker' ? new CompensatedSum(f.geometry.outputs * augmentedInputs(f.geometry)) : undefined));
+        return true;
+      },
+      result(info) {
+        if (!bases) throw new Error('EK-FAC needs its second pass');
+        const c = kindScale(info);
+        const factors: EkfacFactor[] = kfacSums.factors(c).map((f, k) =>
+          f.kind === 'diagonal' ? f : { kind: 'eigenbasis', slice: f.slice, geometry: f.geometry, qa: bases![k]!.qa, qg: bases![k]!.qg, eigenvalues: squares[k]!.result(c) },
+        );
+        return new EkfacFisher(info, model.layout, factors, options.kfac);
+      },
+    };
+  },
+};
