@@ -8,6 +8,7 @@ import type { FileDtype } from '../fisher/result.js';
 import { Dataset } from '../model/data.js';
 import { InputError } from '../layers/errors.js';
 import { Network } from '../model/network.js';
+import { hostBudget } from './plan.js';
 import { progressBar } from './progress.js';
 
 export interface ComputeArgs {
@@ -21,6 +22,7 @@ export interface ComputeArgs {
   rank?: number;
   passes?: number;
   batchSize?: number;
+  memoryBudget?: number;
   samples?: number;
   seed?: number;
   backend: BackendChoice;
@@ -49,6 +51,8 @@ export async function compute(args: ComputeArgs): Promise<void> {
       ...(args.rank === undefined ? {} : { rank: args.rank }),
       ...(args.passes === undefined ? {} : { passes: args.passes }),
       ...(args.batchSize === undefined ? {} : { batchSize: args.batchSize }),
+      // The device budget where given; the host's: the budget, else the free memory now.
+      memoryBudget: { ...(args.memoryBudget === undefined ? {} : { device: args.memoryBudget }), host: hostBudget(args.memoryBudget) },
       ...(args.samples === undefined ? {} : { samples: args.samples }),
       ...(args.seed === undefined ? {} : { seed: args.seed }),
       onProgress: (done, total) => bar.update(done, total),

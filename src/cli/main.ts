@@ -12,6 +12,7 @@ import { EXIT_FAILURE, reportError } from './errors.js';
 import { makeExample } from './example.js';
 import { writeExample } from './files.js';
 import { info } from './info.js';
+import { plan } from './plan.js';
 import { ARCHITECTURES, type Architecture } from '../model/architectures.js';
 import { InputError } from '../layers/errors.js';
 
@@ -37,6 +38,15 @@ function nonNegativeNumber(value: string): number {
   const n = Number(value);
   if (!(n >= 0) || !Number.isFinite(n)) throw new InvalidArgumentError('must be a non-negative number');
   return n;
+}
+
+/** Bytes, with an optional binary suffix: 512M, 2G, 1.5T, 100000. */
+export function byteCount(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?$/i.exec(value.trim());
+  if (!m) throw new InvalidArgumentError('must be a number of bytes, with an optional K, M, G or T (binary) suffix, e.g. 512M');
+  const bytes = Math.floor(Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase()));
+  if (!(bytes > 0)) throw new InvalidArgumentError('must be a positive number of bytes');
+  return bytes;
 }
 
 function widthList(value: string): number[] {
@@ -88,10 +98,27 @@ export function program(): Command {
     .option('--samples <M>', 'label samples per input, for --kind mc', positiveInt)
     .option('--seed <s>', 'seed of the label samples, for --kind mc (the same on every backend)', nonNegativeInt)
     .option('--batch-size <n>', 'samples per batch (default: the largest the device allows)', positiveInt)
+    .option('--memory-budget <bytes>', 'most device memory for the work and host memory for the result (e.g. 2G; default: 512M of device memory, the free host memory); refused before any work if it cannot fit', byteCount)
     .addOption(backendOption())
     .addOption(new Option('--dtype <dtype>', 'element type of the output file').choices(['F32', 'F64']).default('F32'))
     .option('--quiet', 'no progress bar, no summary', false)
     .action(compute);
+
+  cmd
+    .command('plan')
+    .description('before any work: the memory every structure needs for this model (and data), the batch it would run at and why, and which fit')
+    .requiredOption('--model <file>', 'model spec (JSON)')
+    .option('--weights <file>', 'weights (safetensors; sizes need only the spec)')
+    .option('--data <file>', 'data (safetensors; checked against the model, N reported)')
+    .addOption(new Option('--kind <kind>', 'kind of Fisher (exact runs a backward pass per output)').choices(KINDS).default('empirical'))
+    .addOption(new Option('--structure <structure>', 'the structure to mark in the table').choices(STRUCTURES))
+    .option('--samples <M>', 'label samples per input, for --kind mc', positiveInt)
+    .addOption(new Option('--kfac <mode>', 'K-FAC over shared parameters').choices(KFAC_MODES))
+    .option('--rank <k>', 'eigenpairs kept by lowrank (default 64)', positiveInt)
+    .option('--batch-size <n>', 'samples per batch (default: the largest that fits)', positiveInt)
+    .option('--memory-budget <bytes>', 'most device and host memory (e.g. 2G; default: 512M of device memory, the free host memory)', byteCount)
+    .addOption(backendOption())
+    .action(plan);
 
   cmd
     .command('info')

@@ -12,7 +12,7 @@ import type { Dataset } from '../model/data.js';
 import { layerOffsets } from '../model/layout.js';
 import type { Network } from '../model/network.js';
 import { counterUniform } from '../model/random.js';
-import { DATA_LABELS, type BatchStructure, type Engine, type GramBlock, type GramTile, type KroneckerBasis, type KroneckerMode, type KroneckerPartial, type LabelSource, type LoadedModel } from './engine.js';
+import { DATA_LABELS, type BatchStructure, type BatchMemory, type BatchOptions, type Engine, type GramBlock, type GramTile, type KroneckerBasis, type KroneckerMode, type KroneckerPartial, type LabelSource, type LoadedModel } from './engine.js';
 import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 
 /** Views of one layer's parameters (weight, bias) into a θ-shaped vector. */
@@ -48,10 +48,31 @@ export class CpuModel implements LoadedModel {
     for (const [node, offset] of this.#offsets) this.#weights.set(node, parameterViews(node, offset, t));
   }
 
-  maxBatch(structure: BatchStructure): number {
-    // Bounded only by host memory for the [n, P] gradients of one batch.
+  maxBatch(structure: BatchStructure, virtualSamples = 1, o: Omit<BatchOptions, 'virtualSamples'> = {}): number {
+    const mem = this.memory(structure, { ...o, virtualSamples });
+    return o.budget === undefined ? mem.maxBatch : Math.max(0, Math.min(mem.maxBatch, Math.floor((o.budget - mem.fixed) / mem.perSample)));
+  }
+
+  /**
+   * Host memory of one batch: one sample at a time, so a sample's input,
+   * trace and gradient (per sample, float64) and the batch's partial sums
+   * (fixed: the size of the structure's result). The batch only bounds how
+   * often the estimator hears from the engine.
+   */
+  memory(structure: BatchStructure, o: BatchOptions = {}): BatchMemory {
     const p = this.model.parameterCount;
-    return structure === 'diag' || structure === 'kfac' || structure === 'ekfac' ? 1024 : Math.max(1, Math.min(1024, Math.floor(2 ** 26 / p)));
+    const layers = this.model.layout.layers;
+    const kron = layers.map((l) => kroneckerGeometry(l.node));
+    const partial: Record<BatchStructure, number> = {
+      diag: p,
+      full: p * p,
+      block: layers.reduce((s, l) => s + l.size * l.size, 0),
+      kfac: kron.reduce((s, k, i) => s + (k ? (k.inputs + 1) ** 2 + k.outputs ** 2 : layers[i]!.size), 0),
+      ekfac: kron.reduce((s, k) => s + (k ? k.outputs * (k.inputs + 1) : 0), 0),
+      lowrank: (o.sketch ?? 0) * p,
+    };
+    const perSample = 8 * (this.model.inputs + this.model.targetWidth);
+    return { perSample, fixed: 8 * (2 * p + partial[structure]), maxBatch: 1024, shared: { perSample, fixed: 16 * p } };
   }
 
   /**
@@ -316,6 +337,8 @@ export class CpuModel implements LoadedModel {
   async parameters(): Promise<Float64Array> {
     return this.#theta.slice();
   }
+
+  endPass(): void {}
 
   release(): void {}
 }

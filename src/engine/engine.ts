@@ -99,6 +99,28 @@ export interface Engine {
   dispose(): void;
 }
 
+/** What sizes a batch besides the structure: the label sources per input, K-FAC's mode, the low-rank sketch's width, a memory budget. */
+export interface BatchOptions {
+  virtualSamples?: number;
+  kfac?: KroneckerMode;
+  /** Vectors of the low-rank sketch. */
+  sketch?: number;
+  /** Bytes of device memory (GPU) or host memory (CPU) one batch may take; default: the engine's. */
+  budget?: number;
+}
+
+/** The memory a batch of a structure takes on the engine's device (DESIGN.md §2: what the planner reads). */
+export interface BatchMemory {
+  /** Bytes per sample of the batch's buffers. */
+  perSample: number;
+  /** Bytes whatever the batch size: θ and the structure's fixed buffers. */
+  fixed: number;
+  /** The largest batch the device's limits allow (bindings, dispatch), whatever the budget. */
+  maxBatch: number;
+  /** Of perSample and fixed, what every structure's batches share (the network's buffers, θ): held once however many passes run. */
+  shared: { perSample: number; fixed: number };
+}
+
 export interface LoadedModel {
   readonly model: Network;
   /**
@@ -106,7 +128,9 @@ export interface LoadedModel {
    * `virtualSamples` label sources per sample, from its memory and binding
    * limits.
    */
-  maxBatch(structure: BatchStructure, virtualSamples?: number): number;
+  maxBatch(structure: BatchStructure, virtualSamples?: number, options?: Omit<BatchOptions, 'virtualSamples'>): number;
+  /** The memory a batch of `structure` takes: what maxBatch and the planner read. */
+  memory(structure: BatchStructure, options?: BatchOptions): BatchMemory;
   /** Network outputs f (the last layer's output: logits or mean) at the current θ, [n, out]. */
   forward(x: Float32Array, n: number): Promise<Float32Array | Float64Array>;
   /** Per-sample gradients g_n, [n, P]. */
@@ -153,6 +177,8 @@ export interface LoadedModel {
   trainStep(batch: Dataset): Promise<void>;
   /** θ as it is now (after every step so far), [P]. */
   parameters(): Promise<Float32Array | Float64Array>;
+  /** Frees what a pass over the data left for reuse, before a pass of other work (the planner counts the larger pass, not both). */
+  endPass(): void;
   /** Releases the model's buffers. */
   release(): void;
 }

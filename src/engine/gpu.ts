@@ -16,6 +16,7 @@
  * Fisher results are read back once per batch (the estimator sums batches in
  * float64 with compensation); training steps are only enqueued.
  */
+import { formatBytes } from '../gpu/bytes.js';
 import type { GpuDevice, Step } from '../gpu/device.js';
 import { GpuLimitError } from '../gpu/errors.js';
 import { LikelihoodHead } from '../kernels/likelihood.js';
@@ -27,7 +28,7 @@ import { kroneckerGeometry } from '../layers/registry.js';
 import type { Dataset } from '../model/data.js';
 import { layerOffsets } from '../model/layout.js';
 import type { Network } from '../model/network.js';
-import { DATA_LABELS, type BatchStructure, type Engine, type GramBlock, type GramTile, type KroneckerBasis, type KroneckerMode, type KroneckerPartial, type LabelSource, type LoadedModel } from './engine.js';
+import { DATA_LABELS, type BatchMemory, type BatchOptions, type BatchStructure, type Engine, type GramBlock, type GramTile, type KroneckerBasis, type KroneckerMode, type KroneckerPartial, type LabelSource, type LoadedModel } from './engine.js';
 import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 import { SequenceOp } from './sequence.js';
 import { matmulShapesFor } from './tuning.js';
@@ -102,23 +103,6 @@ export class GpuModel implements LoadedModel {
     this.#kronecker = ops.map((op) => (op.kronecker ? kroneckerGeometry(op.node) : undefined));
   }
 
-  /** Per-sample floats of EK-FAC's second pass: ā and δ rows, rotated, and the per-sample gradient of the widest layer. */
-  #rotationFloats(): number {
-    const ks = this.#kronecker.filter((k) => k !== undefined);
-    const most = (f: (k: KroneckerGeometry) => number) => Math.max(0, ...ks.map(f));
-    return most((k) => k.positions * k.inputs) + most((k) => k.positions * (k.inputs + 1)) + 2 * most((k) => k.positions * k.outputs) + most((k) => (k.positions > 1 ? k.outputs * (k.inputs + 1) : 0));
-  }
-
-  /** Per-sample floats of K-FAC's rows: ā of the widest layer, and δ of every layer for each label source. */
-  #kroneckerFloats(virtualSamples: number): { a: number; d: number; widest: number } {
-    const ks = this.#kronecker.filter((k) => k !== undefined);
-    const a = Math.max(0, ...ks.map((k) => k.positions * k.inputs));
-    const d = virtualSamples * ks.reduce((sum, k) => sum + k.positions * k.outputs, 0);
-    // ā rows, reduced ā and δ of one layer (reduce), as one buffer each.
-    const once = Math.max(0, ...ks.map((k) => k.inputs)) + Math.max(0, ...ks.map((k) => k.positions * k.outputs));
-    return { a: a + once, d, widest: Math.max(a, ...ks.map((k) => k.positions * k.outputs)) };
-  }
-
   get matmul(): Matmul {
     return this.kernels.matmul;
   }
@@ -129,37 +113,123 @@ export class GpuModel implements LoadedModel {
     return new GpuModel(gpu, model, await gpu.storage(theta.byteLength, 'θ', theta), await layerKernels(gpu, matmul), head, optimizer);
   }
 
-  /** Floats per sample that one batch holds on the device. */
-  #floatsPerSample(structure: BatchStructure, virtualSamples: number): number {
-    const m = this.model;
-    let floats = m.inputs + m.targetWidth + 2 * m.outputs + this.#network.floatsPerSample() + this.#widestRows;
-    if (structure === 'full' || structure === 'block' || structure === 'lowrank') floats += virtualSamples * m.parameterCount;
-    if (structure === 'kfac') {
-      const k = this.#kroneckerFloats(virtualSamples);
-      floats += k.a + k.d;
-    }
-    if (structure === 'ekfac') floats += this.#rotationFloats();
-    return floats;
+  /** The factored layers' geometries, with the rows each contributes per sample under `mode`. */
+  #factored(mode: KroneckerMode = 'expand'): { layer: number; k: KroneckerGeometry; rows: number; ia: number }[] {
+    return this.#kronecker.flatMap((k, layer) => (k ? [{ layer, k, rows: mode === 'reduce' ? 1 : k.positions, ia: k.inputs + (k.bias ? 1 : 0) }] : []));
   }
 
-  maxBatch(structure: BatchStructure, virtualSamples = 1): number {
-    const m = this.model;
+  /** Label sources per step of the diagonal reduction: as many [P] rows as one binding holds. */
+  #reducePerStep(virtualSamples: number): number {
+    const p = this.model.parameterCount;
+    return Math.max(1, Math.min(virtualSamples, Math.floor(this.gpu.limits.maxStorageBufferBindingSize / (p * F32))));
+  }
+
+  /** K-FAC's label sources per step: the stacked δ rows of a batch of `n` (and the squares, if any layer is unfactored) fit a binding. */
+  #kfacPerStep(virtualSamples: number, mode: KroneckerMode, n: number): number {
     const binding = this.gpu.limits.maxStorageBufferBindingSize;
-    const widest = Math.max(
-      m.inputs,
-      this.#widestRows,
-      this.#network.floatsPerSample(),
-      structure === 'full' || structure === 'block' || structure === 'lowrank' ? virtualSamples * m.parameterCount : 0,
-      // K-FAC's δ rows go to the device one label source at a time where need be.
-      structure === 'kfac' ? this.#kroneckerFloats(1).widest : 0,
-      structure === 'ekfac' ? this.#rotationFloats() : 0,
-    );
-    // (floatsPerSample bounds every buffer the plan holds, each of which is one binding.)
+    const widestD = Math.max(1, ...this.#factored(mode).map(({ k, rows }) => rows * k.outputs));
+    const unfactored = this.#kronecker.some((k) => k === undefined);
+    return Math.max(1, Math.min(virtualSamples, Math.floor(binding / (F32 * n * widestD)), unfactored ? Math.floor(binding / (F32 * this.model.parameterCount)) : virtualSamples));
+  }
+
+  /** EK-FAC's floats of Λ per label source, and the label sources per step. */
+  #ekfacLambda(virtualSamples: number): { floats: number; perStep: number } {
+    const floats = this.#factored().reduce((s, { k, ia }) => s + k.outputs * ia, 0);
+    return { floats, perStep: Math.max(1, Math.min(virtualSamples, Math.floor(this.gpu.limits.maxStorageBufferBindingSize / (F32 * Math.max(1, floats))))) };
+  }
+
+  /**
+   * The buffers a batch of `structure` holds on the device beyond the
+   * network's (DESIGN.md §2): floats per sample of each per-batch buffer
+   * (allocated for the batch's capacity) and floats of each fixed one. The
+   * allocations below read their sizes from here, and so does the planner.
+   */
+  #structureBuffers(structure: BatchStructure, o: BatchOptions): { perSample: Record<string, number>; fixed: Record<string, number> } {
+    const p = this.model.parameterCount;
+    const v = o.virtualSamples ?? 1;
+    const most = (xs: number[]) => Math.max(0, ...xs);
+    switch (structure) {
+      case 'diag':
+        return { perSample: {}, fixed: { squares: this.#reducePerStep(v) * p } };
+      case 'full':
+      case 'block': {
+        const sizes = structure === 'full' ? [p] : this.model.layout.layers.map((l) => l.size);
+        return { perSample: { rows: v * p }, fixed: { tile: most(sizes.map((size) => this.gramRowsPerTile(size) * size)) } };
+      }
+      case 'lowrank': {
+        const k = o.sketch ?? 0;
+        return { perSample: { rows: v * p, coefficients: v * k }, fixed: { basis: k * p, sketch: k * p } };
+      }
+      case 'kfac': {
+        const mode = o.kfac ?? 'expand';
+        const f = this.#factored(mode);
+        const reduce = mode === 'reduce';
+        // Stacked δ rows for every label source of a step: at most all of them.
+        const perStep = this.#kfacPerStep(v, mode, 1);
+        const stats = f.reduce((s, { k }) => s + k.inputs ** 2 + k.inputs + k.outputs ** 2, 0);
+        const unfactored = this.#kronecker.some((k) => k === undefined);
+        return {
+          perSample: {
+            aRows: most(f.map(({ k }) => k.positions * k.inputs)),
+            aReduced: reduce ? most(f.map(({ k }) => k.inputs)) : 0,
+            dTemp: reduce ? most(f.map(({ k }) => k.positions * k.outputs)) : 0,
+            dStacks: perStep * f.reduce((s, { k, rows }) => s + rows * k.outputs, 0),
+          },
+          fixed: { stats, squares: unfactored ? perStep * p : 0 },
+        };
+      }
+      case 'ekfac': {
+        const f = this.#factored();
+        const lambda = this.#ekfacLambda(v);
+        return {
+          perSample: {
+            aRows: most(f.map(({ k }) => k.positions * k.inputs)),
+            aRotated: most(f.map(({ k, ia }) => k.positions * ia)),
+            dRows: most(f.map(({ k }) => k.positions * k.outputs)),
+            dRotated: most(f.map(({ k }) => k.positions * k.outputs)),
+            gRows: most(f.map(({ k, ia }) => (k.positions > 1 ? k.outputs * ia : 0))),
+          },
+          fixed: { rotations: f.reduce((s, { k, ia }) => s + ia * ia + k.outputs ** 2, 0), lambda: lambda.perStep * lambda.floats },
+        };
+      }
+    }
+  }
+
+  /**
+   * The device memory of a batch of `structure`: bytes per sample (the
+   * network's buffers and the structure's), fixed bytes (θ, the structure's
+   * fixed buffers), and the largest batch the binding and dispatch limits
+   * allow whatever the budget.
+   */
+  memory(structure: BatchStructure, o: BatchOptions = {}): BatchMemory {
+    const m = this.model;
+    const own = this.#structureBuffers(structure, o);
+    const network = [m.inputs, m.targetWidth, m.outputs, m.outputs, this.#network.floatsPerSample(), this.#widestRows];
+    const perSample = [...network, ...Object.values(own.perSample)];
+    const fixed = [m.parameterCount, ...Object.values(own.fixed)];
+    const binding = this.gpu.limits.maxStorageBufferBindingSize;
+    // Every per-batch buffer is one binding (the network's stages each within floatsPerSample).
+    const widest = Math.max(...perSample);
+    const widestFixed = Math.max(...fixed);
+    if (F32 * widestFixed > binding) throw new GpuLimitError(`${structure} needs a buffer of ${widestFixed} floats, beyond the device's ${binding}-byte binding limit`);
     const byBinding = Math.floor(binding / (F32 * widest));
-    const byBudget = Math.floor(BATCH_MEMORY_BUDGET / (F32 * this.#floatsPerSample(structure, virtualSamples)));
-    const byDispatch = this.gpu.limits.maxComputeWorkgroupsPerDimension;
-    const b = Math.min(MAX_BATCH, byBinding, byBudget, byDispatch);
-    if (b < 1) throw new GpuLimitError(`one sample's ${structure} work (${widest} floats in one buffer) exceeds the device's ${binding}-byte binding limit`);
+    if (byBinding < 1) throw new GpuLimitError(`one sample's ${structure} work (${widest} floats in one buffer) exceeds the device's ${binding}-byte binding limit`);
+    const sum = (xs: number[]) => F32 * xs.reduce((a, b) => a + b, 0);
+    return {
+      perSample: sum(perSample),
+      fixed: sum(fixed),
+      maxBatch: Math.min(MAX_BATCH, byBinding, this.gpu.limits.maxComputeWorkgroupsPerDimension),
+      shared: { perSample: sum(network), fixed: F32 * m.parameterCount },
+    };
+  }
+
+  maxBatch(structure: BatchStructure, virtualSamples = 1, o: Omit<BatchOptions, 'virtualSamples'> = {}): number {
+    const budget = o.budget ?? BATCH_MEMORY_BUDGET;
+    const mem = this.memory(structure, { ...o, virtualSamples });
+    const b = Math.min(mem.maxBatch, Math.floor((budget - mem.fixed) / mem.perSample));
+    if (b < 1) {
+      throw new GpuLimitError(`a batch of one sample of ${structure} needs ${formatBytes(mem.fixed + mem.perSample)} of device memory (${formatBytes(mem.fixed)} fixed, ${formatBytes(mem.perSample)} per sample), more than the ${formatBytes(budget)} budget`);
+    }
     return b;
   }
 
@@ -172,8 +242,8 @@ export class GpuModel implements LoadedModel {
 
   async #buffers(n: number, structure: BatchStructure, virtualSamples = 1): Promise<BatchBuffers> {
     this.#assertLive();
-    const max = this.maxBatch(structure, virtualSamples);
-    if (n > max) throw new GpuLimitError(`batch of ${n} exceeds the largest the device allows (${max})`);
+    const max = this.memory(structure, { virtualSamples }).maxBatch;
+    if (n > max) throw new GpuLimitError(`batch of ${n} exceeds the largest the device's limits allow (${max})`);
     if (this.#batch && this.#batch.capacity >= n) return this.#batch;
     this.#releaseBatch();
     const m = this.model;
@@ -256,7 +326,8 @@ export class GpuModel implements LoadedModel {
   async #perSampleGradients(batch: Dataset, labels: readonly LabelSource[]): Promise<GPUBuffer> {
     const buf = await this.#upload(batch, 'full', labels.length);
     const p = this.model.parameterCount;
-    const g = await this.gpu.storage(labels.length * batch.n * p * F32, 'per-sample gradients');
+    // Sized for the batch's capacity, so that every batch reuses one buffer (the planner counts one).
+    const g = await this.gpu.storage(labels.length * buf.capacity * p * F32, 'per-sample gradients');
     try {
       await this.gpu.step('per-sample gradients', (step) => {
         this.#encodeForward(step, buf, batch.n);
@@ -289,7 +360,7 @@ export class GpuModel implements LoadedModel {
   async #reduce(batch: Dataset, kind: 'sum' | 'squared', labels: readonly LabelSource[], scale: number): Promise<Float32Array | Float64Array> {
     const buf = await this.#upload(batch, 'diag');
     const p = this.model.parameterCount;
-    const perStep = Math.max(1, Math.min(labels.length, Math.floor(this.gpu.limits.maxStorageBufferBindingSize / (p * F32))));
+    const perStep = this.#reducePerStep(labels.length);
     const out = await this.gpu.storage(perStep * p * F32, kind === 'sum' ? 'mean gradient' : 'squared-gradient sums');
     const sum = labels.length > 1 ? new Float64Array(p) : undefined;
     try {
@@ -358,12 +429,14 @@ export class GpuModel implements LoadedModel {
   async kroneckerSums(batch: Dataset, labels: readonly LabelSource[], mode: KroneckerMode): Promise<KroneckerPartial[]> {
     const n = batch.n;
     const buf = await this.#upload(batch, 'kfac', labels.length);
+    const cap = buf.capacity;
     const p = this.model.parameterCount;
     const binding = this.gpu.limits.maxStorageBufferBindingSize;
     const reduce = mode === 'reduce';
     const geometries = this.#kronecker;
-    const factored = geometries.flatMap((k, layer) => (k ? [{ layer, k, rows: reduce ? 1 : k.positions }] : []));
+    const factored = this.#factored(mode);
     const diagonal = geometries.some((k) => k === undefined);
+    const sizes = this.#structureBuffers('kfac', { virtualSamples: labels.length, kfac: mode });
     // Where each layer's Σ ā āᵀ, Σ ā and Σ δ δᵀ go in one statistics buffer.
     let floats = 0;
     const at = factored.map(({ k }) => {
@@ -372,8 +445,7 @@ export class GpuModel implements LoadedModel {
       return o;
     });
     if (floats * F32 > binding) throw new GpuLimitError(`K-FAC's factors (${floats} floats) exceed the device's ${binding}-byte binding limit`);
-    const widestD = Math.max(1, ...factored.map(({ k, rows }) => rows * k.outputs));
-    const perStep = Math.max(1, Math.min(labels.length, Math.floor(binding / (F32 * n * widestD)), diagonal ? Math.floor(binding / (F32 * p)) : labels.length));
+    const perStep = this.#kfacPerStep(labels.length, mode, cap);
     const alloc = (count: number, label: string) => this.gpu.storage(Math.max(4, count * F32), label);
     const owned: GPUBuffer[] = [];
     const own = async (count: number, label: string) => {
@@ -382,11 +454,11 @@ export class GpuModel implements LoadedModel {
       return b;
     };
     try {
-      const stats = await own(floats, 'K-FAC statistics');
-      const aRows = await own(n * Math.max(0, ...factored.map(({ k }) => k.positions * k.inputs)), 'K-FAC ā rows');
-      const aReduced = reduce ? await own(n * Math.max(0, ...factored.map(({ k }) => k.inputs)), 'K-FAC mean ā') : aRows;
-      const dTemp = reduce ? await own(n * Math.max(0, ...factored.map(({ k }) => k.positions * k.outputs)), 'K-FAC δ rows') : undefined;
-      const dStacks = await Promise.all(factored.map(({ k, rows }) => own(perStep * n * rows * k.outputs, 'K-FAC stacked δ rows')));
+      const stats = await own(sizes.fixed['stats']!, 'K-FAC statistics');
+      const aRows = await own(cap * sizes.perSample['aRows']!, 'K-FAC ā rows');
+      const aReduced = reduce ? await own(cap * sizes.perSample['aReduced']!, 'K-FAC mean ā') : aRows;
+      const dTemp = reduce ? await own(cap * sizes.perSample['dTemp']!, 'K-FAC δ rows') : undefined;
+      const dStacks = await Promise.all(factored.map(({ k, rows }) => own(perStep * cap * rows * k.outputs, 'K-FAC stacked δ rows')));
       const squares = diagonal ? await own(perStep * p, 'squared-gradient sums') : undefined;
       const parts: KroneckerPartial[] = geometries.map((k, layer) =>
         k
@@ -463,7 +535,8 @@ export class GpuModel implements LoadedModel {
   async rotatedSquareSums(batch: Dataset, labels: readonly LabelSource[], bases: readonly (KroneckerBasis | undefined)[]): Promise<(Float64Array | undefined)[]> {
     const n = batch.n;
     const buf = await this.#upload(batch, 'ekfac', labels.length);
-    const binding = this.gpu.limits.maxStorageBufferBindingSize;
+    const cap = buf.capacity;
+    const sizes = this.#structureBuffers('ekfac', { virtualSamples: labels.length });
     const layers = bases.flatMap((basis, layer) => {
       if (!basis) return [];
       const k = this.#kronecker[layer];
@@ -472,14 +545,13 @@ export class GpuModel implements LoadedModel {
     });
     let floats = 0;
     const at = layers.map(({ k, ia }) => (floats += k.outputs * ia) - k.outputs * ia);
-    const perStep = Math.max(1, Math.min(labels.length, Math.floor(binding / (F32 * Math.max(1, floats)))));
+    const { perStep } = this.#ekfacLambda(labels.length);
     const owned: GPUBuffer[] = [];
     const own = async (count: number, label: string, data?: Float32Array) => {
       const b = await this.gpu.storage(Math.max(4, count * F32), label, data);
       owned.push(b);
       return b;
     };
-    const most = (f: (l: (typeof layers)[number]) => number) => Math.max(0, ...layers.map(f));
     try {
       // The rotations as products' weights: ā' = ā Wᵀ + b with W[j, i] = Q_A[i, j], b = Q_A's last row; δ' = δ Q_G.
       const rotations = await Promise.all(
@@ -494,11 +566,12 @@ export class GpuModel implements LoadedModel {
           return { a: await own(ia * ia, 'Q_A', wa), g: await own(k.outputs ** 2, 'Q_G', wg) };
         }),
       );
-      const aRows = await own(n * most(({ k }) => k.positions * k.inputs), 'ā rows');
-      const aRot = await own(n * most(({ k, ia }) => k.positions * ia), 'ā rotated');
-      const dRows = await own(n * most(({ k }) => k.positions * k.outputs), 'δ rows');
-      const dRot = await own(n * most(({ k }) => k.positions * k.outputs), 'δ rotated');
-      const gRows = await own(n * most(({ k, ia }) => (k.positions > 1 ? k.outputs * ia : 0)), 'rotated per-sample gradients');
+      const per = sizes.perSample;
+      const aRows = await own(cap * per['aRows']!, 'ā rows');
+      const aRot = await own(cap * per['aRotated']!, 'ā rotated');
+      const dRows = await own(cap * per['dRows']!, 'δ rows');
+      const dRot = await own(cap * per['dRotated']!, 'δ rotated');
+      const gRows = await own(cap * per['gRows']!, 'rotated per-sample gradients');
       const lam = await own(perStep * floats, 'rotated squared-gradient sums');
       const sums = bases.map((_, layer) => {
         const l = layers.find((x) => x.layer === layer);
@@ -559,7 +632,7 @@ export class GpuModel implements LoadedModel {
     try {
       const basis = await this.gpu.storage(k * p * F32, 'sketch basis', omega);
       owned.push(basis);
-      const s = await this.gpu.storage(rows * k * F32, 'sketch coefficients');
+      const s = await this.gpu.storage(labels.length * this.#batch!.capacity * k * F32, 'sketch coefficients');
       owned.push(s);
       const y = await this.gpu.storage(k * p * F32, 'sketch');
       owned.push(y);
@@ -614,6 +687,11 @@ export class GpuModel implements LoadedModel {
 
   parameters(): Promise<Float32Array> {
     return this.gpu.readF32(this.theta, this.model.parameterCount * F32);
+  }
+
+  endPass(): void {
+    // The per-call buffers of a structure's work went back to the pool; the batch's own stay in use.
+    this.gpu.buffers.trim();
   }
 
   #releaseBatch(): void {

@@ -17,6 +17,7 @@ import type { Dataset } from '../model/data.js';
 import type { Network } from '../model/network.js';
 import { resolveOptions, type FisherOptions, type ResolvedOptions } from './options.js';
 import type { FisherMatrix } from './result.js';
+import { planEvery, planStructure, refusal } from './plan.js';
 import { STRUCTURE_TYPES } from './structures/registry.js';
 
 /**
@@ -33,15 +34,18 @@ export async function fisher(target: Engine | GpuDevice, model: Network, data: D
   const loaded = await engine.load(model);
   try {
     const virtualSamples = labelSources(o, model, 0).length;
+    // The planner sizes the batches (every pass's), or refuses before any work.
+    const plan = planStructure(loaded, model, o, virtualSamples, o.memoryBudget);
+    if (!plan.fits) throw refusal(plan, planEvery(loaded, model, o, virtualSamples, o.memoryBudget));
+    const batch = plan.batch;
     do {
-      const max = loaded.maxBatch(run.batch, virtualSamples);
-      const batch = Math.min(o.batchSize ?? max, max);
       for (let start = 0; start < data.n; start += batch) {
         const end = Math.min(data.n, start + batch);
         // One forward pass per batch; the engine runs one backward pass per virtual sample.
         await run.add(loaded, data.slice(start, end), labelSources(o, model, start));
         o.onProgress?.(end, data.n);
       }
+      loaded.endPass();
     } while (run.nextPass?.() ?? false);
     return run.result({
       kind: o.kind,

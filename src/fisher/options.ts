@@ -37,8 +37,15 @@ export interface FisherOptions {
   rank?: number;
   /** The most passes over the data of structure 'lowrank' (default 30). */
   passes?: number;
-  /** Samples per batch; default: the largest the engine allows. */
+  /** Samples per batch; default: the largest the engine allows within the memory budget. */
   batchSize?: number;
+  /**
+   * Bytes the work may take on the device, and the result and its sums on
+   * the host: one number for both, or each apart (default: 512 MiB of
+   * device memory for a batch, the host unbounded but for each structure's
+   * own limit). A request that cannot fit is refused before any work.
+   */
+  memoryBudget?: number | { device?: number; host?: number };
   /** Called after each batch with the samples done and the total. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -53,6 +60,7 @@ export interface ResolvedOptions {
   rank: number;
   passes: number;
   batchSize: number | undefined;
+  memoryBudget: { device?: number; host?: number };
   onProgress: ((done: number, total: number) => void) | undefined;
 }
 
@@ -79,6 +87,10 @@ export function resolveOptions(o: FisherOptions): ResolvedOptions {
   if (o.batchSize !== undefined && (!Number.isSafeInteger(o.batchSize) || o.batchSize < 1)) {
     throw new InputError(`batch size must be a positive integer, got ${o.batchSize}`);
   }
+  const budget = typeof o.memoryBudget === 'number' ? { device: o.memoryBudget, host: o.memoryBudget } : { ...o.memoryBudget };
+  for (const [where, bytes] of Object.entries(budget)) {
+    if (bytes !== undefined && !(Number.isFinite(bytes) && bytes > 0)) throw new InputError(`memory budget (${where}) must be a positive number of bytes, got ${bytes}`);
+  }
   if (o.samples !== undefined && (!Number.isSafeInteger(o.samples) || o.samples < 1)) throw new InputError(`samples must be a positive integer, got ${o.samples}`);
   if (o.samples !== undefined && o.samples !== 1 && kind !== 'mc') throw new InputError(`samples applies to kind "mc" only (kind is "${kind}")`);
   if (o.seed !== undefined && (!Number.isSafeInteger(o.seed) || o.seed < 0 || o.seed > 0xffffffff)) throw new InputError(`seed must be an integer in [0, 2^32), got ${o.seed}`);
@@ -92,6 +104,7 @@ export function resolveOptions(o: FisherOptions): ResolvedOptions {
     rank: o.rank ?? 64,
     passes: o.passes ?? 30,
     batchSize: o.batchSize,
+    memoryBudget: budget,
     onProgress: o.onProgress,
   };
 }

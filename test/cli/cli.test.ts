@@ -181,6 +181,23 @@ describe('fisher', () => {
     expect(lowrank.metadata).toMatchObject({ structure: 'lowrank', rank: '5', converged: 'true' });
   });
 
+  it('plan: a table of every structure with the bytes it needs, a mark on those that fit, and why', async () => {
+    const r = await fisher('plan', '--model', 'cnn/model.json', '--data', 'cnn/data.safetensors', '--structure', 'kfac');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^model: P = 51902, data: N = 12; empirical;/m);
+    expect(r.stdout).toMatch(/^diag\s+✓\s+\d+\s+[\d.]+ MiB\s+[\d.]+ (KiB|MiB)$/m);
+    expect(r.stdout).toMatch(/^block\s+✗\s+-/m);
+    expect(r.stdout).toMatch(/^kfac ←\s+✓/m);
+    expect(r.stdout).toMatch(/^block:\n {2}host: its sums and result take [\d.]+ GiB, more than the/m);
+    expect(r.stdout).toMatch(/^kfac:\n {2}device \(kfac pass\): [\d.]+ [KM]iB fixed \+ [\d.]+ KiB per sample; batch \d+, set by/m);
+    // A budget that leaves only the small structures, and a batch set by it.
+    const tight = await fisher('plan', '--model', 'cnn/model.json', '--memory-budget', '8M');
+    expect(tight.code, tight.stderr).toBe(0);
+    expect(tight.stdout).toMatch(/^budget: device 8.00 MiB, host 8.00 MiB$/m);
+    expect(tight.stdout).toMatch(/^lowrank\s+✗/m);
+    expect(tight.stdout).toMatch(/set by the 8.00 MiB budget/);
+  });
+
   it('demo: EWC on permuted MNIST, with the table on stdout and the JSON record and plot written', async () => {
     const r = await fisher('demo', '--tasks', '2', '--epochs', '1', '--hidden', '16', '--out-dir', 'ewc', '--quiet');
     expect(r.code, r.stderr).toBe(0);
@@ -325,6 +342,16 @@ describe('fisher', () => {
       const r = await fisher('compute', ...files, '--out', 'no/such/dir/f.safetensors');
       expect(r.code).toBe(1);
       expect(ours(r.stderr)).toEqual([expect.stringMatching(/^fisher: error: --out no\/such\/dir\/f.safetensors: directory .* does not exist/)]);
+    });
+
+    it('a memory budget below what a batch of one needs, with the bytes, before any work', async () => {
+      const r = await fisher('compute', ...files, '--memory-budget', '512', '--out', 'budget.safetensors');
+      expect(r.code).toBe(1);
+      expect(ours(r.stderr)).toEqual([
+        expect.stringMatching(/^fisher: error: structure "diag" does not fit: host: its sums and result take [\d.]+ KiB, more than the 512 B available; device \(diag pass\): a batch of one needs \d+ B \(\d+ B fixed, \d+ B per sample\), more than the 512 B budget; no structure fits this budget$/),
+      ]);
+      expect(existsSync(join(dir, 'budget.safetensors'))).toBe(false);
+      expect((await fisher('compute', ...files, '--memory-budget', 'lots', '--out', 'x.safetensors')).code).toBe(2);
     });
 
     it('--rank with a structure other than lowrank', async () => {

@@ -66,6 +66,8 @@ export class BlockFisher extends BaseFisher {
 
 export const block: StructureType = {
   name: 'block',
+  engineWork: ['block'],
+  hostBytes: (model) => 3 * 8 * model.layout.layers.reduce((s, l) => s + l.size * l.size, 0),
   start(model) {
     const layers = model.layout.layers;
     const entries = layers.reduce((s, l) => s + l.size * l.size, 0);
@@ -78,7 +80,6 @@ export const block: StructureType = {
     const sums = layers.map((l) => new CompensatedSum(l.size * l.size));
     const blocks = layers.map(({ offset, size }) => ({ offset, size }));
     return {
-      batch: 'block',
       async add(loaded, batch, labels) {
         await loaded.gramSum(batch, (t) => sums[t.block]!.add(t.values, t.row0 * blocks[t.block]!.size), labels, blocks);
       },

@@ -5,10 +5,12 @@ import { kindScale, type StructureType } from './structure.js';
 
 export const diag: StructureType = {
   name: 'diag',
+  engineWork: ['diag'],
+  // The compensated sum (two arrays) and the result.
+  hostBytes: (model) => 3 * 8 * model.parameterCount,
   start(model) {
     const acc = new CompensatedSum(model.parameterCount);
     return {
-      batch: 'diag',
       async add(loaded, batch, labels) {
         acc.add(await loaded.squaredGradientSum(batch, labels));
       },

@@ -20,7 +20,8 @@ import type { LayerSlice, ParameterLayout } from '../../model/layout.js';
 import { CompensatedSum } from '../accumulator.js';
 import type { KfacMode } from '../options.js';
 import { BaseFisher, cast, checkLength, type FileDtype, type FisherInfo } from '../result.js';
-import { augmentedInputs, diagonalTensors, fromAugmented, KfacSums, solveDiagonal, throughEigenbasis, type DiagonalFactor } from './kfac.js';
+import { kroneckerGeometry } from '../../layers/registry.js';
+import { augmentedInputs, diagonalTensors, fromAugmented, kfacEntries, KfacSums, solveDiagonal, throughEigenbasis, type DiagonalFactor } from './kfac.js';
 import { kindScale, type StructureType } from './structure.js';
 
 /** A factored layer in its Kronecker eigenbasis. */
@@ -147,14 +148,20 @@ export class EkfacFisher extends BaseFisher {
 
 export const ekfac: StructureType = {
   name: 'ekfac',
+  engineWork: ['kfac', 'ekfac'],
+  // K-FAC's sums and factors, the eigenvectors, and Λ's sums and result.
+  hostBytes: (model) =>
+    8 *
+    (3 * kfacEntries(model) +
+      model.layout.layers.reduce((s, l) => {
+        const k = kroneckerGeometry(l.node);
+        return s + (k ? augmentedInputs(k) ** 2 + k.outputs ** 2 + 3 * k.outputs * augmentedInputs(k) : 0);
+      }, 0)),
   start(model, options) {
     const kfacSums = new KfacSums(model);
     let bases: (KroneckerBasis | undefined)[] | undefined;
     let squares: (CompensatedSum | undefined)[] = [];
     return {
-      get batch() {
-        return bases ? ('ekfac' as const) : ('kfac' as const);
-      },
       async add(loaded, batch, labels) {
         if (!bases) {
           kfacSums.add(await loaded.kroneckerSums(batch, labels, options.kfac));

@@ -9,6 +9,8 @@ export const MAX_DENSE_ENTRIES = 2 ** 28;
 
 export const full: StructureType = {
   name: 'full',
+  engineWork: ['full'],
+  hostBytes: (model) => 3 * 8 * model.parameterCount ** 2,
   start(model) {
     const p = model.parameterCount;
     if (p * p > MAX_DENSE_ENTRIES) {
@@ -18,7 +20,6 @@ export const full: StructureType = {
     }
     const acc = new CompensatedSum(p * p);
     return {
-      batch: 'full',
       async add(loaded, batch, labels) {
         await loaded.gramSum(batch, (t) => acc.add(t.values, t.row0 * p), labels);
       },

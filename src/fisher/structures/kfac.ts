@@ -237,6 +237,14 @@ export class KfacFisher extends BaseFisher {
   }
 }
 
+/** Entries of K-FAC's factors (A and G of the factored layers, the diagonal of the others). */
+export function kfacEntries(model: Network): number {
+  return model.layout.layers.reduce((s, l) => {
+    const k = kroneckerGeometry(l.node);
+    return s + (k ? augmentedInputs(k) ** 2 + k.outputs ** 2 : l.size);
+  }, 0);
+}
+
 /** K-FAC's statistics summed over the batches, per parametrised layer (DESIGN.md §1). */
 export class KfacSums {
   readonly #layers;
@@ -287,10 +295,11 @@ export class KfacSums {
 
 export const kfac: StructureType = {
   name: 'kfac',
+  engineWork: ['kfac'],
+  hostBytes: (model) => 3 * 8 * kfacEntries(model),
   start(model, options) {
     const sums = new KfacSums(model);
     return {
-      batch: 'kfac',
       async add(loaded, batch, labels) {
         sums.add(await loaded.kroneckerSums(batch, labels, options.kfac));
       },

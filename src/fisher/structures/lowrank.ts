@@ -114,6 +114,13 @@ export class LowRankFisher extends BaseFisher {
 
 export const lowrank: StructureType = {
   name: 'lowrank',
+  engineWork: ['lowrank'],
+  // The basis (float64 and float32), the sketch's compensated sum and its result, and the k eigenvectors.
+  hostBytes: (model, o) => {
+    const p = model.parameterCount;
+    const width = Math.min(p, o.rank + OVERSAMPLING);
+    return width * p * (8 + 4 + 3 * 8) + o.rank * p * 8;
+  },
   start(model, options) {
     const p = model.parameterCount;
     const k = options.rank;
@@ -134,7 +141,6 @@ export const lowrank: StructureType = {
     let previous: Float64Array | undefined;
     let final: { values: Float64Array; vectors: Float64Array; converged: boolean } | undefined;
     return {
-      batch: 'lowrank',
       async add(loaded, batch, labels) {
         if (passes === 0) rows += batch.n * labels.length;
         sketch.add(await loaded.sketchSum(batch, labels, basis32, width));

@@ -11,14 +11,11 @@ import type { FisherInfo, FisherMatrix } from '../result.js';
 
 /** One estimation in progress: the batches' partials, summed with compensation. */
 export interface StructureRun {
-  /** What the engine sizes its batches for (in the current pass). */
-  readonly batch: BatchStructure;
   /** Adds one batch: one forward pass, one backward pass per label source. */
   add(loaded: LoadedModel, batch: Dataset, labels: readonly LabelSource[]): Promise<void>;
   /**
    * Called after each pass over the data (structures that need more than
-   * one: EK-FAC, low-rank); true asks for another pass, which may want a
-   * different batch sizing (`batch` is read again).
+   * one: EK-FAC, low-rank); true asks for another pass.
    */
   nextPass?(): boolean;
   /** The Fisher, with the scalings of the kind and reduction `info` records. */
@@ -27,6 +24,10 @@ export interface StructureRun {
 
 export interface StructureType {
   readonly name: FisherStructure;
+  /** What it asks the engine for, pass by pass kind (the planner sizes batches for each). */
+  readonly engineWork: readonly BatchStructure[];
+  /** Host bytes of its sums and its result (float64), for the planner. */
+  hostBytes(model: Network, options: ResolvedOptions): number;
   /** Starts an estimation; refuses, before any work, what this structure cannot hold for `model`. */
   start(model: Network, options: ResolvedOptions): StructureRun;
 }

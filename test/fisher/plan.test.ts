@@ -1,0 +1,102 @@
+/**
+ * The memory planner: its device bytes against the buffer pool's measured
+ * peak for every structure (within 10%), the batch it chooses under a
+ * budget, and its refusals, each with its message, before any work.
+ */
+import { describe, expect, it } from 'vitest';
+import { CpuEngine } from '../../src/engine/cpu.js';
+import { GpuEngine } from '../../src/engine/gpu.js';
+import { fisher } from '../../src/fisher/estimate.js';
+import { resolveOptions, type FisherOptions } from '../../src/fisher/options.js';
+import { planEvery, planStructure } from '../../src/fisher/plan.js';
+import type { Network } from '../../src/model/network.js';
+import type { Dataset } from '../../src/model/data.js';
+import { caseModel, NETWORK_CASES } from '../helpers/cases.js';
+import { randomData, randomModel } from '../helpers/fixtures.js';
+import { useGpu } from '../helpers/gpu.js';
+
+const gpu = useGpu();
+
+async function planned(model: Network, options: FisherOptions, virtualSamples = 1) {
+  const loaded = await new GpuEngine(gpu()).load(model);
+  try {
+    const o = resolveOptions(options);
+    return planStructure(loaded, model, o, virtualSamples, o.memoryBudget);
+  } finally {
+    loaded.release();
+  }
+}
+
+/** The pool's peak over one fisher call, from a trimmed pool. */
+async function measured(model: Network, data: Dataset, options: FisherOptions): Promise<number> {
+  const pool = gpu().buffers;
+  pool.trim();
+  const base = pool.stats().current;
+  pool.resetPeak();
+  await fisher(gpu(), model, data, options);
+  const peak = pool.stats().peak - base;
+  pool.trim();
+  return peak;
+}
+
+describe('the planner against the buffer pool', () => {
+  const mlp = randomModel([30, 24, 6], 'relu', { type: 'categorical' }, 3);
+  const conv = caseModel(NETWORK_CASES.find((c) => c.name.startsWith('residual blocks'))!, 4);
+  const cases: { name: string; model: Network; options: FisherOptions }[] = [
+    { name: 'diag, MLP', model: mlp, options: { structure: 'diag' } },
+    { name: 'full, MLP', model: mlp, options: { structure: 'full' } },
+    { name: 'block, MLP, exact', model: mlp, options: { structure: 'block', kind: 'exact' } },
+    { name: 'kfac, MLP', model: mlp, options: { structure: 'kfac' } },
+    { name: 'ekfac, MLP', model: mlp, options: { structure: 'ekfac' } },
+    { name: 'lowrank, MLP', model: mlp, options: { structure: 'lowrank', rank: 4 } },
+    { name: 'diag, residual CNN', model: conv, options: { structure: 'diag' } },
+    { name: 'kfac reduce, residual CNN, mc', model: conv, options: { structure: 'kfac', kfac: 'reduce', kind: 'mc', samples: 2 } },
+    { name: 'ekfac, residual CNN', model: conv, options: { structure: 'ekfac' } },
+    { name: 'block, residual CNN', model: conv, options: { structure: 'block' } },
+  ];
+
+  for (const { name, model, options } of cases) it(`${name}: the planned device bytes are the measured peak within 10%`, async () => {
+    const data = randomData(model, 97, 5);
+    const virtualSamples = options.kind === 'exact' ? model.outputs : (options.samples ?? 1);
+    // A device budget that makes several batches.
+    const one = await planned(model, { ...options, batchSize: 1 }, virtualSamples);
+    const budget = { device: one.device.fixed + 40 * one.device.perSample };
+    const plan = await planned(model, { ...options, memoryBudget: budget }, virtualSamples);
+    expect(plan.fits, plan.reasons.join('\n')).toBe(true);
+    expect(plan.batch).toBeLessThan(97);
+    expect(plan.device.total).toBeLessThanOrEqual(budget.device);
+    const peak = await measured(model, data, { ...options, memoryBudget: budget });
+    expect(Math.abs(peak - plan.device.total) / plan.device.total, `measured ${peak} B, planned ${plan.device.total} B`).toBeLessThanOrEqual(0.1);
+  });
+});
+
+describe('refusals, before any work', () => {
+  const model = randomModel([30, 24, 6], 'relu', { type: 'categorical' }, 3);
+  const data = randomData(model, 20, 5);
+
+  it('a budget below what a batch of one needs names the bytes', async () => {
+    await expect(fisher(gpu(), model, data, { structure: 'diag', memoryBudget: { device: 1000 } })).rejects.toThrow(
+      /structure "diag" does not fit: device \(diag pass\): a batch of one needs [\d.]+ KiB \([\d.]+ KiB fixed, [\d.]+ (KiB|B) per sample\), more than the 1000 B budget; no structure fits this budget/,
+    );
+  });
+
+  it('a structure whose host memory exceeds the budget, with the structures that fit', async () => {
+    const full = await planned(model, { structure: 'full' });
+    const budget = full.host - 1;
+    await expect(fisher(gpu(), model, data, { structure: 'full', memoryBudget: budget })).rejects.toThrow(/structure "full" does not fit: host: its sums and result take .* more than the .* available; structures that fit: diag, block, kfac, ekfac, lowrank/);
+  });
+
+  it('plans every structure, with a mark on those that fit, on either engine', async () => {
+    const loaded = await new CpuEngine().load(model);
+    const plans = planEvery(loaded, model, resolveOptions({}), 1, { host: 100_000 });
+    expect(plans.map((p) => [p.structure, p.fits])).toEqual([
+      ['diag', true],
+      ['full', false],
+      ['block', false],
+      ['kfac', true],
+      ['ekfac', true],
+      ['lowrank', false],
+    ]);
+    for (const p of plans) expect(p.reasons.length).toBeGreaterThan(0);
+  });
+});
