@@ -54,6 +54,8 @@ export {
 } from './fisher/options.js';
 export { DiagonalFisher, DenseFisher, type FisherMatrix, type FisherInfo, type FileDtype } from './fisher/result.js';
 export { BlockFisher } from './fisher/structures/block.js';
+export { StoredDenseFisher } from './fisher/structures/full.js';
+export { planStructure, planEvery, type StructurePlan, type MemoryBudget } from './fisher/plan.js';
 export { KfacFisher, type LayerFactor, type KroneckerFactor, type DiagonalFactor } from './fisher/structures/kfac.js';
 export { EkfacFisher, type EkfacFactor, type EigenbasisFactor } from './fisher/structures/ekfac.js';
 export { LowRankFisher, type LowRankReport } from './fisher/structures/lowrank.js';

@@ -53,6 +53,8 @@ export async function compute(args: ComputeArgs): Promise<void> {
       ...(args.batchSize === undefined ? {} : { batchSize: args.batchSize }),
       // The device budget where given; the host's: the budget, else the free memory now.
       memoryBudget: { ...(args.memoryBudget === undefined ? {} : { device: args.memoryBudget }), host: hostBudget(args.memoryBudget) },
+      // A full Fisher beyond host memory goes straight into the output file, tile by tile (float32).
+      ...(args.dtype === 'F32' ? { spill: args.out } : {}),
       ...(args.samples === undefined ? {} : { samples: args.samples }),
       ...(args.seed === undefined ? {} : { seed: args.seed }),
       onProgress: (done, total) => bar.update(done, total),

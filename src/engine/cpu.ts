@@ -192,19 +192,21 @@ export class CpuModel implements LoadedModel {
 
   async gramSum(batch: Dataset, onTile: (tile: GramTile) => void, labels: readonly LabelSource[] = [DATA_LABELS], blocks?: readonly GramBlock[]): Promise<void> {
     const wanted = blocks ?? [{ offset: 0, size: this.model.parameterCount }];
-    const sums = wanted.map((b) => new Float64Array(b.size * b.size));
+    const ranges = wanted.map((b) => b.rows ?? { start: 0, count: b.size });
+    const sums = wanted.map((b, k) => new Float64Array(ranges[k]!.count * b.size));
     this.#eachGradient(batch, labels, (g) => {
       wanted.forEach(({ offset, size }, k) => {
         const sum = sums[k]!;
+        const { start, count } = ranges[k]!;
         // The upper triangle only, as the interface asks: half the work.
-        for (let r = 0; r < size; r++) {
+        for (let r = start; r < start + count; r++) {
           const gr = g[offset + r]!;
           if (gr === 0) continue;
-          for (let c = r; c < size; c++) sum[r * size + c]! += gr * g[offset + c]!;
+          for (let c = r; c < size; c++) sum[(r - start) * size + c]! += gr * g[offset + c]!;
         }
       });
     });
-    wanted.forEach((b, k) => onTile({ block: k, row0: 0, rows: b.size, values: sums[k]! }));
+    wanted.forEach((_, k) => onTile({ block: k, row0: ranges[k]!.start, rows: ranges[k]!.count, values: sums[k]! }));
   }
 
   async kroneckerSums(batch: Dataset, labels: readonly LabelSource[], mode: KroneckerMode): Promise<KroneckerPartial[]> {

@@ -38,10 +38,11 @@ export const DATA_LABELS: LabelSource = { kind: 'data' };
  */
 export type BatchStructure = 'diag' | 'full' | 'block' | 'kfac' | 'ekfac' | 'lowrank';
 
-/** A diagonal block of Σ g gᵀ: the parameters [offset, offset + size). */
+/** A diagonal block of Σ g gᵀ: the parameters [offset, offset + size); of it only rows [start, start + count) where `rows` is given. */
 export interface GramBlock {
   offset: number;
   size: number;
+  rows?: { start: number; count: number };
 }
 
 /**

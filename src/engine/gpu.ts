@@ -399,10 +399,11 @@ export class GpuModel implements LoadedModel {
       const tileFloats = Math.max(...wanted.map((b) => this.gramRowsPerTile(b.size) * b.size));
       const tile = await this.gpu.storage(tileFloats * F32, 'gram tile');
       try {
-        for (const [k, { offset, size }] of wanted.entries()) {
+        for (const [k, { offset, size, rows: range }] of wanted.entries()) {
           const rowsPerTile = this.gramRowsPerTile(size);
-          for (let row0 = 0; row0 < size; row0 += rowsPerTile) {
-            const rows = Math.min(rowsPerTile, size - row0);
+          const [first, end] = range ? [range.start, range.start + range.count] : [0, size];
+          for (let row0 = first; row0 < end; row0 += rowsPerTile) {
+            const rows = Math.min(rowsPerTile, end - row0);
             await this.gpu.step(`gram block ${k} rows ${row0}..${row0 + rows}`, (step) => {
               this.matmul.gram(step, { g, out: tile, batch: labels.length * batch.n, ld: p, offset, size, row0, rows });
             });

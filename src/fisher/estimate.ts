@@ -16,7 +16,7 @@ import { engineFor } from '../engine/select.js';
 import type { Dataset } from '../model/data.js';
 import type { Network } from '../model/network.js';
 import { resolveOptions, type FisherOptions, type ResolvedOptions } from './options.js';
-import type { FisherMatrix } from './result.js';
+import type { FisherInfo, FisherMatrix } from './result.js';
 import { planEvery, planStructure, refusal } from './plan.js';
 import { STRUCTURE_TYPES } from './structures/registry.js';
 
@@ -28,9 +28,19 @@ import { STRUCTURE_TYPES } from './structures/registry.js';
 export async function fisher(target: Engine | GpuDevice, model: Network, data: Dataset, options: FisherOptions = {}): Promise<FisherMatrix> {
   const o = resolveOptions(options);
   data.check(model);
-  // Refuses what the structure cannot hold before any work.
-  const run = STRUCTURE_TYPES.get(o.structure)!.start(model, o);
   const engine = engineFor(target);
+  const info: FisherInfo = {
+    kind: o.kind,
+    structure: o.structure,
+    reduction: o.reduction,
+    n: data.n,
+    samples: o.samples,
+    seed: o.seed,
+    backend: engine.backend,
+    ...(o.structure === 'kfac' || o.structure === 'ekfac' ? { kfac: o.kfac } : {}),
+  };
+  // Refuses what the structure cannot hold before any work.
+  const run = STRUCTURE_TYPES.get(o.structure)!.start(model, o, info);
   const loaded = await engine.load(model);
   try {
     const virtualSamples = labelSources(o, model, 0).length;
@@ -46,17 +56,8 @@ export async function fisher(target: Engine | GpuDevice, model: Network, data: D
         o.onProgress?.(end, data.n);
       }
       loaded.endPass();
-    } while (run.nextPass?.() ?? false);
-    return run.result({
-      kind: o.kind,
-      structure: o.structure,
-      reduction: o.reduction,
-      n: data.n,
-      samples: o.samples,
-      seed: o.seed,
-      backend: engine.backend,
-      ...(o.structure === 'kfac' || o.structure === 'ekfac' ? { kfac: o.kfac } : {}),
-    });
+    } while (await (run.nextPass?.() ?? false));
+    return await run.result(info);
   } finally {
     loaded.release();
   }

@@ -46,6 +46,12 @@ export interface FisherOptions {
    * own limit). A request that cannot fit is refused before any work.
    */
   memoryBudget?: number | { device?: number; host?: number };
+  /**
+   * Where a full Fisher larger than host memory (or the host budget) is
+   * written, tile by tile of rows, as it is computed: a safetensors path.
+   * Without it such a request is refused.
+   */
+  spill?: string;
   /** Called after each batch with the samples done and the total. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -61,6 +67,7 @@ export interface ResolvedOptions {
   passes: number;
   batchSize: number | undefined;
   memoryBudget: { device?: number; host?: number };
+  spill: string | undefined;
   onProgress: ((done: number, total: number) => void) | undefined;
 }
 
@@ -105,6 +112,7 @@ export function resolveOptions(o: FisherOptions): ResolvedOptions {
     passes: o.passes ?? 30,
     batchSize: o.batchSize,
     memoryBudget: budget,
+    spill: o.spill,
     onProgress: o.onProgress,
   };
 }

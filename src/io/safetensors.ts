@@ -10,7 +10,7 @@
  * then the data buffer; offsets are relative to the buffer's start.
  */
 import { readFile } from 'node:fs/promises';
-import { DTYPES, dtypeOf, isDtype, numel, type Dtype, type Tensor, type TensorData } from './dtypes.js';
+import { DTYPES, dtypeOf, isDtype, numel, type Dtype, type Tensor } from './dtypes.js';
 import { writeFileAtomic } from './atomic.js';
 
 /** Same cap as the reference implementation: 100 MB of header. */
@@ -169,33 +169,49 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
 }
 
 /** Encodes tensors (in the given order) and string metadata. */
-export function encodeSafetensors(tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Uint8Array {
+/**
+ * The header of a file holding tensors of these dtypes and shapes, in order:
+ * its bytes (the 8-byte length, then the JSON padded so the data starts
+ * 8-byte aligned, as the reference does) and each tensor's byte range in the
+ * data that follows.
+ */
+export function safetensorsHeader(
+  tensors: Iterable<[string, { dtype: Tensor['dtype']; shape: number[] }]>,
+  metadata: Record<string, string> = {},
+): { header: Uint8Array; offsets: Map<string, { start: number; end: number }> } {
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) header['__metadata__'] = metadata;
-  const parts: TensorData[] = [];
+  const offsets = new Map<string, { start: number; end: number }>();
   let offset = 0;
   for (const [name, t] of tensors) {
     if (name === '__metadata__') throw new SafetensorsError('InvalidTensorInfo', 'a tensor cannot be named __metadata__');
+    const end = offset + numel(t.shape) * DTYPES[t.dtype].bytes;
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, end] };
+    offsets.set(name, { start: offset, end });
+    offset = end;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
+  const text = new TextEncoder().encode(json);
+  const bytes = new Uint8Array(8 + text.length);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(text.length), true);
+  bytes.set(text, 8);
+  return { header: bytes, offsets };
+}
+
+export function encodeSafetensors(tensors: Iterable<[string, Tensor]>, metadata: Record<string, string> = {}): Uint8Array {
+  const list = [...tensors];
+  for (const [name, t] of list) {
     if (t.dtype !== dtypeOf(t.data)) throw new SafetensorsError('InvalidDtype', `tensor "${name}": dtype ${t.dtype} does not match its ${t.data.constructor.name}`);
     if (numel(t.shape) !== t.data.length) {
       throw new SafetensorsError('InvalidShape', `tensor "${name}": shape ${JSON.stringify(t.shape)} has ${numel(t.shape)} elements, data has ${t.data.length}`);
     }
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
-    offset += t.data.byteLength;
-    parts.push(t.data);
   }
-  let json = JSON.stringify(header);
-  // Pad with spaces so the data starts 8-byte aligned (the reference does the same).
-  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
-  const headerBytes = new TextEncoder().encode(json);
-  const out = new Uint8Array(8 + headerBytes.length + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
-  out.set(headerBytes, 8);
-  let at = 8 + headerBytes.length;
-  for (const p of parts) {
-    out.set(new Uint8Array(p.buffer, p.byteOffset, p.byteLength), at);
-    at += p.byteLength;
-  }
+  const { header, offsets } = safetensorsHeader(list, metadata);
+  const size = list.reduce((s, [name]) => Math.max(s, offsets.get(name)!.end), 0);
+  const out = new Uint8Array(header.length + size);
+  out.set(header, 0);
+  for (const [name, t] of list) out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), header.length + offsets.get(name)!.start);
   return out;
 }
 

@@ -9,6 +9,9 @@ import { GpuEngine } from '../../src/engine/gpu.js';
 import { fisher } from '../../src/fisher/estimate.js';
 import { resolveOptions, type FisherOptions } from '../../src/fisher/options.js';
 import { planEvery, planStructure } from '../../src/fisher/plan.js';
+import type { DenseFisher } from '../../src/fisher/result.js';
+import { StoredDenseFisher } from '../../src/fisher/structures/full.js';
+import { expectRelativeError } from '../helpers/compare.js';
 import type { Network } from '../../src/model/network.js';
 import type { Dataset } from '../../src/model/data.js';
 import { caseModel, NETWORK_CASES } from '../helpers/cases.js';
@@ -98,5 +101,38 @@ describe('refusals, before any work', () => {
       ['lowrank', false],
     ]);
     for (const p of plans) expect(p.reasons.length).toBeGreaterThan(0);
+  });
+});
+
+describe('a full Fisher beyond the host budget, written to disk tile by tile', () => {
+  it('equals the one held in memory, on the GPU and the CPU, in several passes', async () => {
+    const { mkdtemp, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { readSafetensors } = await import('../../src/io/safetensors.js');
+    const dir = await mkdtemp(join(tmpdir(), 'fisher-spill-'));
+    try {
+      const model = caseModel(NETWORK_CASES[0]!, 3);
+      const data = randomData(model, 31, 4);
+      const p = model.parameterCount;
+      for (const [name, target] of [['gpu', gpu()], ['cpu', new CpuEngine()]] as const) {
+        const memory = (await fisher(target, model, data, { structure: 'full', kind: 'mc', samples: 2, seed: 5 })) as DenseFisher;
+        const path = join(dir, `${name}.safetensors`);
+        // Room for 7 rows of F on the host: ⌈P/7⌉ passes.
+        const stored = await fisher(target, model, data, { structure: 'full', kind: 'mc', samples: 2, seed: 5, spill: path, memoryBudget: { host: 24 * p * 7 }, batchSize: 9 });
+        expect(stored).toBeInstanceOf(StoredDenseFisher);
+        const file = await readSafetensors(path);
+        expect(file.tensors.get('fisher')!.shape).toEqual([p, p]);
+        expect(file.metadata).toMatchObject({ structure: 'full', kind: 'mc', samples: '2', seed: '5', n: '31' });
+        expectRelativeError(file.tensors.get('fisher')!.data as Float32Array, Float32Array.from(memory.values), name === 'gpu' ? 1e-6 : 1e-7, `${name}: the file against memory`);
+        // Batches of 9 here, the largest there: the GPU's float32 batch partials differ by rounding.
+        expectRelativeError(stored.diagonal(), memory.diagonal(), name === 'gpu' ? 1e-6 : 1e-12, `${name}: diagonal`);
+        expect(() => stored.mv(new Float64Array(p))).toThrow(/lives in .*, not in memory/);
+      }
+      // Without a file to write to, a full Fisher over the host budget is refused before any work.
+      await expect(fisher(gpu(), model, data, { structure: 'full', memoryBudget: { host: 24 * p * 7 } })).rejects.toThrow(/structure "full" does not fit: host: its sums and result take/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

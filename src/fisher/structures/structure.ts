@@ -17,9 +17,9 @@ export interface StructureRun {
    * Called after each pass over the data (structures that need more than
    * one: EK-FAC, low-rank); true asks for another pass.
    */
-  nextPass?(): boolean;
+  nextPass?(): boolean | Promise<boolean>;
   /** The Fisher, with the scalings of the kind and reduction `info` records. */
-  result(info: FisherInfo): FisherMatrix;
+  result(info: FisherInfo): FisherMatrix | Promise<FisherMatrix>;
 }
 
 export interface StructureType {
@@ -28,8 +28,12 @@ export interface StructureType {
   readonly engineWork: readonly BatchStructure[];
   /** Host bytes of its sums and its result (float64), for the planner. */
   hostBytes(model: Network, options: ResolvedOptions): number;
-  /** Starts an estimation; refuses, before any work, what this structure cannot hold for `model`. */
-  start(model: Network, options: ResolvedOptions): StructureRun;
+  /**
+   * Starts an estimation; refuses, before any work, what this structure
+   * cannot hold for `model`. `info` is what the result will record (N, the
+   * kind's scale) for a structure that writes its result as it goes.
+   */
+  start(model: Network, options: ResolvedOptions, info: FisherInfo): StructureRun;
 }
 
 /** c/M of DESIGN.md §1: 1/N under mean, 1 under sum, over the M label samples of mc. */
