@@ -23,7 +23,7 @@ export interface FisherWorkload {
 }
 
 /** The structures the benchmark times. */
-export type BenchStructure = 'diag' | 'full' | 'block' | 'kfac';
+export type BenchStructure = 'diag' | 'full' | 'block' | 'kfac' | 'ekfac';
 
 export type KernelOp = 'forward' | 'backward' | 'squared_gradient' | 'gram';
 
@@ -135,10 +135,21 @@ export function fisherWork(w: FisherWorkload): WorkModel {
       break;
     }
     case 'kfac':
+    case 'ekfac':
       // A: the Gram of [a, 1] once (the bias column by a column sum); G: of δ per virtual sample.
       ls.forEach(([i, o]) => {
         add(kernelWork('gram', w.n, i, 0));
         add(kernelWork('gram', w.n, o, 0), virtual);
+      });
+      if (w.structure === 'kfac') break;
+      // EK-FAC's second pass: the passes again, then per virtual sample each layer's rows rotated
+      // ([a, 1] Q_A, δ Q_G) and the squared-gradient product of the rotated rows.
+      ls.forEach(([i, o]) => add(kernelWork('forward', w.n, i, o)));
+      ls.forEach(([i, o], l) => l > 0 && add(kernelWork('backward', w.n, i, o), virtual));
+      ls.forEach(([i, o]) => {
+        add(kernelWork('forward', w.n, i, i + 1), virtual);
+        add(kernelWork('forward', w.n, o, o), virtual);
+        add(kernelWork('squared_gradient', w.n, i, o), virtual);
       });
       break;
   }
@@ -197,6 +208,7 @@ export function fullSuite(): Workload[] {
     fisherCase([64, 32, 10], 1_000, 'full'),
     fisherCase([64, 32, 10], 10_000, 'full'),
     fisherCase([784, 256, 256, 10], 10_000, 'kfac'),
+    fisherCase([784, 256, 256, 10], 10_000, 'ekfac'),
     fisherCase([64, 32, 10], 10_000, 'block'),
     networkCase('cnn', 10_000),
     networkCase('cnn', 10_000, 'kfac'),

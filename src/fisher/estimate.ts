@@ -58,6 +58,9 @@ export async function fisher(target: Engine | GpuDevice, model: Network, data: D
       loaded.endPass();
     } while (await (run.nextPass?.() ?? false));
     return await run.result(info);
+  } catch (e) {
+    await run.abort?.();
+    throw e;
   } finally {
     loaded.release();
   }

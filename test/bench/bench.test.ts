@@ -40,6 +40,9 @@ describe('work model', () => {
     expect(fisherWork({ ...base, structure: 'kfac', kind: 'empirical' }).flops).toBe(passes + 7 * (5 * 6 + 4 * 5) + 7 * (4 * 5 + 3 * 4));
     expect(fisherWork({ ...base, structure: 'kfac', kind: 'exact' }).flops).toBe(2 * 7 * (5 * 4 + 4 * 3) + 3 * 2 * 7 * 4 * 3 + 7 * (5 * 6 + 4 * 5) + 3 * 7 * (4 * 5 + 3 * 4));
     expect(fisherWork({ ...base, structure: 'block', kind: 'empirical' }).flops).toBe(passes + 7 * 24 * 25 + 7 * 15 * 16);
+    // EK-FAC: K-FAC, then the passes again and per layer the rotations and the rotated squared-gradient product.
+    const rotations = 2 * 7 * (5 * 6 + 4 * 4 + 6 * 4) + 2 * 7 * (4 * 5 + 3 * 3 + 5 * 3);
+    expect(fisherWork({ ...base, structure: 'ekfac', kind: 'empirical' }).flops).toBe(fisherWork({ ...base, structure: 'kfac', kind: 'empirical' }).flops + passes + rotations);
   });
 
   it('counts the symmetric Gram once per pair, and exact as one forward pass and a backward pass per output', () => {

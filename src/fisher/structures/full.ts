@@ -127,6 +127,7 @@ export const full: StructureType = {
           await stream.write('fisher', tile, r0 * p);
         } catch (e) {
           await stream.abort();
+          stream = undefined;
           throw e;
         }
         r0 += count;
@@ -136,6 +137,9 @@ export const full: StructureType = {
       async result(info) {
         await stream!.finish();
         return new StoredDenseFisher(info, model.layout, path, { diagonal });
+      },
+      async abort() {
+        await stream?.abort();
       },
     };
   },

@@ -20,6 +20,8 @@ export interface StructureRun {
   nextPass?(): boolean | Promise<boolean>;
   /** The Fisher, with the scalings of the kind and reduction `info` records. */
   result(info: FisherInfo): FisherMatrix | Promise<FisherMatrix>;
+  /** Undoes what a failed estimation left (an unfinished file). */
+  abort?(): Promise<void>;
 }
 
 export interface StructureType {
