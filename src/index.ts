@@ -54,7 +54,7 @@ export {
 } from './fisher/options.js';
 export { DiagonalFisher, DenseFisher, type FisherMatrix, type FisherInfo, type FileDtype } from './fisher/result.js';
 export { BlockFisher } from './fisher/structures/block.js';
-export { StoredDenseFisher } from './fisher/structures/full.js';
+export { StoredFisher } from './fisher/structures/spill.js';
 export { planStructure, planEvery, type StructurePlan, type MemoryBudget } from './fisher/plan.js';
 export { KfacFisher, type LayerFactor, type KroneckerFactor, type DiagonalFactor } from './fisher/structures/kfac.js';
 export { EkfacFisher, type EkfacFactor, type EigenbasisFactor } from './fisher/structures/ekfac.js';

@@ -47,7 +47,8 @@ export async function plan(args: PlanArgs): Promise<void> {
   const data = args.data ? await Dataset.load(args.data, model) : undefined;
   const o = resolveOptions({ kind: args.kind, ...(args.samples === undefined ? {} : { samples: args.samples }), ...(args.batchSize === undefined ? {} : { batchSize: args.batchSize }) });
   // Every structure is planned: the options of one apply where they belong (the flags are checked by the parser).
-  const options = { ...o, ...(args.kfac === undefined ? {} : { kfac: args.kfac }), ...(args.rank === undefined ? {} : { rank: args.rank }) };
+  // `fisher compute` writes a result beyond host memory into its output file: plan as it would.
+  const options = { ...o, spill: '(the output file)', ...(args.kfac === undefined ? {} : { kfac: args.kfac }), ...(args.rank === undefined ? {} : { rank: args.rank }) };
   const virtualSamples = o.kind === 'exact' ? model.likelihood.factorColumns(model.outputs) : o.samples;
   const budget = { ...(args.memoryBudget === undefined ? {} : { device: args.memoryBudget }), host: hostBudget(args.memoryBudget) };
   const { engine, device, fallback } = await selectEngine(args.backend);

@@ -44,6 +44,8 @@ export function planStructure(loaded: LoadedModel, model: Network, o: ResolvedOp
   const reasons: string[] = [];
   const deviceBudget = budget.device ?? DEFAULT_DEVICE_BUDGET;
   const host = type.hostBytes(model, { ...o, structure });
+  const note = type.note?.(model, { ...o, structure });
+  if (note) reasons.push(note);
   let fits = true;
   if (budget.host !== undefined && host > budget.host) {
     fits = false;

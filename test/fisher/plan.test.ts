@@ -10,7 +10,8 @@ import { fisher } from '../../src/fisher/estimate.js';
 import { resolveOptions, type FisherOptions } from '../../src/fisher/options.js';
 import { planEvery, planStructure } from '../../src/fisher/plan.js';
 import type { DenseFisher } from '../../src/fisher/result.js';
-import { StoredDenseFisher } from '../../src/fisher/structures/full.js';
+import type { BlockFisher } from '../../src/fisher/structures/block.js';
+import { StoredFisher } from '../../src/fisher/structures/spill.js';
 import { expectRelativeError } from '../helpers/compare.js';
 import type { Network } from '../../src/model/network.js';
 import type { Dataset } from '../../src/model/data.js';
@@ -104,8 +105,8 @@ describe('refusals, before any work', () => {
   });
 });
 
-describe('a full Fisher beyond the host budget, written to disk tile by tile', () => {
-  it('equals the one held in memory, on the GPU and the CPU, in several passes', async () => {
+describe('full and block beyond the host budget, written to disk tile by tile', () => {
+  it('full and block equal the ones held in memory, on the GPU and the CPU, in several passes', async () => {
     const { mkdtemp, rm } = await import('node:fs/promises');
     const { tmpdir } = await import('node:os');
     const { join } = await import('node:path');
@@ -120,7 +121,7 @@ describe('a full Fisher beyond the host budget, written to disk tile by tile', (
         const path = join(dir, `${name}.safetensors`);
         // Room for 7 rows of F on the host: ⌈P/7⌉ passes.
         const stored = await fisher(target, model, data, { structure: 'full', kind: 'mc', samples: 2, seed: 5, spill: path, memoryBudget: { host: 24 * p * 7 }, batchSize: 9 });
-        expect(stored).toBeInstanceOf(StoredDenseFisher);
+        expect(stored).toBeInstanceOf(StoredFisher);
         const file = await readSafetensors(path);
         expect(file.tensors.get('fisher')!.shape).toEqual([p, p]);
         expect(file.metadata).toMatchObject({ structure: 'full', kind: 'mc', samples: '2', seed: '5', n: '31' });
@@ -129,6 +130,18 @@ describe('a full Fisher beyond the host budget, written to disk tile by tile', (
         expectRelativeError(stored.diagonal(), memory.diagonal(), name === 'gpu' ? 1e-6 : 1e-12, `${name}: diagonal`);
         expect(() => stored.mv(new Float64Array(p))).toThrow(/lives in .*, not in memory/);
       }
+      // block: each layer's block in pieces of rows, several layers' pieces to a pass.
+      const blocks = (await fisher(gpu(), model, data, { structure: 'block', batchSize: 9 })) as BlockFisher;
+      const path = join(dir, 'block.safetensors');
+      const largest = Math.max(...model.layout.layers.map((l) => l.size));
+      const stored = await fisher(gpu(), model, data, { structure: 'block', spill: path, memoryBudget: { host: 24 * largest * 5 }, batchSize: 9 });
+      expect(stored).toBeInstanceOf(StoredFisher);
+      const file = await readSafetensors(path);
+      model.layout.layers.forEach((l, k) => {
+        expect(file.tensors.get(`${l.name}.block`)!.shape).toEqual([l.size, l.size]);
+        expectRelativeError(file.tensors.get(`${l.name}.block`)!.data as Float32Array, Float32Array.from(blocks.blocks[k]!), 1e-6, `${l.name}.block from the file`);
+      });
+      expectRelativeError(stored.diagonal(), blocks.diagonal(), 1e-12, 'block diagonal');
       // Without a file to write to, a full Fisher over the host budget is refused before any work.
       await expect(fisher(gpu(), model, data, { structure: 'full', memoryBudget: { host: 24 * p * 7 } })).rejects.toThrow(/structure "full" does not fit: host: its sums and result take/);
     } finally {

@@ -9,7 +9,9 @@ import { choleskySolve, matVec } from '../../linalg/cholesky.js';
 import type { LayerSlice, ParameterLayout } from '../../model/layout.js';
 import { CompensatedSum } from '../accumulator.js';
 import { BaseFisher, cast, checkLength, type FileDtype, type FisherInfo } from '../result.js';
-import { MAX_DENSE_ENTRIES } from './full.js';
+import type { Network } from '../../model/network.js';
+import { MAX_DENSE_ENTRIES, spillEntries } from './full.js';
+import { BYTES_PER_ENTRY, spillHostBytes, spillNote, spillRun, type SpilledBlock } from './spill.js';
 import { kindScale, mirrorUpper, type StructureType } from './structure.js';
 
 /** One dense block per parametrised layer, in layout order; zero across layers. */
@@ -64,19 +66,32 @@ export class BlockFisher extends BaseFisher {
   }
 }
 
+const blocksOf = (model: Network): SpilledBlock[] => model.layout.layers.map((l) => ({ tensor: `${l.name}.block`, offset: l.offset, size: l.size }));
+const entriesOf = (model: Network) => model.layout.layers.reduce((s, l) => s + l.size * l.size, 0);
+
 export const block: StructureType = {
   name: 'block',
   engineWork: ['block'],
-  hostBytes: (model) => 3 * 8 * model.layout.layers.reduce((s, l) => s + l.size * l.size, 0),
-  start(model) {
+  hostBytes: (model, o) => {
+    const entries = spillEntries(entriesOf(model), o);
+    return entries === undefined ? BYTES_PER_ENTRY * entriesOf(model) : spillHostBytes(blocksOf(model), entries);
+  },
+  note: (model, o) => {
+    const entries = spillEntries(entriesOf(model), o);
+    return entries === undefined ? undefined : spillNote(blocksOf(model), entries);
+  },
+  start(model, o, info) {
     const layers = model.layout.layers;
-    const entries = layers.reduce((s, l) => s + l.size * l.size, 0);
-    if (entries > MAX_DENSE_ENTRIES) {
+    const entries = entriesOf(model);
+    const spill = spillEntries(entries, o);
+    if (spill === undefined && entries > MAX_DENSE_ENTRIES) {
       const widest = layers.reduce((a, b) => (b.size > a.size ? b : a));
       throw new InputError(
-        `the block Fisher has ${entries.toExponential(2)} entries (${((16 * entries) / 2 ** 30).toFixed(1)} GiB as compensated float64 on the host; the largest block, ${widest.name}, has P_l = ${widest.size}), more than the ${MAX_DENSE_ENTRIES.toExponential(1)} supported; use structure "diag" or "kfac"`,
+        `the block Fisher has ${entries.toExponential(2)} entries (${((16 * entries) / 2 ** 30).toFixed(1)} GiB as compensated float64 on the host; the largest block, ${widest.name}, has P_l = ${widest.size}), more than the ${MAX_DENSE_ENTRIES.toExponential(1)} held in memory; give a float32 output file to write it to tile by tile, or use structure "diag" or "kfac"`,
       );
     }
+    // Tiles of each layer's rows, straight to the file.
+    if (spill !== undefined) return spillRun(model, info, o.spill!, blocksOf(model), spill);
     const sums = layers.map((l) => new CompensatedSum(l.size * l.size));
     const blocks = layers.map(({ offset, size }) => ({ offset, size }));
     return {

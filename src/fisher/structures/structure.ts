@@ -30,6 +30,8 @@ export interface StructureType {
   readonly engineWork: readonly BatchStructure[];
   /** Host bytes of its sums and its result (float64), for the planner. */
   hostBytes(model: Network, options: ResolvedOptions): number;
+  /** Anything else the planner should say of it (a result written to disk, the passes that takes). */
+  note?(model: Network, options: ResolvedOptions): string | undefined;
   /**
    * Starts an estimation; refuses, before any work, what this structure
    * cannot hold for `model`. `info` is what the result will record (N, the
