@@ -8,7 +8,7 @@ import type { FileDtype } from '../fisher/result.js';
 import { Dataset } from '../model/data.js';
 import { InputError } from '../layers/errors.js';
 import { Network } from '../model/network.js';
-import { hostBudget } from './plan.js';
+import { diskFree, hostBudget } from './plan.js';
 import { progressBar } from './progress.js';
 
 export interface ComputeArgs {
@@ -52,7 +52,7 @@ export async function compute(args: ComputeArgs): Promise<void> {
       ...(args.passes === undefined ? {} : { passes: args.passes }),
       ...(args.batchSize === undefined ? {} : { batchSize: args.batchSize }),
       // The device budget where given; the host's: the budget, else the free memory now.
-      memoryBudget: { ...(args.memoryBudget === undefined ? {} : { device: args.memoryBudget }), host: hostBudget(args.memoryBudget) },
+      memoryBudget: { ...(args.memoryBudget === undefined ? {} : { device: args.memoryBudget }), host: hostBudget(args.memoryBudget), disk: await diskFree(dirname(resolve(args.out))) },
       // A full Fisher beyond host memory goes straight into the output file, tile by tile (float32).
       ...(args.dtype === 'F32' ? { spill: args.out } : {}),
       ...(args.samples === undefined ? {} : { samples: args.samples }),

@@ -4,7 +4,7 @@
  * limits, the machine's free memory and --memory-budget; the batch it would
  * run at and why; and a mark on those that fit.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, statfs } from 'node:fs/promises';
 import { freemem } from 'node:os';
 import { selectEngine, type BackendChoice } from '../engine/select.js';
 import { resolveOptions, type FisherKind, type FisherStructure, type KfacMode } from '../fisher/options.js';
@@ -33,6 +33,12 @@ export function hostBudget(memoryBudget: number | undefined): number {
   return memoryBudget ?? freemem();
 }
 
+/** Bytes free to an unprivileged writer on the file system holding `dir`. */
+export async function diskFree(dir: string): Promise<number> {
+  const s = await statfs(dir);
+  return s.bavail * s.bsize;
+}
+
 async function readSpec(path: string): Promise<unknown> {
   try {
     return JSON.parse(await readFile(path, 'utf8'));
@@ -50,7 +56,7 @@ export async function plan(args: PlanArgs): Promise<void> {
   // `fisher compute` writes a result beyond host memory into its output file: plan as it would.
   const options = { ...o, spill: '(the output file)', ...(args.kfac === undefined ? {} : { kfac: args.kfac }), ...(args.rank === undefined ? {} : { rank: args.rank }) };
   const virtualSamples = o.kind === 'exact' ? model.likelihood.factorColumns(model.outputs) : o.samples;
-  const budget = { ...(args.memoryBudget === undefined ? {} : { device: args.memoryBudget }), host: hostBudget(args.memoryBudget) };
+  const budget = { ...(args.memoryBudget === undefined ? {} : { device: args.memoryBudget }), host: hostBudget(args.memoryBudget), disk: await diskFree('.') };
   const { engine, device, fallback } = await selectEngine(args.backend);
   if (fallback) process.stderr.write(`fisher: warning: ${fallback}; planning for the CPU reference path\n`);
   try {
@@ -59,7 +65,7 @@ export async function plan(args: PlanArgs): Promise<void> {
       const plans = planEvery(loaded, model, options, virtualSamples, budget);
       const lines = [
         `model: P = ${model.parameterCount}${data ? `, data: N = ${data.n}` : ''}; ${o.kind}${virtualSamples > 1 ? ` (${virtualSamples} backward passes per sample)` : ''}; on ${engine.describe()}`,
-        `budget: device ${formatBytes(budget.device ?? 512 * 2 ** 20)}${args.memoryBudget === undefined ? ' (default, for batch sizes)' : ''}, host ${formatBytes(budget.host)}${args.memoryBudget === undefined ? ' (free memory now)' : ''}`,
+        `budget: device ${formatBytes(budget.device ?? 512 * 2 ** 20)}${args.memoryBudget === undefined ? ' (default, for batch sizes)' : ''}, host ${formatBytes(budget.host)}${args.memoryBudget === undefined ? ' (free memory now)' : ''}, disk ${formatBytes(budget.disk)} free here`,
         '',
         `${'structure'.padEnd(11)}${'fits'.padEnd(6)}${'batch'.padStart(7)}${'device'.padStart(12)}${'host'.padStart(12)}   (refused: the device bytes of a batch of one)`,
         ...plans.map((p) => `${(p.structure === args.structure ? `${p.structure} ←` : p.structure).padEnd(11)}${(p.fits ? '✓' : '✗').padEnd(6)}${(p.fits ? String(p.batch) : '-').padStart(7)}${formatBytes(p.device.total).padStart(12)}${formatBytes(p.host).padStart(12)}`),

@@ -45,7 +45,7 @@ export interface FisherOptions {
    * device memory for a batch, the host unbounded but for each structure's
    * own limit). A request that cannot fit is refused before any work.
    */
-  memoryBudget?: number | { device?: number; host?: number };
+  memoryBudget?: number | { device?: number; host?: number; disk?: number };
   /**
    * Where a full Fisher larger than host memory (or the host budget) is
    * written, tile by tile of rows, as it is computed: a safetensors path.
@@ -66,7 +66,7 @@ export interface ResolvedOptions {
   rank: number;
   passes: number;
   batchSize: number | undefined;
-  memoryBudget: { device?: number; host?: number };
+  memoryBudget: { device?: number; host?: number; disk?: number };
   spill: string | undefined;
   onProgress: ((done: number, total: number) => void) | undefined;
 }

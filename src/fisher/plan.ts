@@ -22,6 +22,8 @@ export interface MemoryBudget {
   device?: number;
   /** Bytes the host may hold (default: unbounded here; the command line passes the machine's free memory or --memory-budget). */
   host?: number;
+  /** Bytes free where a result written to disk goes (default: unchecked; the command line passes the file system's). */
+  disk?: number;
 }
 
 export interface StructurePlan {
@@ -35,21 +37,30 @@ export interface StructurePlan {
   fits: boolean;
   /** Why the plan is what it is, one line each. */
   reasons: string[];
+  /** Of the reasons, those that keep it from fitting. */
+  problems: string[];
 }
 
 /** The plan of `structure` (default: the options') for `model` on `loaded`'s engine, within `budget`. */
 export function planStructure(loaded: LoadedModel, model: Network, o: ResolvedOptions, virtualSamples: number, budget: MemoryBudget = {}, structure: FisherStructure = o.structure): StructurePlan {
   const type = STRUCTURE_TYPES.get(structure);
-  if (!type) return { structure, batch: 0, device: { fixed: 0, perSample: 0, total: 0 }, host: 0, fits: false, reasons: [`${structure} is not implemented`] };
+  if (!type) return { structure, batch: 0, device: { fixed: 0, perSample: 0, total: 0 }, host: 0, fits: false, reasons: [`${structure} is not implemented`], problems: [`${structure} is not implemented`] };
   const reasons: string[] = [];
+  const problems: string[] = [];
+  const refuse = (why: string) => {
+    reasons.push(why);
+    problems.push(why);
+  };
   const deviceBudget = budget.device ?? DEFAULT_DEVICE_BUDGET;
   const host = type.hostBytes(model, { ...o, structure });
   const note = type.note?.(model, { ...o, structure });
   if (note) reasons.push(note);
-  let fits = true;
+  const disk = type.diskBytes?.(model, { ...o, structure }) ?? 0;
+  if (budget.disk !== undefined && disk > budget.disk) {
+    refuse(`disk: the result takes ${formatBytes(disk)}, more than the ${formatBytes(budget.disk)} free where it goes`);
+  }
   if (budget.host !== undefined && host > budget.host) {
-    fits = false;
-    reasons.push(`host: its sums and result take ${formatBytes(host)}, more than the ${formatBytes(budget.host)} available`);
+    refuse(`host: its sums and result take ${formatBytes(host)}, more than the ${formatBytes(budget.host)} available`);
   }
   let batch = Infinity;
   // Every pass runs at the same batch; the engine frees one pass's buffers before the next, so the largest pass counts.
@@ -60,28 +71,26 @@ export function planStructure(loaded: LoadedModel, model: Network, o: ResolvedOp
     try {
       mem = loaded.memory(work, { virtualSamples, kfac: o.kfac, sketch, budget: deviceBudget });
     } catch (e) {
-      fits = false;
-      reasons.push(`device: ${(e as Error).message}`);
+      refuse(`device: ${(e as Error).message}`);
       continue;
     }
     const byBudget = Math.floor((deviceBudget - mem.fixed) / mem.perSample);
     const b = Math.min(mem.maxBatch, byBudget, o.batchSize ?? Infinity);
     passes.push(mem);
     if (b < 1) {
-      fits = false;
-      reasons.push(`device (${passName(work)}): a batch of one needs ${formatBytes(mem.fixed + mem.perSample)} (${formatBytes(mem.fixed)} fixed, ${formatBytes(mem.perSample)} per sample), more than the ${formatBytes(deviceBudget)} budget`);
+      refuse(`device (${passName(work)}): a batch of one needs ${formatBytes(mem.fixed + mem.perSample)} (${formatBytes(mem.fixed)} fixed, ${formatBytes(mem.perSample)} per sample), more than the ${formatBytes(deviceBudget)} budget`);
       continue;
     }
     const limit = b === o.batchSize ? 'the batch size asked for' : b === mem.maxBatch ? "the device's limits (bindings, dispatch, 4096 at most)" : `the ${formatBytes(deviceBudget)} budget`;
     reasons.push(`device (${passName(work)}): ${formatBytes(mem.fixed)} fixed + ${formatBytes(mem.perSample)} per sample; batch ${b}, set by ${limit}`);
     batch = Math.min(batch, b);
   }
+  const fits = problems.length === 0;
   // What it takes at the batch chosen, or (refused) at a batch of one.
   const at = fits && Number.isFinite(batch) ? batch : 1;
   const largest = passes.reduce((a, m) => (m.fixed + at * m.perSample > a.fixed + at * a.perSample ? m : a), { fixed: 0, perSample: 0 });
   const device = { fixed: largest.fixed, perSample: largest.perSample, total: largest.fixed + at * largest.perSample };
-  if (!fits) batch = 0;
-  return { structure, batch: Number.isFinite(batch) ? batch : 0, device, host, fits, reasons };
+  return { structure, batch: fits && Number.isFinite(batch) ? batch : 0, device, host, fits, reasons, problems };
 }
 
 function passName(work: BatchStructure): string {
@@ -97,6 +106,6 @@ export function planEvery(loaded: LoadedModel, model: Network, o: ResolvedOption
 export function refusal(plan: StructurePlan, every: readonly StructurePlan[]): InputError {
   const fitting = every.filter((p) => p.fits).map((p) => p.structure);
   return new InputError(
-    `structure "${plan.structure}" does not fit: ${plan.reasons.filter((r) => /more than|beyond|exceeds/.test(r)).join('; ')}; ${fitting.length ? `structures that fit: ${fitting.join(', ')}` : 'no structure fits this budget'}`,
+    `structure "${plan.structure}" does not fit: ${plan.problems.join('; ')}; ${fitting.length ? `structures that fit: ${fitting.join(', ')}` : 'no structure fits this budget'}`,
   );
 }

@@ -194,7 +194,7 @@ describe('fisher', () => {
     // A budget that leaves only the small structures, and a batch set by it.
     const tight = await fisher('plan', '--model', 'cnn/model.json', '--memory-budget', '8M');
     expect(tight.code, tight.stderr).toBe(0);
-    expect(tight.stdout).toMatch(/^budget: device 8.00 MiB, host 8.00 MiB$/m);
+    expect(tight.stdout).toMatch(/^budget: device 8.00 MiB, host 8.00 MiB, disk [\d.]+ [KMGT]iB free here$/m);
     expect(tight.stdout).toMatch(/^lowrank\s+✗/m);
     expect(tight.stdout).toMatch(/set by the 8.00 MiB budget/);
   });

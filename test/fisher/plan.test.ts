@@ -90,6 +90,14 @@ describe('refusals, before any work', () => {
     await expect(fisher(gpu(), model, data, { structure: 'full', memoryBudget: budget })).rejects.toThrow(/structure "full" does not fit: host: its sums and result take .* more than the .* available; structures that fit: diag, block, kfac, ekfac, lowrank/);
   });
 
+  it('a result to be written to disk larger than the free space there', async () => {
+    const p = model.parameterCount;
+    const budget = { host: 24 * p * 5, disk: 4 * p * p - 1 };
+    await expect(fisher(gpu(), model, data, { structure: 'full', spill: '/nonexistent/never.safetensors', memoryBudget: budget })).rejects.toThrow(
+      /structure "full" does not fit: disk: the result takes [\d.]+ MiB, more than the [\d.]+ MiB free where it goes; structures that fit: diag, block, kfac, ekfac$/,
+    );
+  });
+
   it('plans every structure, with a mark on those that fit, on either engine', async () => {
     const loaded = await new CpuEngine().load(model);
     const plans = planEvery(loaded, model, resolveOptions({}), 1, { host: 100_000 });

@@ -11,7 +11,7 @@ import { CompensatedSum } from '../accumulator.js';
 import { BaseFisher, cast, checkLength, type FileDtype, type FisherInfo } from '../result.js';
 import type { Network } from '../../model/network.js';
 import { MAX_DENSE_ENTRIES, spillEntries } from './full.js';
-import { BYTES_PER_ENTRY, spillHostBytes, spillNote, spillRun, type SpilledBlock } from './spill.js';
+import { BYTES_PER_ENTRY, spillBytes, spillHostBytes, spillNote, spillRun, type SpilledBlock } from './spill.js';
 import { kindScale, mirrorUpper, type StructureType } from './structure.js';
 
 /** One dense block per parametrised layer, in layout order; zero across layers. */
@@ -76,6 +76,7 @@ export const block: StructureType = {
     const entries = spillEntries(entriesOf(model), o);
     return entries === undefined ? BYTES_PER_ENTRY * entriesOf(model) : spillHostBytes(blocksOf(model), entries);
   },
+  diskBytes: (model, o) => (spillEntries(entriesOf(model), o) === undefined ? 0 : spillBytes(blocksOf(model))),
   note: (model, o) => {
     const entries = spillEntries(entriesOf(model), o);
     return entries === undefined ? undefined : spillNote(blocksOf(model), entries);

@@ -21,7 +21,7 @@ import { CompensatedSum } from '../accumulator.js';
 import type { KfacMode } from '../options.js';
 import { BaseFisher, cast, checkLength, type FileDtype, type FisherInfo } from '../result.js';
 import { kroneckerGeometry } from '../../layers/registry.js';
-import { augmentedInputs, diagonalTensors, fromAugmented, kfacEntries, KfacSums, solveDiagonal, throughEigenbasis, type DiagonalFactor } from './kfac.js';
+import { augmentedInputs, diagonalTensors, fromAugmented, kfacEntries, KfacSums, mvDiagonal, solveDiagonal, solveInEigenbasis, throughEigenbasis, type DiagonalFactor } from './kfac.js';
 import { kindScale, type StructureType } from './structure.js';
 
 /** A factored layer in its Kronecker eigenbasis. */
@@ -93,7 +93,7 @@ export class EkfacFisher extends BaseFisher {
     const out = new Float64Array(this.size);
     for (const f of this.factors) {
       if (f.kind === 'diagonal') {
-        for (let i = 0; i < f.slice.size; i++) out[f.slice.offset + i] = f.values[i]! * v[f.slice.offset + i]!;
+        mvDiagonal(f, v, out);
         continue;
       }
       const ia = augmentedInputs(f.geometry);
@@ -113,11 +113,7 @@ export class EkfacFisher extends BaseFisher {
         continue;
       }
       const ia = augmentedInputs(f.geometry);
-      throughEigenbasis(f.geometry, f.qa, f.qg, g, f.slice.offset, (o, i) => {
-        const d = f.eigenvalues[o * ia + i]! + damping;
-        if (!(d > 0)) throw new RangeError(`${f.slice.name}: the EK-FAC block + damping·I is singular (eigenvalue ${d} at (${o}, ${i})); pass a positive damping`);
-        return 1 / d;
-      }, out);
+      solveInEigenbasis(f.slice, f.geometry, f.qa, f.qg, (o, i) => f.eigenvalues[o * ia + i]!, damping, g, out);
     }
     return out;
   }

@@ -8,7 +8,7 @@ import { InputError } from '../../layers/errors.js';
 import { CompensatedSum } from '../accumulator.js';
 import type { ResolvedOptions } from '../options.js';
 import { DenseFisher } from '../result.js';
-import { BYTES_PER_ENTRY, spillHostBytes, spillNote, spillRun, type SpilledBlock } from './spill.js';
+import { BYTES_PER_ENTRY, spillBytes, spillHostBytes, spillNote, spillRun, type SpilledBlock } from './spill.js';
 import { kindScale, mirrorUpper, type StructureType } from './structure.js';
 
 /** The largest dense Fisher accumulated on the host: 2^28 entries (4 GiB as two float64 arrays, P ≈ 16,000). */
@@ -36,6 +36,7 @@ export const full: StructureType = {
     const entries = spillEntries(p * p, o);
     return entries === undefined ? BYTES_PER_ENTRY * p * p : spillHostBytes(whole(p), entries);
   },
+  diskBytes: (model, o) => (spillEntries(model.parameterCount ** 2, o) === undefined ? 0 : spillBytes(whole(model.parameterCount))),
   note: (model, o) => {
     const entries = spillEntries(model.parameterCount ** 2, o);
     return entries === undefined ? undefined : spillNote(whole(model.parameterCount), entries);

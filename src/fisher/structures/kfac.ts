@@ -71,6 +71,32 @@ export function fromAugmented(g: KroneckerGeometry, m: Float64Array, out: Float6
   }
 }
 
+/**
+ * (block + damping·I)⁻¹ g on a layer whose block the Kronecker eigenbasis
+ * diagonalises, with eigenvalue(o, i) there (K-FAC: λ_G,o λ_A,i; EK-FAC: Λ_oi).
+ */
+export function solveInEigenbasis(
+  slice: LayerSlice,
+  geometry: KroneckerGeometry,
+  qa: Float64Array,
+  qg: Float64Array,
+  eigenvalue: (o: number, i: number) => number,
+  damping: number,
+  g: ArrayLike<number>,
+  out: Float64Array,
+): void {
+  throughEigenbasis(geometry, qa, qg, g, slice.offset, (o, i) => {
+    const d = eigenvalue(o, i) + damping;
+    if (!(d > 0)) throw new RangeError(`${slice.name}: its block + damping·I is singular (eigenvalue ${d} at (${o}, ${i})); pass a positive damping`);
+    return 1 / d;
+  }, out);
+}
+
+/** diag ⊙ v on an unfactored layer's slice, into out. */
+export function mvDiagonal(f: DiagonalFactor, v: ArrayLike<number>, out: Float64Array): void {
+  for (let i = 0; i < f.slice.size; i++) out[f.slice.offset + i] = f.values[i]! * v[f.slice.offset + i]!;
+}
+
 /** (diag + damping)⁻¹ g on an unfactored layer's slice, into out. */
 export function solveDiagonal(f: DiagonalFactor, g: ArrayLike<number>, damping: number, out: Float64Array): void {
   const at = f.slice.offset;
@@ -162,7 +188,7 @@ export class KfacFisher extends BaseFisher {
     for (const f of this.factors) {
       const at = f.slice.offset;
       if (f.kind === 'diagonal') {
-        for (let i = 0; i < f.slice.size; i++) out[at + i] = f.values[i]! * v[at + i]!;
+        mvDiagonal(f, v, out);
         continue;
       }
       const { outputs } = f.geometry;
@@ -196,11 +222,7 @@ export class KfacFisher extends BaseFisher {
         continue;
       }
       const e = this.eigen(f);
-      throughEigenbasis(f.geometry, e.a.vectors, e.g.vectors, g, f.slice.offset, (o, i) => {
-        const d = e.g.values[o]! * e.a.values[i]! + damping;
-        if (!(d > 0)) throw new RangeError(`${f.slice.name}: G ⊗ A + damping·I is singular (eigenvalue ${d}); pass a positive damping`);
-        return 1 / d;
-      }, out);
+      solveInEigenbasis(f.slice, f.geometry, e.a.vectors, e.g.vectors, (o, i) => e.g.values[o]! * e.a.values[i]!, damping, g, out);
     }
     return out;
   }

@@ -56,9 +56,14 @@ export function spillPasses(blocks: readonly SpilledBlock[], entries: number): P
   return passes;
 }
 
+/** Bytes of the file's data: the blocks as float32. */
+export function spillBytes(blocks: readonly SpilledBlock[]): number {
+  return blocks.reduce((s, b) => s + 4 * b.size * b.size, 0);
+}
+
 /** What the planner says of a result written to disk. */
 export function spillNote(blocks: readonly SpilledBlock[], entries: number): string {
-  const bytes = blocks.reduce((s, b) => s + 4 * b.size * b.size, 0);
+  const bytes = spillBytes(blocks);
   return `disk: the result (${(bytes / 2 ** 30).toFixed(2)} GiB as float32) goes into the output file tile by tile, ${spillPasses(blocks, entries).length} passes over the data`;
 }
 

@@ -30,6 +30,8 @@ export interface StructureType {
   readonly engineWork: readonly BatchStructure[];
   /** Host bytes of its sums and its result (float64), for the planner. */
   hostBytes(model: Network, options: ResolvedOptions): number;
+  /** Bytes of its result written to disk as it is computed (0 or absent: held in memory). */
+  diskBytes?(model: Network, options: ResolvedOptions): number;
   /** Anything else the planner should say of it (a result written to disk, the passes that takes). */
   note?(model: Network, options: ResolvedOptions): string | undefined;
   /**
