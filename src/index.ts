@@ -31,7 +31,7 @@ export type { LayerNode, Shape, ParameterSpec } from './layers/layer.js';
 export { InputError } from './layers/errors.js';
 export { ACTIVATION_NAMES, type ActivationName } from './layers/activations.js';
 export { LIKELIHOOD_TYPES, type LikelihoodSpec, type LikelihoodType } from './model/likelihoods.js';
-export { parameterLayout, type ParameterLayout, type ParameterEntry } from './model/layout.js';
+export { parameterLayout, tensorLayout, type ParameterLayout, type TensorLayout, type ParameterEntry, type LayerBlock } from './model/layout.js';
 export { Rng } from './model/random.js';
 export type { Engine, LoadedModel, Backend } from './engine/engine.js';
 export { CpuEngine } from './engine/cpu.js';
@@ -52,11 +52,25 @@ export {
   type Reduction,
   type KfacMode,
 } from './fisher/options.js';
-export { DiagonalFisher, DenseFisher, type FisherMatrix, type FisherInfo, type FileDtype } from './fisher/result.js';
+export {
+  SOLVE_METHODS,
+  type FisherMatrix,
+  type FisherInfo,
+  type FileDtype,
+  type ShardInfo,
+  type SolveMethod,
+  type SolveOptions,
+  type SolveReport,
+  type EigOptions,
+  type Eigenpairs,
+} from './fisher/result.js';
+export { Fisher, loadFisher } from './fisher/load.js';
+export { DiagonalFisher } from './fisher/structures/diag.js';
+export { DenseFisher } from './fisher/structures/full.js';
 export { BlockFisher } from './fisher/structures/block.js';
 export { StoredFisher } from './fisher/structures/spill.js';
 export { planStructure, planEvery, type StructurePlan, type MemoryBudget } from './fisher/plan.js';
-export { KfacFisher, type LayerFactor, type KroneckerFactor, type DiagonalFactor } from './fisher/structures/kfac.js';
+export { KfacFisher, type LayerFactor, type KroneckerFactor, type DiagonalFactor, type FactorShape } from './fisher/structures/kfac.js';
 export { EkfacFisher, type EkfacFactor, type EigenbasisFactor } from './fisher/structures/ekfac.js';
 export { LowRankFisher, type LowRankReport } from './fisher/structures/lowrank.js';
 export type { KroneckerGeometry } from './layers/layer.js';

@@ -11,6 +11,7 @@ import type { Engine } from '../engine/engine.js';
 import { GpuEngine } from '../engine/gpu.js';
 import { matmulShapesFor } from '../engine/tuning.js';
 import { fisher } from '../fisher/estimate.js';
+import type { FisherOptions } from '../fisher/options.js';
 import type { FisherMatrix } from '../fisher/result.js';
 import type { AdapterDescription, GpuDevice, Step } from '../gpu/device.js';
 import { activationCode } from '../kernels/activation.js';
@@ -157,9 +158,19 @@ export function resultValues(F: FisherMatrix): Float64Array {
   return out;
 }
 
+/** The options of a workload's Fisher, on every engine alike. */
+function fisherOptions(w: FisherWorkload): FisherOptions {
+  return {
+    kind: w.kind,
+    structure: w.structure,
+    ...(w.kind === 'mc' ? { samples: 1, seed: 1 } : {}),
+    ...(w.lowrank ? { rank: w.lowrank.rank, passes: w.lowrank.passes, seed: 1 } : {}),
+  };
+}
+
 async function runFisher(gpu: GpuDevice, engine: Engine, w: FisherWorkload, o: BenchOptions): Promise<Omit<BenchRow, 'workload' | 'work'>> {
   const { model, data } = workloadInputs(w);
-  const options = { kind: w.kind, structure: w.structure, ...(w.kind === 'mc' ? { samples: 1, seed: 1 } : {}) } as const;
+  const options = fisherOptions(w);
   gpu.buffers.trim();
   const base = gpu.buffers.stats().current;
   gpu.buffers.resetPeak();
@@ -293,7 +304,7 @@ export function cpuPeer(budgetSeconds: number): Peer {
     async run(w, model, data) {
       const estimate = workOf(w).flops / 0.3e9;
       if (estimate > budgetSeconds) return { skipped: `estimated ${estimate.toFixed(0)} s, over the ${budgetSeconds} s budget` };
-      const F = await fisher(new CpuEngine(), model, data, { kind: w.kind, structure: w.structure, ...(w.kind === 'mc' ? { samples: 1, seed: 1 } : {}) });
+      const F = await fisher(new CpuEngine(), model, data, fisherOptions(w));
       return { values: resultValues(F) };
     },
   };

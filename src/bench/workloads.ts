@@ -10,6 +10,7 @@ import { sizeOf } from '../layers/layer.js';
 import { walkLayers } from '../layers/registry.js';
 import { architectureSpec, type Architecture } from '../model/architectures.js';
 import { parseSpec } from '../model/spec.js';
+import { OVERSAMPLING } from '../fisher/structures/lowrank.js';
 
 export interface FisherWorkload {
   type: 'fisher';
@@ -20,10 +21,12 @@ export interface FisherWorkload {
   n: number;
   structure: BenchStructure;
   kind: FisherKind;
+  /** lowrank: the rank k and the passes over the data (a fixed count, so the work is known before the run). */
+  lowrank?: { rank: number; passes: number };
 }
 
 /** The structures the benchmark times. */
-export type BenchStructure = 'diag' | 'full' | 'block' | 'kfac' | 'ekfac';
+export type BenchStructure = 'diag' | 'full' | 'block' | 'kfac' | 'ekfac' | 'lowrank';
 
 export type KernelOp = 'forward' | 'backward' | 'squared_gradient' | 'gram';
 
@@ -86,27 +89,54 @@ function networkWork(w: FisherWorkload): WorkModel {
   const virtual = w.kind === 'exact' ? outputs : 1;
   let flops = 0;
   let floats = 0;
+  let parameters = 0;
   let first = true;
   for (const node of walkLayers(spec.layers)) {
     floats += sizeOf(node.input) + sizeOf(node.output);
+    parameters += node.parameters.reduce((t, q) => t + sizeOf(q.shape), 0);
     if (node.type !== 'linear' && node.type !== 'conv2d') continue;
     const weight = sizeOf(node.parameters[0]!.shape);
     const channels = node.type === 'conv2d' ? node.output[0]! : node.output[node.output.length - 1]!;
     const positions = sizeOf(node.output) / channels;
     const perPass = 2 * weight * positions;
     flops += perPass + virtual * (first ? 0 : perPass);
-    if (w.structure === 'kfac') {
+    if (w.structure === 'kfac' || w.structure === 'ekfac') {
       const inputs = weight / channels;
       flops += kernelWork('gram', positions, inputs, 0).flops + virtual * kernelWork('gram', positions, channels, 0).flops;
       floats += positions * (inputs + virtual * channels);
+      if (w.structure === 'ekfac') {
+        // The second pass: the layer's products again, its rows rotated into the eigenbases
+        // ([ā, 1] Q_A, δ Q_G), the rotated per-sample gradient Σ_t δ'_t ā'_tᵀ and its square.
+        const ia = inputs + 1;
+        flops += perPass + virtual * (first ? 0 : perPass);
+        flops += virtual * (2 * positions * (ia * ia + channels * channels) + 2 * positions * channels * ia + channels * ia);
+        floats += positions * (ia + virtual * channels) + virtual * channels * ia;
+      }
     } else {
       flops += virtual * perPass;
       floats += virtual * node.parameters.reduce((t, p) => t + sizeOf(p.shape), 0);
     }
     first = false;
   }
-  return { flops: w.n * flops, bytes: F32 * w.n * floats };
+  const work = { flops: w.n * flops, bytes: F32 * w.n * floats };
+  return w.structure === 'lowrank' ? lowrankWork(w, work, parameters, virtual) : work;
 }
+
+/**
+ * Low-rank's passes: each is the diagonal's passes (forward, backward, the
+ * per-sample gradient rows: `pass`), then the sketch products of those rows
+ * with Ω [P, k + oversampling]: (g Ω) and gᵀ (g Ω), 4·N·P·(k + 10) FLOPs,
+ * reading the rows once more.
+ */
+function lowrankWork(w: FisherWorkload, pass: WorkModel, p: number, virtual: number): WorkModel {
+  const { rank, passes } = w.lowrank!;
+  const columns = rank + LOWRANK_OVERSAMPLING;
+  return {
+    flops: passes * (pass.flops + virtual * 4 * w.n * p * columns),
+    bytes: passes * (pass.bytes + F32 * virtual * (w.n * p + 2 * p * columns)),
+  };
+}
+
 
 /** Work of a Fisher computation: the forward pass once, then per virtual sample the backward pass and the structure's reduction. */
 export function fisherWork(w: FisherWorkload): WorkModel {
@@ -134,6 +164,11 @@ export function fisherWork(w: FisherWorkload): WorkModel {
       else ls.forEach(([i, o]) => add(kernelWork('gram', w.n, o * (i + 1), 0), virtual));
       break;
     }
+    case 'lowrank':
+      // The per-sample gradient rows, δ_n [a_n, 1]ᵀ: one multiply per entry, written once.
+      flops += virtual * w.n * parameterCount(w.widths);
+      bytes += F32 * virtual * w.n * parameterCount(w.widths);
+      return lowrankWork(w, { flops, bytes }, parameterCount(w.widths), virtual);
     case 'kfac':
     case 'ekfac':
       // A: the Gram of [a, 1] once (the bias column by a column sum); G: of δ per virtual sample.
@@ -160,14 +195,22 @@ export function workOf(w: Workload): WorkModel {
   return w.type === 'fisher' ? fisherWork(w) : kernelWork(w.op, w.batch, w.inputs, w.outputs);
 }
 
+/** The low-rank workloads' rank and pass count (DESIGN.md's default rank; a fixed pass budget, reported unconverged where it stops short). */
+const LOWRANK_BENCH = { rank: 64, passes: 2 };
+/** The sketch's extra columns, as structures/lowrank.ts adds them. */
+const LOWRANK_OVERSAMPLING = OVERSAMPLING;
+
+const structureLabel = (structure: BenchStructure) => (structure === 'lowrank' ? `lowrank k=${LOWRANK_BENCH.rank} (${LOWRANK_BENCH.passes} passes)` : structure);
+
 const fisherCase = (widths: number[], n: number, structure: BenchStructure, kind: FisherKind = 'empirical'): FisherWorkload => ({
   type: 'fisher',
-  name: `${kind} ${structure} ${widths.join('-')} N=${n.toLocaleString('en-US')}`,
+  name: `${kind} ${structureLabel(structure)} ${widths.join('-')} N=${n.toLocaleString('en-US')}`,
   arch: 'mlp',
   widths,
   n,
   structure,
   kind,
+  ...(structure === 'lowrank' ? { lowrank: LOWRANK_BENCH } : {}),
 });
 
 const kernelCase = (op: KernelOp, batch: number, inputs: number, outputs: number): KernelWorkload => ({
@@ -181,12 +224,13 @@ const kernelCase = (op: KernelOp, batch: number, inputs: number, outputs: number
 
 const networkCase = (arch: Exclude<Architecture, 'mlp'>, n: number, structure: BenchStructure = 'diag'): FisherWorkload => ({
   type: 'fisher',
-  name: `empirical ${structure} ${arch} N=${n.toLocaleString('en-US')}`,
+  name: `empirical ${structureLabel(structure)} ${arch} N=${n.toLocaleString('en-US')}`,
   arch,
   widths: [],
   n,
   structure,
   kind: 'empirical',
+  ...(structure === 'lowrank' ? { lowrank: LOWRANK_BENCH } : {}),
 });
 
 /** The full suite: MLPs from 64-32-10 to 784-1024-1024-10, N from 10³ to 10⁵, the cnn and resnet examples, every structure, and the kernels alone. */
@@ -209,11 +253,14 @@ export function fullSuite(): Workload[] {
     fisherCase([64, 32, 10], 10_000, 'full'),
     fisherCase([784, 256, 256, 10], 10_000, 'kfac'),
     fisherCase([784, 256, 256, 10], 10_000, 'ekfac'),
+    fisherCase([784, 256, 256, 10], 10_000, 'lowrank'),
     fisherCase([64, 32, 10], 10_000, 'block'),
     networkCase('cnn', 10_000),
     networkCase('cnn', 10_000, 'kfac'),
     networkCase('resnet', 10_000),
     networkCase('resnet', 10_000, 'kfac'),
+    networkCase('resnet', 10_000, 'ekfac'),
+    networkCase('resnet', 10_000, 'lowrank'),
   ];
 }
 

@@ -72,6 +72,8 @@ export class GpuModel implements LoadedModel {
   readonly #widestRows: number;
   /** How K-FAC factors each parametrised layer, in layout order (undefined: its exact diagonal). */
   readonly #kronecker: readonly (KroneckerGeometry | undefined)[];
+  /** Per parametrised layer: K-FAC reads its input and output gradient as rows in place (KroneckerOp.rowsInPlace). */
+  readonly #rowsInPlace: readonly boolean[];
 
   private constructor(
     readonly gpu: GpuDevice,
@@ -101,6 +103,7 @@ export class GpuModel implements LoadedModel {
     const ops = this.#network.leaves(kernels.scratch, kernels.scratch).map((l) => l.op);
     this.#widestRows = Math.max(0, ...ops.filter((op) => !op.canReduce('squared') || !op.canReduce('sum')).map((op) => op.size));
     this.#kronecker = ops.map((op) => (op.kronecker ? kroneckerGeometry(op.node) : undefined));
+    this.#rowsInPlace = ops.map((op) => op.kronecker?.rowsInPlace ?? false);
   }
 
   get matmul(): Matmul {
@@ -113,9 +116,20 @@ export class GpuModel implements LoadedModel {
     return new GpuModel(gpu, model, await gpu.storage(theta.byteLength, 'θ', theta), await layerKernels(gpu, matmul), head, optimizer);
   }
 
-  /** The factored layers' geometries, with the rows each contributes per sample under `mode`. */
-  #factored(mode: KroneckerMode = 'expand'): { layer: number; k: KroneckerGeometry; rows: number; ia: number }[] {
-    return this.#kronecker.flatMap((k, layer) => (k ? [{ layer, k, rows: mode === 'reduce' ? 1 : k.positions, ia: k.inputs + (k.bias ? 1 : 0) }] : []));
+  /**
+   * The factored layers' geometries, with the rows each contributes per
+   * sample under `mode`; whether its input and output gradient are its ā and
+   * δ rows as they lie (`inPlace`: read, not copied); and whether G's Gram
+   * reads δ straight from the output gradient (`dDirect`: in place, one label
+   * source per batch (`virtualSamples`), no sum over positions), where it
+   * otherwise reads the stack of every label source's rows.
+   */
+  #factored(mode: KroneckerMode = 'expand', virtualSamples = 1): { layer: number; k: KroneckerGeometry; rows: number; ia: number; inPlace: boolean; dDirect: boolean }[] {
+    return this.#kronecker.flatMap((k, layer) => {
+      if (!k) return [];
+      const inPlace = this.#rowsInPlace[layer]!;
+      return [{ layer, k, rows: mode === 'reduce' ? 1 : k.positions, ia: k.inputs + (k.bias ? 1 : 0), inPlace, dDirect: inPlace && mode === 'expand' && virtualSamples === 1 }];
+    });
   }
 
   /** Label sources per step of the diagonal reduction: as many [P] rows as one binding holds. */
@@ -162,7 +176,7 @@ export class GpuModel implements LoadedModel {
       }
       case 'kfac': {
         const mode = o.kfac ?? 'expand';
-        const f = this.#factored(mode);
+        const f = this.#factored(mode, v);
         const reduce = mode === 'reduce';
         // Stacked δ rows for every label source of a step: at most all of them.
         const perStep = this.#kfacPerStep(v, mode, 1);
@@ -170,10 +184,10 @@ export class GpuModel implements LoadedModel {
         const unfactored = this.#kronecker.some((k) => k === undefined);
         return {
           perSample: {
-            aRows: most(f.map(({ k }) => k.positions * k.inputs)),
+            aRows: most(f.map(({ k, inPlace }) => (inPlace ? 0 : k.positions * k.inputs))),
             aReduced: reduce ? most(f.map(({ k }) => k.inputs)) : 0,
-            dTemp: reduce ? most(f.map(({ k }) => k.positions * k.outputs)) : 0,
-            dStacks: perStep * f.reduce((s, { k, rows }) => s + rows * k.outputs, 0),
+            dTemp: reduce ? most(f.map(({ k, inPlace }) => (inPlace ? 0 : k.positions * k.outputs))) : 0,
+            dStacks: perStep * f.reduce((s, { k, rows, dDirect }) => s + (dDirect ? 0 : rows * k.outputs), 0),
           },
           fixed: { stats, squares: unfactored ? perStep * p : 0 },
         };
@@ -435,7 +449,7 @@ export class GpuModel implements LoadedModel {
     const binding = this.gpu.limits.maxStorageBufferBindingSize;
     const reduce = mode === 'reduce';
     const geometries = this.#kronecker;
-    const factored = this.#factored(mode);
+    const factored = this.#factored(mode, labels.length);
     const diagonal = geometries.some((k) => k === undefined);
     const sizes = this.#structureBuffers('kfac', { virtualSamples: labels.length, kfac: mode });
     // Where each layer's Σ ā āᵀ, Σ ā and Σ δ δᵀ go in one statistics buffer.
@@ -459,7 +473,7 @@ export class GpuModel implements LoadedModel {
       const aRows = await own(cap * sizes.perSample['aRows']!, 'K-FAC ā rows');
       const aReduced = reduce ? await own(cap * sizes.perSample['aReduced']!, 'K-FAC mean ā') : aRows;
       const dTemp = reduce ? await own(cap * sizes.perSample['dTemp']!, 'K-FAC δ rows') : undefined;
-      const dStacks = await Promise.all(factored.map(({ k, rows }) => own(perStep * cap * rows * k.outputs, 'K-FAC stacked δ rows')));
+      const dStacks = await Promise.all(factored.map(({ k, rows, dDirect }) => (dDirect ? undefined : own(perStep * cap * rows * k.outputs, 'K-FAC stacked δ rows'))));
       const squares = diagonal ? await own(perStep * p, 'squared-gradient sums') : undefined;
       const parts: KroneckerPartial[] = geometries.map((k, layer) =>
         k
@@ -476,30 +490,34 @@ export class GpuModel implements LoadedModel {
           if (v0 === 0) {
             this.#encodeForward(step, buf, n);
             // A from the forward pass, once per batch.
-            factored.forEach(({ layer, k, rows }, j) => {
+            factored.forEach(({ layer, k, rows, inPlace }, j) => {
               const { op, x } = leaves[layer]!;
-              op.kronecker!.inputRows(step, { n, x }, aRows);
-              if (reduce) this.kernels.elementwise.positionsSum(step, { x: aRows, y: aReduced, batch: n, positions: k.positions, width: k.inputs, offset: 0, scale: 1 / k.positions });
-              this.#encodeGram(step, aReduced, n * rows, k.inputs, stats, at[j]!.aa);
-              this.kernels.elementwise.columnReduce(step, { rows: aReduced, out: stats, columns: k.inputs, samples: n * rows, ld: k.inputs, offset: at[j]!.a, scale: 1, square: false });
+              if (!inPlace) op.kronecker!.inputRows(step, { n, x }, aRows);
+              const all = inPlace ? x : aRows;
+              if (reduce) this.kernels.elementwise.positionsSum(step, { x: all, y: aReduced, batch: n, positions: k.positions, width: k.inputs, offset: 0, scale: 1 / k.positions });
+              const source = reduce ? aReduced : all;
+              this.#encodeGram(step, source, n * rows, k.inputs, stats, at[j]!.aa);
+              this.kernels.elementwise.columnReduce(step, { rows: source, out: stats, columns: k.inputs, samples: n * rows, ld: k.inputs, offset: at[j]!.a, scale: 1, square: false });
             });
           }
           some.forEach((l, v) => {
             this.#encodeBackward(step, buf, n, l);
-            factored.forEach(({ layer, k, rows }, j) => {
+            factored.forEach(({ layer, k, rows, inPlace, dDirect }, j) => {
+              if (dDirect) return;
               const { op, dy } = leaves[layer]!;
               const stackAt = v * n * rows * k.outputs;
               if (!reduce) {
                 op.kronecker!.gradientRows(step, { n, dy }, { buffer: dStacks[j]!, at: stackAt });
                 return;
               }
-              op.kronecker!.gradientRows(step, { n, dy }, { buffer: dTemp!, at: 0 });
-              this.kernels.elementwise.positionsSum(step, { x: dTemp!, y: dStacks[j]!, batch: n, positions: k.positions, width: k.outputs, offset: stackAt, scale: 1 });
+              // δ rows as they are (in place) or copied, then summed over positions into the stack.
+              if (!inPlace) op.kronecker!.gradientRows(step, { n, dy }, { buffer: dTemp!, at: 0 });
+              this.kernels.elementwise.positionsSum(step, { x: inPlace ? dy : dTemp!, y: dStacks[j]!, batch: n, positions: k.positions, width: k.outputs, offset: stackAt, scale: 1 });
             });
             if (squares) this.#encodeParameterReduction(step, buf, n, squares, 'squared', 1, v * p, (layer) => geometries[layer] === undefined);
           });
           // G: one Gram product over the stacked rows of every label source of the step.
-          factored.forEach(({ k, rows }, j) => this.#encodeGram(step, dStacks[j]!, some.length * n * rows, k.outputs, stats, at[j]!.gg));
+          factored.forEach(({ layer, k, rows }, j) => this.#encodeGram(step, dStacks[j] ?? leaves[layer]!.dy, some.length * n * rows, k.outputs, stats, at[j]!.gg));
         });
         const s = await this.gpu.readF32(stats, floats * F32);
         factored.forEach(({ layer, rows }, j) => {

@@ -55,6 +55,11 @@ export class SafetensorsStream {
     return { position: t.start + element * size, bytes: count * size, dtype: t.dtype };
   }
 
+  /** The byte of the file where tensor `name`'s data starts. */
+  dataStart(name: string): number {
+    return this.#at(name, 0, 0).position;
+  }
+
   /** Writes `values` (of the tensor's dtype) from element `element` of tensor `name`. */
   async write(name: string, values: Values, element: number): Promise<void> {
     const at = this.#at(name, element, values.length);

@@ -9,7 +9,7 @@
  * `{ "__metadata__": {str: str}, name: {dtype, shape, data_offsets: [begin, end]} }`,
  * then the data buffer; offsets are relative to the buffer's start.
  */
-import { readFile } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { DTYPES, dtypeOf, isDtype, numel, type Dtype, type Tensor } from './dtypes.js';
 import { writeFileAtomic } from './atomic.js';
 
@@ -85,14 +85,33 @@ function repeatedKey(json: string): string | undefined {
   return undefined;
 }
 
-/** Parses a whole safetensors file held in memory. */
-export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
-  if (bytes.length < 8) fail('HeaderTooSmall', `file is ${bytes.length} bytes, shorter than the 8-byte header length`);
+/** A tensor's entry in the header: its dtype, shape and byte range in the data. */
+export interface TensorEntry {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/** What the header says: the metadata, the tensors in header order, and where the data starts in the file. */
+export interface SafetensorsHeader {
+  metadata: Record<string, string>;
+  entries: TensorEntry[];
+  dataOffset: number;
+}
+
+/**
+ * Parses and validates the header in `bytes` (the file's first bytes, at
+ * least the header) of a file `fileLength` bytes long.
+ */
+export function decodeSafetensorsHeader(bytes: Uint8Array, fileLength: number): SafetensorsHeader {
+  if (fileLength < 8) fail('HeaderTooSmall', `file is ${bytes.length} bytes, shorter than the 8-byte header length`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLen64 = view.getBigUint64(0, true);
   if (headerLen64 > BigInt(MAX_HEADER_BYTES)) fail('HeaderTooLarge', `header length ${headerLen64} exceeds the ${MAX_HEADER_BYTES}-byte cap`);
   const headerLen = Number(headerLen64);
-  if (8 + headerLen > bytes.length) fail('InvalidHeaderLength', `header length ${headerLen} runs past the end of the ${bytes.length}-byte file`);
+  if (8 + headerLen > fileLength) fail('InvalidHeaderLength', `header length ${headerLen} runs past the end of the ${fileLength}-byte file`);
   let headerText = '';
   try {
     headerText = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLen));
@@ -112,7 +131,7 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
   if (repeated !== undefined) fail('DuplicateKey', `header names ${JSON.stringify(repeated)} twice in one object`);
 
   const metadata: Record<string, string> = {};
-  const entries: { name: string; dtype: Dtype; shape: number[]; begin: number; end: number }[] = [];
+  const entries: TensorEntry[] = [];
   for (const [name, info] of Object.entries(header)) {
     if (name === '__metadata__') {
       if (!isRecord(info)) fail('InvalidMetadata', '__metadata__ is not an object of strings');
@@ -143,7 +162,7 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
   }
 
   // Offsets must tile the buffer: sorted, starting at 0, no gaps, no overlaps.
-  const data = bytes.subarray(8 + headerLen);
+  const dataLength = fileLength - 8 - headerLen;
   const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
   let cursor = 0;
   for (const e of sorted) {
@@ -152,9 +171,16 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
     }
     cursor = e.end;
   }
-  if (cursor !== data.length) {
-    fail('FileLengthMismatch', `tensors cover ${cursor} data bytes but the file holds ${data.length}`);
+  if (cursor !== dataLength) {
+    fail('FileLengthMismatch', `tensors cover ${cursor} data bytes but the file holds ${dataLength}`);
   }
+  return { metadata, entries, dataOffset: 8 + headerLen };
+}
+
+/** Parses a whole safetensors file held in memory. */
+export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
+  const { metadata, entries, dataOffset } = decodeSafetensorsHeader(bytes, bytes.length);
+  const data = bytes.subarray(dataOffset);
 
   const tensors = new Map<string, Tensor>();
   for (const e of entries) {
@@ -223,6 +249,29 @@ export async function readSafetensors(path: string): Promise<SafetensorsFile> {
   } catch (e) {
     if (e instanceof SafetensorsError) throw new SafetensorsError(e.code, `${path}: ${e.message}`);
     throw e;
+  }
+}
+
+/** Reads and validates only the header of a safetensors file (a large file's tensors are then read by range). */
+export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
+  const file = await open(path, 'r');
+  try {
+    const { size } = await file.stat();
+    const head = new Uint8Array(Math.min(size, 8));
+    await file.read(head, 0, head.length, 0);
+    let length = 8;
+    if (head.length === 8) {
+      const h = new DataView(head.buffer).getBigUint64(0, true);
+      length = h > BigInt(MAX_HEADER_BYTES) ? 8 : 8 + Math.min(Number(h), size - 8);
+    }
+    const bytes = new Uint8Array(length);
+    await file.read(bytes, 0, length, 0);
+    return decodeSafetensorsHeader(bytes, size);
+  } catch (e) {
+    if (e instanceof SafetensorsError) throw new SafetensorsError(e.code, `${path}: ${e.message}`);
+    throw e;
+  } finally {
+    await file.close();
   }
 }
 

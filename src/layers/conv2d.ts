@@ -118,6 +118,7 @@ class Conv2dOp implements ParameterOp {
     const k = env.kernels;
     this.kronecker = kroneckerGeometry(node)
       ? {
+          rowsInPlace: false,
           inputRows: (step, io, out) => k.conv2d.im2col(step, g, { n: io.n, x: io.x, out }),
           gradientRows: (step, io, out) => k.elementwise.transpose(step, { x: io.dy, y: out.buffer, batch: io.n, rows: g.cOut, cols: g.oh * g.ow, offset: out.at }),
         }

@@ -197,6 +197,12 @@ export interface KroneckerTwin<F> {
 
 /** The K-FAC side of a layer's GPU op: its per-position rows for a batch of n samples. */
 export interface KroneckerOp {
+  /**
+   * The layer's input x and output gradient dy already are the ā and δ rows
+   * [n·T, inputs | outputs] from element 0 (a linear layer): K-FAC reads them
+   * in place instead of copying them by inputRows and gradientRows.
+   */
+  readonly rowsInPlace: boolean;
   /** ā rows [n·T, inputs] into `out`. */
   inputRows(step: Step, io: { n: number; x: GPUBuffer }, out: GPUBuffer): void;
   /** δ rows [n·T, outputs] into `out` from element `at`. */

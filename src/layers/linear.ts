@@ -43,6 +43,7 @@ class LinearOp implements ParameterOp {
   readonly size: number;
   /** A batch is n·T rows already: the input is ā's rows and the output gradient δ's; a copy puts them where asked. */
   readonly kronecker: KroneckerOp = {
+    rowsInPlace: true,
     inputRows: (step, io, out) => {
       const rows = io.n * positions(this.node);
       this.env.kernels.elementwise.transpose(step, { x: io.x, y: out, batch: rows, rows: 1, cols: this.node.fields.in, offset: 0 });

@@ -4,13 +4,25 @@
  * not positive is a clear error naming it, never a NaN.
  */
 
-/** x with (A + damping·I) x = g, A [p, p] row-major, symmetric (only its lower triangle is read). */
-export function choleskySolve(a: ArrayLike<number>, p: number, g: ArrayLike<number>, damping = 0): Float64Array {
+/** A matrix that is not positive definite at the damping asked: where the factorisation broke down. */
+export class NotPositiveDefiniteError extends RangeError {
+  constructor(
+    readonly pivot: number,
+    readonly value: number,
+    where?: string,
+  ) {
+    super(`${where ? `${where}: ` : ''}F + damping·I is not positive definite (pivot ${pivot} is ${value}); pass a larger damping`);
+    this.name = 'NotPositiveDefiniteError';
+  }
+}
+
+/** The lower-triangular L with L Lᵀ = A + damping·I, A [p, p] row-major symmetric (only its lower triangle is read). */
+export function choleskyFactor(a: ArrayLike<number>, p: number, damping = 0): Float64Array {
   const l = new Float64Array(p * p);
   for (let j = 0; j < p; j++) {
     let d = a[j * p + j]! + damping;
     for (let k = 0; k < j; k++) d -= l[j * p + k]! ** 2;
-    if (!(d > 0)) throw new RangeError(`F + damping·I is not positive definite (pivot ${j} is ${d}); pass a larger damping`);
+    if (!(d > 0)) throw new NotPositiveDefiniteError(j, d);
     const ljj = Math.sqrt(d);
     l[j * p + j] = ljj;
     for (let i = j + 1; i < p; i++) {
@@ -19,9 +31,14 @@ export function choleskySolve(a: ArrayLike<number>, p: number, g: ArrayLike<numb
       l[i * p + j] = s / ljj;
     }
   }
+  return l;
+}
+
+/** x with L Lᵀ x = g. */
+export function choleskySolveFactored(l: Float64Array, p: number, g: ArrayLike<number>, offset = 0): Float64Array {
   const y = new Float64Array(p);
   for (let i = 0; i < p; i++) {
-    let s = g[i]!;
+    let s = g[offset + i]!;
     for (let k = 0; k < i; k++) s -= l[i * p + k]! * y[k]!;
     y[i] = s / l[i * p + i]!;
   }
@@ -32,6 +49,18 @@ export function choleskySolve(a: ArrayLike<number>, p: number, g: ArrayLike<numb
     x[i] = s / l[i * p + i]!;
   }
   return x;
+}
+
+/** log det(L Lᵀ) = 2 Σ log L_ii. */
+export function choleskyLogdet(l: Float64Array, p: number): number {
+  let s = 0;
+  for (let i = 0; i < p; i++) s += Math.log(l[i * p + i]!);
+  return 2 * s;
+}
+
+/** x with (A + damping·I) x = g, A [p, p] row-major, symmetric (only its lower triangle is read). */
+export function choleskySolve(a: ArrayLike<number>, p: number, g: ArrayLike<number>, damping = 0): Float64Array {
+  return choleskySolveFactored(choleskyFactor(a, p, damping), p, g);
 }
 
 /** A v for A [rows, cols] row-major. */

@@ -21,19 +21,31 @@ export interface ParameterEntry {
 }
 
 /** A parametrised layer's block of θ: its parameters, contiguous. */
-export interface LayerSlice {
-  node: LayerNode;
+export interface LayerBlock {
   name: string;
   offset: number;
   /** P_l, the size of the block. */
   size: number;
 }
 
-export interface ParameterLayout {
+/** A layer's block with the layer it comes from. */
+export interface LayerSlice extends LayerBlock {
+  node: LayerNode;
+}
+
+/**
+ * θ's tensors and its layers' blocks, as a Fisher file records them: all a
+ * Fisher's operations need, without the layers' specs.
+ */
+export interface TensorLayout {
   entries: ParameterEntry[];
-  layers: LayerSlice[];
+  layers: LayerBlock[];
   /** P, the number of parameters. */
   total: number;
+}
+
+export interface ParameterLayout extends TensorLayout {
+  layers: LayerSlice[];
 }
 
 export function parameterLayout(nodes: readonly LayerNode[]): ParameterLayout {
@@ -49,6 +61,28 @@ export function parameterLayout(nodes: readonly LayerNode[]): ParameterLayout {
       offset += size;
     }
     layers.push({ node, name: node.name!, offset: start, size: offset - start });
+  }
+  return { entries, layers, total: offset };
+}
+
+/**
+ * The layout of parameters listed in θ order (a Fisher file's metadata):
+ * a layer is the run of consecutive tensors that share the name before
+ * their last dot ("conv1" of "conv1.weight", "conv1.bias").
+ */
+export function tensorLayout(parameters: readonly { name: string; shape: readonly number[] }[]): TensorLayout {
+  const entries: ParameterEntry[] = [];
+  const layers: LayerBlock[] = [];
+  let offset = 0;
+  for (const p of parameters) {
+    const dot = p.name.lastIndexOf('.');
+    const layer = dot < 0 ? p.name : p.name.slice(0, dot);
+    const suffix = dot < 0 ? '' : p.name.slice(dot + 1);
+    if (layers.length === 0 || layers[layers.length - 1]!.name !== layer) layers.push({ name: layer, offset, size: 0 });
+    const size = sizeOf(p.shape);
+    entries.push({ name: p.name, layer: layers.length - 1, role: suffix === 'bias' ? 'bias' : 'weight', shape: [...p.shape], offset, size });
+    layers[layers.length - 1]!.size += size;
+    offset += size;
   }
   return { entries, layers, total: offset };
 }

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { CpuEngine, CpuModel } from '../../src/engine/cpu.js';
 import { fisher } from '../../src/fisher/estimate.js';
-import type { DenseFisher } from '../../src/fisher/result.js';
+import type { DenseFisher } from '../../src/fisher/structures/full.js';
 import type { ActivationName } from '../../src/layers/activations.js';
 import type { LikelihoodSpec } from '../../src/model/likelihoods.js';
 import type { Network } from '../../src/model/network.js';

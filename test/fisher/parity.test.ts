@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { CpuEngine } from '../../src/engine/cpu.js';
 import { GpuEngine } from '../../src/engine/gpu.js';
 import { fisher } from '../../src/fisher/estimate.js';
-import type { DenseFisher } from '../../src/fisher/result.js';
+import type { DenseFisher } from '../../src/fisher/structures/full.js';
 import { ACTIVATION_NAMES, type ActivationName } from '../../src/layers/activations.js';
 import type { LikelihoodSpec } from '../../src/model/likelihoods.js';
 import { expectClose, expectPerTensor, expectRelativeError, perTensorError } from '../helpers/compare.js';

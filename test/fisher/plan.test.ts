@@ -9,9 +9,10 @@ import { GpuEngine } from '../../src/engine/gpu.js';
 import { fisher } from '../../src/fisher/estimate.js';
 import { resolveOptions, type FisherOptions } from '../../src/fisher/options.js';
 import { planEvery, planStructure } from '../../src/fisher/plan.js';
-import type { DenseFisher } from '../../src/fisher/result.js';
+import type { DenseFisher } from '../../src/fisher/structures/full.js';
 import type { BlockFisher } from '../../src/fisher/structures/block.js';
 import { StoredFisher } from '../../src/fisher/structures/spill.js';
+import { loadFisher } from '../../src/fisher/load.js';
 import { expectRelativeError } from '../helpers/compare.js';
 import type { Network } from '../../src/model/network.js';
 import type { Dataset } from '../../src/model/data.js';
@@ -136,7 +137,15 @@ describe('full and block beyond the host budget, written to disk tile by tile', 
         expectRelativeError(file.tensors.get('fisher')!.data as Float32Array, Float32Array.from(memory.values), name === 'gpu' ? 1e-6 : 1e-7, `${name}: the file against memory`);
         // Batches of 9 here, the largest there: the GPU's float32 batch partials differ by rounding.
         expectRelativeError(stored.diagonal(), memory.diagonal(), name === 'gpu' ? 1e-6 : 1e-12, `${name}: diagonal`);
-        expect(() => stored.mv(new Float64Array(p))).toThrow(/lives in .*, not in memory/);
+        // Products read the file a slice at a time; a dense factorisation is refused, conjugate gradients work.
+        const v = Float64Array.from({ length: p }, (_, i) => Math.sin(i + 1));
+        expectRelativeError(stored.mv(v), memory.mv(v), 1e-6, `${name}: mv from the file`);
+        expect(() => stored.solve(v, { damping: 0.1 })).toThrow(/lives in .*: a dense Cholesky .* method "cg"/);
+        expectRelativeError(stored.solve(v, { damping: 0.1, method: 'cg', tolerance: 1e-10 }), memory.solve(v, { damping: 0.1 }), 1e-5, `${name}: cg on the file`);
+        // Loading the file gives the same stored Fisher.
+        const loaded = await loadFisher(path);
+        expect(loaded.info).toEqual(stored.info);
+        expectRelativeError(loaded.mv(v), stored.mv(v), 1e-14, `${name}: loaded mv`);
       }
       // block: each layer's block in pieces of rows, several layers' pieces to a pass.
       const blocks = (await fisher(gpu(), model, data, { structure: 'block', batchSize: 9 })) as BlockFisher;
@@ -150,6 +159,9 @@ describe('full and block beyond the host budget, written to disk tile by tile', 
         expectRelativeError(file.tensors.get(`${l.name}.block`)!.data as Float32Array, Float32Array.from(blocks.blocks[k]!), 1e-6, `${l.name}.block from the file`);
       });
       expectRelativeError(stored.diagonal(), blocks.diagonal(), 1e-12, 'block diagonal');
+      const v = Float64Array.from({ length: p }, (_, i) => Math.cos(i));
+      expectRelativeError(stored.mv(v), blocks.mv(v), 1e-6, 'block mv from the file');
+      expect(stored.frobeniusNorm()).toBeCloseTo(blocks.frobeniusNorm(), 5);
       // Without a file to write to, a full Fisher over the host budget is refused before any work.
       await expect(fisher(gpu(), model, data, { structure: 'full', memoryBudget: { host: 24 * p * 7 } })).rejects.toThrow(/structure "full" does not fit: host: its sums and result take/);
     } finally {

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CpuEngine } from '../../src/engine/cpu.js';
 import { fisher } from '../../src/fisher/estimate.js';
-import { DenseFisher, DiagonalFisher } from '../../src/fisher/result.js';
+import { DiagonalFisher } from '../../src/fisher/structures/diag.js';
+import { DenseFisher } from '../../src/fisher/structures/full.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { Rng } from '../../src/model/random.js';
 import { expectClose } from '../helpers/compare.js';
@@ -39,8 +40,16 @@ describe('Fisher operations', () => {
     const Fd = F.mv(d);
     expect(F.ewcPenalty(theta, star, 2)).toBeCloseTo(d.reduce((s, di, i) => s + di * Fd[i]!, 0), 10);
     expectClose(F.ewcGradient(theta, star, 2), Fd.map((y) => 2 * y), { rtol: 1e-13 }, 'EWC gradient');
-    // Softmax output gradients sum to zero over the classes, so F is singular without damping.
-    expect(() => F.solve(v)).toThrow(/not positive definite/);
+    // Softmax output gradients sum to zero over the classes, so F is singular without damping:
+    // refused where retries are off, else solved at a larger damping, and the report says which.
+    expect(() => F.solve(v, { retry: false })).toThrow(/not positive definite/);
+    const r = F.solveWithReport(v);
+    expect(r.retries).toBeGreaterThan(0);
+    expect(r.damping).toBeGreaterThan(0);
+    expect(r.x.every(Number.isFinite)).toBe(true);
+    // Near-singular in float64 (condition about λ₁/δ): the residual, normwise, is small.
+    const residual = F.mv(r.x).map((y, i) => y + r.damping * r.x[i]! - v[i]!);
+    expect(Math.hypot(...residual) / Math.hypot(...v)).toBeLessThan(1e-4);
   });
 
   it('diagonal: the EWC penalty is (λ/2) Σ F_i (θ_i − θ*_i)², and solve divides', async () => {

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { CpuEngine, CpuModel } from '../../src/engine/cpu.js';
 import { GpuEngine } from '../../src/engine/gpu.js';
 import { fisher } from '../../src/fisher/estimate.js';
-import type { DenseFisher } from '../../src/fisher/result.js';
+import type { DenseFisher } from '../../src/fisher/structures/full.js';
 import { conv2d, type Conv2dFields } from '../../src/layers/conv2d.js';
 import type { CpuRunner, LayerNode } from '../../src/layers/layer.js';
 import { linear, type LinearFields } from '../../src/layers/linear.js';

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { CpuEngine } from '../../src/engine/cpu.js';
 import { fisher } from '../../src/fisher/estimate.js';
-import type { DenseFisher } from '../../src/fisher/result.js';
+import type { DenseFisher } from '../../src/fisher/structures/full.js';
 import { Dataset } from '../../src/model/data.js';
 import { Network } from '../../src/model/network.js';
 import { expectRelativeError } from '../helpers/compare.js';

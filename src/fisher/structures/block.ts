@@ -5,20 +5,34 @@
  */
 import type { Tensor } from '../../io/dtypes.js';
 import { InputError } from '../../layers/errors.js';
-import { choleskySolve, matVec } from '../../linalg/cholesky.js';
-import type { LayerSlice, ParameterLayout } from '../../model/layout.js';
+import { choleskyFactor, choleskyLogdet, choleskySolveFactored, matVec, NotPositiveDefiniteError } from '../../linalg/cholesky.js';
+import { dot } from '../../linalg/orthonormal.js';
+import type { LayerBlock, TensorLayout } from '../../model/layout.js';
 import { CompensatedSum } from '../accumulator.js';
-import { BaseFisher, cast, checkLength, type FileDtype, type FisherInfo } from '../result.js';
-import type { Network } from '../../model/network.js';
-import { MAX_DENSE_ENTRIES, spillEntries } from './full.js';
-import { BYTES_PER_ENTRY, spillBytes, spillHostBytes, spillNote, spillRun, type SpilledBlock } from './spill.js';
+import {
+  BaseFisher,
+  cast,
+  checkCombinable,
+  checkDamping,
+  checkLength,
+  checkScale,
+  shardWeights,
+  unionInfo,
+  weightedSum,
+  withRetries,
+  type FileDtype,
+  type FisherInfo,
+  type FisherMatrix,
+} from '../result.js';
+import { MAX_DENSE_ENTRIES, retryFloor, spillEntries } from './full.js';
+import { BYTES_PER_ENTRY, spillBytes, spillHostBytes, spillNote, spillRun, StoredFisher, type SpilledBlock } from './spill.js';
 import { kindScale, mirrorUpper, type StructureType } from './structure.js';
 
 /** One dense block per parametrised layer, in layout order; zero across layers. */
 export class BlockFisher extends BaseFisher {
   constructor(
     info: FisherInfo,
-    layout: ParameterLayout,
+    layout: TensorLayout,
     /** blocks[l]: [P_l, P_l] row-major, for layout.layers[l]. */
     readonly blocks: readonly Float64Array[],
   ) {
@@ -27,7 +41,7 @@ export class BlockFisher extends BaseFisher {
     layout.layers.forEach((l, k) => checkLength(blocks[k]!, l.size * l.size, `block ${l.name}`));
   }
 
-  #each<T>(f: (layer: LayerSlice, block: Float64Array) => T): T[] {
+  #each<T>(f: (layer: LayerBlock, block: Float64Array) => T): T[] {
     return this.layout.layers.map((l, k) => f(l, this.blocks[k]!));
   }
 
@@ -46,18 +60,67 @@ export class BlockFisher extends BaseFisher {
     return out;
   }
 
-  /** One Cholesky solve per block. */
-  solve(g: ArrayLike<number>, options: { damping?: number } = {}): Float64Array {
-    checkLength(g, this.size, 'g');
-    const out = new Float64Array(this.size);
-    this.#each(({ offset, size, name }, b) => {
-      try {
-        out.set(choleskySolve(b, size, Array.prototype.slice.call(g, offset, offset + size) as number[], options.damping ?? 0), offset);
-      } catch (e) {
-        throw new RangeError(`block ${name}: ${(e as Error).message}`);
-      }
+  frobeniusNorm(): number {
+    return Math.sqrt(this.blocks.reduce((s, b) => s + dot(b, b), 0));
+  }
+
+  override toDense(): Float64Array {
+    this.checkDenseFits();
+    const p = this.size;
+    const out = new Float64Array(p * p);
+    this.#each(({ offset, size }, b) => {
+      for (let r = 0; r < size; r++) out.set(b.subarray(r * size, (r + 1) * size), (offset + r) * p + offset);
     });
     return out;
+  }
+
+  /**
+   * One Cholesky factorisation per block; where one is not positive definite
+   * at the damping asked, every block is solved again at the larger damping
+   * that one needed (one damping for the whole matrix).
+   */
+  protected exactSolve(g: ArrayLike<number>, damping: number, retry: boolean): { x: Float64Array; damping: number; retries: number } {
+    const r = withRetries(
+      (d) =>
+        this.#each(({ size, name }, b) => {
+          try {
+            return choleskyFactor(b, size, d);
+          } catch (e) {
+            if (e instanceof NotPositiveDefiniteError) throw new NotPositiveDefiniteError(e.pivot, e.value, `block ${name}`);
+            throw e;
+          }
+        }),
+      damping,
+      retryFloor(this.trace(), this.size),
+      retry,
+    );
+    const x = new Float64Array(this.size);
+    this.layout.layers.forEach(({ offset, size }, k) => x.set(choleskySolveFactored(r.value[k]!, size, g, offset), offset));
+    return { x, damping: r.damping, retries: r.retries };
+  }
+
+  logdet(options: { damping?: number } = {}): number {
+    const damping = checkDamping(options.damping);
+    return this.#each(({ size }, b) => choleskyLogdet(choleskyFactor(b, size, damping), size)).reduce((s, x) => s + x, 0);
+  }
+
+  scale(c: number): BlockFisher {
+    checkScale(c);
+    return new BlockFisher(this.info, this.layout, this.blocks.map((b) => b.map((x) => c * x)));
+  }
+
+  override add(other: FisherMatrix): BlockFisher {
+    checkCombinable('add', this, [other]);
+    const o = other as BlockFisher;
+    return new BlockFisher(unionInfo([this.info, o.info]), this.layout, this.blocks.map((b, k) => weightedSum([b, o.blocks[k]!], [1, 1])));
+  }
+
+  override merge(others: readonly FisherMatrix[]): BlockFisher {
+    checkCombinable('merge', this, others);
+    const all = [this, ...(others as BlockFisher[])];
+    const infos = all.map((f) => f.info);
+    const w = shardWeights(infos);
+    return new BlockFisher(unionInfo(infos), this.layout, this.blocks.map((_, k) => weightedSum(all.map((f) => f.blocks[k]!), w)));
   }
 
   /** `name.block` [P_l, P_l] per parametrised layer. */
@@ -66,24 +129,24 @@ export class BlockFisher extends BaseFisher {
   }
 }
 
-const blocksOf = (model: Network): SpilledBlock[] => model.layout.layers.map((l) => ({ tensor: `${l.name}.block`, offset: l.offset, size: l.size }));
-const entriesOf = (model: Network) => model.layout.layers.reduce((s, l) => s + l.size * l.size, 0);
+const blocksOf = (layout: TensorLayout): SpilledBlock[] => layout.layers.map((l) => ({ tensor: `${l.name}.block`, offset: l.offset, size: l.size }));
+const entriesOf = (layout: TensorLayout) => layout.layers.reduce((s, l) => s + l.size * l.size, 0);
 
 export const block: StructureType = {
   name: 'block',
   engineWork: ['block'],
   hostBytes: (model, o) => {
-    const entries = spillEntries(entriesOf(model), o);
-    return entries === undefined ? BYTES_PER_ENTRY * entriesOf(model) : spillHostBytes(blocksOf(model), entries);
+    const entries = spillEntries(entriesOf(model.layout), o);
+    return entries === undefined ? BYTES_PER_ENTRY * entriesOf(model.layout) : spillHostBytes(blocksOf(model.layout), entries);
   },
-  diskBytes: (model, o) => (spillEntries(entriesOf(model), o) === undefined ? 0 : spillBytes(blocksOf(model))),
+  diskBytes: (model, o) => (spillEntries(entriesOf(model.layout), o) === undefined ? 0 : spillBytes(blocksOf(model.layout))),
   note: (model, o) => {
-    const entries = spillEntries(entriesOf(model), o);
-    return entries === undefined ? undefined : spillNote(blocksOf(model), entries);
+    const entries = spillEntries(entriesOf(model.layout), o);
+    return entries === undefined ? undefined : spillNote(blocksOf(model.layout), entries);
   },
   start(model, o, info) {
     const layers = model.layout.layers;
-    const entries = entriesOf(model);
+    const entries = entriesOf(model.layout);
     const spill = spillEntries(entries, o);
     if (spill === undefined && entries > MAX_DENSE_ENTRIES) {
       const widest = layers.reduce((a, b) => (b.size > a.size ? b : a));
@@ -92,7 +155,7 @@ export const block: StructureType = {
       );
     }
     // Tiles of each layer's rows, straight to the file.
-    if (spill !== undefined) return spillRun(model, info, o.spill!, blocksOf(model), spill);
+    if (spill !== undefined) return spillRun(model, info, o.spill!, blocksOf(model.layout), spill);
     const sums = layers.map((l) => new CompensatedSum(l.size * l.size));
     const blocks = layers.map(({ offset, size }) => ({ offset, size }));
     return {
@@ -108,5 +171,11 @@ export const block: StructureType = {
         return new BlockFisher(info, model.layout, values);
       },
     };
+  },
+  async load(file) {
+    const blocks = blocksOf(file.layout);
+    // Beyond what the host holds, the file itself is the matrix: read a slice at a time.
+    if (entriesOf(file.layout) > MAX_DENSE_ENTRIES) return StoredFisher.open(file, blocks);
+    return new BlockFisher(file.info, file.layout, await Promise.all(blocks.map((b) => file.values(b.tensor, [b.size, b.size]))));
   },
 };

@@ -14,21 +14,37 @@
  */
 import type { KroneckerBasis } from '../../engine/engine.js';
 import type { Tensor } from '../../io/dtypes.js';
-import type { KroneckerGeometry } from '../../layers/layer.js';
 import { symmetricEigen } from '../../linalg/eigen.js';
-import type { LayerSlice, ParameterLayout } from '../../model/layout.js';
+import { dot } from '../../linalg/orthonormal.js';
+import type { LayerBlock, TensorLayout } from '../../model/layout.js';
 import { CompensatedSum } from '../accumulator.js';
 import type { KfacMode } from '../options.js';
-import { BaseFisher, cast, checkLength, type FileDtype, type FisherInfo } from '../result.js';
+import { BaseFisher, cast, checkDamping, checkLength, checkScale, type Eigenpairs, type FileDtype, type FisherInfo } from '../result.js';
 import { kroneckerGeometry } from '../../layers/registry.js';
-import { augmentedInputs, diagonalTensors, fromAugmented, kfacEntries, KfacSums, mvDiagonal, solveDiagonal, solveInEigenbasis, throughEigenbasis, type DiagonalFactor } from './kfac.js';
+import {
+  augmentedInputs,
+  diagonalTensors,
+  factorShape,
+  fromAugmented,
+  kfacEntries,
+  KfacSums,
+  logdetDiagonal,
+  logOfPositive,
+  mvDiagonal,
+  solveDiagonal,
+  solveInEigenbasis,
+  throughEigenbasis,
+  topEigenpairs,
+  type DiagonalFactor,
+  type FactorShape,
+} from './kfac.js';
 import { kindScale, type StructureType } from './structure.js';
 
 /** A factored layer in its Kronecker eigenbasis. */
 export interface EigenbasisFactor {
   readonly kind: 'eigenbasis';
-  readonly slice: LayerSlice;
-  readonly geometry: KroneckerGeometry;
+  readonly slice: LayerBlock;
+  readonly geometry: FactorShape;
   /** [ia, ia], columns the eigenvectors of A. */
   readonly qa: Float64Array;
   /** [out, out], columns the eigenvectors of G. */
@@ -42,7 +58,7 @@ export type EkfacFactor = EigenbasisFactor | DiagonalFactor;
 export class EkfacFisher extends BaseFisher {
   constructor(
     info: FisherInfo,
-    layout: ParameterLayout,
+    layout: TensorLayout,
     /** One per parametrised layer, in layout order. */
     readonly factors: readonly EkfacFactor[],
     readonly mode: KfacMode,
@@ -103,9 +119,7 @@ export class EkfacFisher extends BaseFisher {
   }
 
   /** Exact: the eigenbasis diagonalises each layer's block, (Λ + damping)⁻¹ there. */
-  solve(g: ArrayLike<number>, options: { damping?: number } = {}): Float64Array {
-    checkLength(g, this.size, 'g');
-    const damping = options.damping ?? 0;
+  protected exactSolve(g: ArrayLike<number>, damping: number): { x: Float64Array; damping: number; retries: number } {
     const out = new Float64Array(this.size);
     for (const f of this.factors) {
       if (f.kind === 'diagonal') {
@@ -115,13 +129,68 @@ export class EkfacFisher extends BaseFisher {
       const ia = augmentedInputs(f.geometry);
       solveInEigenbasis(f.slice, f.geometry, f.qa, f.qg, (o, i) => f.eigenvalues[o * ia + i]!, damping, g, out);
     }
-    return out;
+    return { x: out, damping, retries: 0 };
+  }
+
+  /** The top k of every layer's Λ (and the unfactored diagonals), with their vectors q_G,o ⊗ q_A,i. */
+  protected override exactEig(k: number): Eigenpairs {
+    return topEigenpairs(
+      this.factors.map((f) => {
+        if (f.kind === 'diagonal') return f;
+        const ia = augmentedInputs(f.geometry);
+        const all: [number, number][] = [];
+        for (let o = 0; o < f.geometry.outputs; o++) for (let i = 0; i < ia; i++) all.push([o, i]);
+        return { kind: 'eigenbasis' as const, slice: f.slice, geometry: f.geometry, qa: f.qa, qg: f.qg, eigenvalue: (o: number, i: number) => f.eigenvalues[o * ia + i]!, candidates: all };
+      }),
+      k,
+      this.size,
+    );
+  }
+
+  /** Σ log(Λ + δ) over the factored layers, Σ log(F_ii + δ) over the others. */
+  logdet(options: { damping?: number } = {}): number {
+    const damping = checkDamping(options.damping);
+    let s = 0;
+    for (const f of this.factors) {
+      if (f.kind === 'diagonal') {
+        s += logdetDiagonal(f, damping);
+        continue;
+      }
+      const ia = augmentedInputs(f.geometry);
+      f.eigenvalues.forEach((x, j) => (s += logOfPositive(x + damping, f.slice.name, Math.floor(j / ia), j % ia)));
+    }
+    return s;
   }
 
   override trace(): number {
     let t = 0;
     for (const f of this.factors) t += (f.kind === 'diagonal' ? f.values : f.eigenvalues).reduce((s, x) => s + x, 0);
     return t;
+  }
+
+  /** The rotation is orthogonal: ‖F_l‖_F = ‖Λ‖_F. */
+  frobeniusNorm(): number {
+    let s = 0;
+    for (const f of this.factors) {
+      const x = f.kind === 'diagonal' ? f.values : f.eigenvalues;
+      s += dot(x, x);
+    }
+    return Math.sqrt(s);
+  }
+
+  scale(c: number): EkfacFisher {
+    checkScale(c);
+    return new EkfacFisher(
+      this.info,
+      this.layout,
+      this.factors.map((f) => (f.kind === 'diagonal' ? { ...f, values: f.values.map((x) => c * x) } : { ...f, eigenvalues: f.eigenvalues.map((x) => c * x) })),
+      this.mode,
+    );
+  }
+
+  /** Shards' EK-FACs have their own eigenbases, from their own factors: no merge is exact (merge their K-FACs, then compute EK-FAC's second pass). */
+  override merge(): never {
+    throw new RangeError('EK-FAC Fishers of shards do not merge: each has the eigenbases of its own shard\'s factors, and Λ belongs to them. Merge the shards\' kfac Fishers (exact), or compute ekfac on the whole data');
   }
 
   /** `name.QA`, `name.QG`, `name.eigenvalues` per factored layer; the others' diagonals under their parameter names. */
@@ -183,4 +252,26 @@ export const ekfac: StructureType = {
       },
     };
   },
+  load: async (file) =>
+    new EkfacFisher(
+      file.info,
+      file.layout,
+      await Promise.all(
+        file.layout.layers.map(async (slice, layer): Promise<EkfacFactor> => {
+          if (!file.has(`${slice.name}.QA`)) return { kind: 'diagonal', slice, values: await file.parameterValues(slice) };
+          const geometry = factorShape(file.layout, layer);
+          const ia = augmentedInputs(geometry);
+          const out = geometry.outputs;
+          return {
+            kind: 'eigenbasis',
+            slice,
+            geometry,
+            qa: await file.values(`${slice.name}.QA`, [ia, ia]),
+            qg: await file.values(`${slice.name}.QG`, [out, out]),
+            eigenvalues: await file.values(`${slice.name}.eigenvalues`, [out, ia]),
+          };
+        }),
+      ),
+      file.info.kfac ?? 'expand',
+    ),
 };

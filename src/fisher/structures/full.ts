@@ -4,11 +4,29 @@
  * to write to, tile by tile of rows straight into it (spill.ts), so P is
  * bounded by the disk.
  */
+import type { Tensor } from '../../io/dtypes.js';
 import { InputError } from '../../layers/errors.js';
+import { choleskyFactor, choleskyLogdet, choleskySolveFactored, matVec } from '../../linalg/cholesky.js';
+import { dot } from '../../linalg/orthonormal.js';
+import type { TensorLayout } from '../../model/layout.js';
 import { CompensatedSum } from '../accumulator.js';
 import type { ResolvedOptions } from '../options.js';
-import { DenseFisher } from '../result.js';
-import { BYTES_PER_ENTRY, spillBytes, spillHostBytes, spillNote, spillRun, type SpilledBlock } from './spill.js';
+import {
+  BaseFisher,
+  cast,
+  checkCombinable,
+  checkDamping,
+  checkLength,
+  checkScale,
+  shardWeights,
+  unionInfo,
+  weightedSum,
+  withRetries,
+  type FileDtype,
+  type FisherInfo,
+  type FisherMatrix,
+} from '../result.js';
+import { BYTES_PER_ENTRY, spillBytes, spillHostBytes, spillNote, spillRun, StoredFisher, type SpilledBlock } from './spill.js';
 import { kindScale, mirrorUpper, type StructureType } from './structure.js';
 
 /** The largest dense Fisher accumulated on the host: 2^28 entries (4 GiB as two float64 arrays, P ≈ 16,000). */
@@ -24,6 +42,73 @@ export function spillEntries(entries: number, o: ResolvedOptions): number | unde
   const inMemory = entries <= MAX_DENSE_ENTRIES && (host === undefined || BYTES_PER_ENTRY * entries <= host);
   if (inMemory || o.spill === undefined) return undefined;
   return Math.floor(Math.min(host ?? Infinity, BYTES_PER_ENTRY * MAX_DENSE_ENTRIES) / BYTES_PER_ENTRY);
+}
+
+/** The smallest damping a retried Cholesky starts from: 1e-10 of the mean eigenvalue (tr F / P), or 1e-12 where F is 0. */
+export function retryFloor(trace: number, p: number): number {
+  return Math.max(1e-10 * (trace / p), 1e-12);
+}
+
+/** All of F, P × P row-major. */
+export class DenseFisher extends BaseFisher {
+  constructor(
+    info: FisherInfo,
+    layout: TensorLayout,
+    readonly values: Float64Array,
+  ) {
+    super(info, layout);
+    checkLength(values, layout.total * layout.total, 'dense Fisher');
+  }
+
+  diagonal(): Float64Array {
+    const p = this.size;
+    return Float64Array.from({ length: p }, (_, i) => this.values[i * p + i]!);
+  }
+
+  mv(v: ArrayLike<number>): Float64Array {
+    checkLength(v, this.size, 'v');
+    return matVec(this.values, this.size, this.size, v);
+  }
+
+  frobeniusNorm(): number {
+    return Math.sqrt(dot(this.values, this.values));
+  }
+
+  override toDense(): Float64Array {
+    return this.values.slice();
+  }
+
+  /** Cholesky factorisation of F + damping·I (retried at larger damping where it is not positive definite), then two triangular solves. */
+  protected exactSolve(g: ArrayLike<number>, damping: number, retry: boolean): { x: Float64Array; damping: number; retries: number } {
+    const p = this.size;
+    const r = withRetries((d) => choleskyFactor(this.values, p, d), damping, retryFloor(this.trace(), p), retry);
+    return { x: choleskySolveFactored(r.value, p, g), damping: r.damping, retries: r.retries };
+  }
+
+  logdet(options: { damping?: number } = {}): number {
+    return choleskyLogdet(choleskyFactor(this.values, this.size, checkDamping(options.damping)), this.size);
+  }
+
+  scale(c: number): DenseFisher {
+    checkScale(c);
+    return new DenseFisher(this.info, this.layout, this.values.map((x) => c * x));
+  }
+
+  override add(other: FisherMatrix): DenseFisher {
+    checkCombinable('add', this, [other]);
+    return new DenseFisher(unionInfo([this.info, other.info]), this.layout, weightedSum([this.values, (other as DenseFisher).values], [1, 1]));
+  }
+
+  override merge(others: readonly FisherMatrix[]): DenseFisher {
+    checkCombinable('merge', this, others);
+    const all = [this, ...(others as DenseFisher[])];
+    const infos = all.map((f) => f.info);
+    return new DenseFisher(unionInfo(infos), this.layout, weightedSum(all.map((f) => f.values), shardWeights(infos)));
+  }
+
+  tensors(dtype: FileDtype = 'F32'): Map<string, Tensor> {
+    return new Map([['fisher', { dtype, shape: [this.size, this.size], data: cast(this.values, dtype) }]]);
+  }
 }
 
 const whole = (p: number): SpilledBlock[] => [{ tensor: 'fisher', offset: 0, size: p }];
@@ -62,5 +147,11 @@ export const full: StructureType = {
         return new DenseFisher(info, model.layout, values);
       },
     };
+  },
+  async load(file) {
+    const p = file.layout.total;
+    // Beyond what the host holds, the file itself is the matrix: read a slice at a time.
+    if (p * p > MAX_DENSE_ENTRIES) return StoredFisher.open(file, whole(p));
+    return new DenseFisher(file.info, file.layout, await file.values('fisher', [p, p]));
   },
 };

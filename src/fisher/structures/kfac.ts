@@ -18,19 +18,38 @@ import type { KroneckerPartial } from '../../engine/engine.js';
 import type { KroneckerGeometry } from '../../layers/layer.js';
 import { kroneckerGeometry } from '../../layers/registry.js';
 import { symmetricEigen, type SymmetricEigen } from '../../linalg/eigen.js';
-import type { LayerSlice, ParameterLayout } from '../../model/layout.js';
+import type { LayerBlock, TensorLayout } from '../../model/layout.js';
 import type { Network } from '../../model/network.js';
 import { CompensatedSum } from '../accumulator.js';
 import type { KfacMode } from '../options.js';
-import { BaseFisher, cast, checkLength, type FileDtype, type FisherInfo } from '../result.js';
+import { dot } from '../../linalg/orthonormal.js';
+import {
+  BaseFisher,
+  cast,
+  checkCombinable,
+  checkDamping,
+  checkLength,
+  checkScale,
+  shardWeights,
+  unionInfo,
+  weightedSum,
+  type Eigenpairs,
+  type FileDtype,
+  type FisherInfo,
+  type FisherMatrix,
+} from '../result.js';
+import type { FisherFile } from './structure.js';
 import { kindScale, mirrorUpper, type StructureType } from './structure.js';
 
+
+/** What the Fisher's operations need of a factored layer's geometry: [W | b] is [outputs, inputs (+1)]. */
+export type FactorShape = Pick<KroneckerGeometry, 'inputs' | 'outputs' | 'bias'>;
 
 /** A Kronecker-factored layer: F_l ≈ G ⊗ A over its augmented [out, in (+1)] parameters. */
 export interface KroneckerFactor {
   readonly kind: 'kronecker';
-  readonly slice: LayerSlice;
-  readonly geometry: KroneckerGeometry;
+  readonly slice: LayerBlock;
+  readonly geometry: FactorShape;
   /** [ia, ia], ia = inputs + (bias ? 1 : 0). */
   readonly a: Float64Array;
   /** [outputs, outputs]. */
@@ -40,19 +59,19 @@ export interface KroneckerFactor {
 /** A layer that is not Kronecker-factored: its exact diagonal, [P_l] in θ order. */
 export interface DiagonalFactor {
   readonly kind: 'diagonal';
-  readonly slice: LayerSlice;
+  readonly slice: LayerBlock;
   readonly values: Float64Array;
 }
 
 export type LayerFactor = KroneckerFactor | DiagonalFactor;
 
 /** Columns of the augmented matrix [W | b]. */
-export function augmentedInputs(g: KroneckerGeometry): number {
+export function augmentedInputs(g: FactorShape): number {
   return g.inputs + (g.bias ? 1 : 0);
 }
 
 /** The layer's slice of a θ-shaped v as the augmented [out, ia] matrix (W row-major, then b as the last column). */
-export function toAugmented(g: KroneckerGeometry, v: ArrayLike<number>, offset: number): Float64Array {
+export function toAugmented(g: FactorShape, v: ArrayLike<number>, offset: number): Float64Array {
   const ia = augmentedInputs(g);
   const m = new Float64Array(g.outputs * ia);
   for (let o = 0; o < g.outputs; o++) {
@@ -63,7 +82,7 @@ export function toAugmented(g: KroneckerGeometry, v: ArrayLike<number>, offset: 
 }
 
 /** The inverse of toAugmented, into `out` at `offset`. */
-export function fromAugmented(g: KroneckerGeometry, m: Float64Array, out: Float64Array, offset: number): void {
+export function fromAugmented(g: FactorShape, m: Float64Array, out: Float64Array, offset: number): void {
   const ia = augmentedInputs(g);
   for (let o = 0; o < g.outputs; o++) {
     for (let i = 0; i < g.inputs; i++) out[offset + o * g.inputs + i] = m[o * ia + i]!;
@@ -76,8 +95,8 @@ export function fromAugmented(g: KroneckerGeometry, m: Float64Array, out: Float6
  * diagonalises, with eigenvalue(o, i) there (K-FAC: λ_G,o λ_A,i; EK-FAC: Λ_oi).
  */
 export function solveInEigenbasis(
-  slice: LayerSlice,
-  geometry: KroneckerGeometry,
+  slice: LayerBlock,
+  geometry: FactorShape,
   qa: Float64Array,
   qg: Float64Array,
   eigenvalue: (o: number, i: number) => number,
@@ -108,7 +127,7 @@ export function solveDiagonal(f: DiagonalFactor, g: ArrayLike<number>, damping: 
 }
 
 /** The tensors of an unfactored layer's diagonal, under its parameters' names. */
-export function diagonalTensors(f: DiagonalFactor, layout: ParameterLayout, dtype: FileDtype, out: Map<string, Tensor>): void {
+export function diagonalTensors(f: DiagonalFactor, layout: TensorLayout, dtype: FileDtype, out: Map<string, Tensor>): void {
   for (const e of layout.entries.filter((e) => e.offset >= f.slice.offset && e.offset < f.slice.offset + f.slice.size)) {
     out.set(e.name, { dtype, shape: e.shape, data: cast(f.values.subarray(e.offset - f.slice.offset, e.offset - f.slice.offset + e.size), dtype) });
   }
@@ -138,12 +157,103 @@ function transpose(x: Float64Array, r: number, c: number): Float64Array {
  * multiplied by `scale(o, i)`, and back: Q_G [(Q_Gᵀ V Q_A) ⊙ S] Q_Aᵀ,
  * written into `out` at the layer's offset.
  */
-export function throughEigenbasis(g: KroneckerGeometry, qa: Float64Array, qg: Float64Array, v: ArrayLike<number>, offset: number, scale: (o: number, i: number) => number, out: Float64Array): void {
+export function throughEigenbasis(g: FactorShape, qa: Float64Array, qg: Float64Array, v: ArrayLike<number>, offset: number, scale: (o: number, i: number) => number, out: Float64Array): void {
   const { outputs } = g;
   const ia = augmentedInputs(g);
   const rotated = matmul(matmul(transpose(qg, outputs, outputs), toAugmented(g, v, offset), outputs, outputs, ia), qa, outputs, ia, ia);
   for (let o = 0; o < outputs; o++) for (let i = 0; i < ia; i++) rotated[o * ia + i]! *= scale(o, i);
   fromAugmented(g, matmul(matmul(qg, rotated, outputs, outputs, ia), transpose(qa, ia, ia), outputs, ia, ia), out, offset);
+}
+
+/** log x for x > 0; a clear error naming the layer and coordinate otherwise. */
+export function logOfPositive(x: number, layer: string, o: number, i: number): number {
+  if (!(x > 0)) throw new RangeError(`${layer}: F + damping·I is singular (eigenvalue ${x} at (${o}, ${i})); pass a positive damping`);
+  return Math.log(x);
+}
+
+/** Σ log(F_ii + δ) over an unfactored layer. */
+export function logdetDiagonal(f: DiagonalFactor, damping: number): number {
+  let s = 0;
+  f.values.forEach((x, i) => (s += logOfPositive(x + damping, f.slice.name, i, 0)));
+  return s;
+}
+
+/** λ(o, i) = g_o a_i. */
+function productsOf(g: Float64Array, a: Float64Array): (o: number, i: number) => number {
+  return (o, i) => g[o]! * a[i]!;
+}
+
+/**
+ * The pairs (o, i) that can hold the k largest products g_o a_i of two
+ * descending lists: with both nonnegative, a pair is beaten by every pair
+ * (o' ≤ o, i' ≤ i), so only (o + 1)(i + 1) ≤ k qualify. Factors are PSD;
+ * rounding's small negative eigenvalues count as 0 here.
+ */
+function topProducts(g: Float64Array, a: Float64Array, k: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (let o = 0; o < g.length && o < k; o++) for (let i = 0; i < a.length && (o + 1) * (i + 1) <= k; i++) out.push([o, i]);
+  return out;
+}
+
+/** A layer in its Kronecker eigenbasis for the spectrum: eigenvalue(o, i) with vector q_G,o ⊗ q_A,i, and the pairs worth ranking. */
+export interface SpectralLayer {
+  kind: 'eigenbasis';
+  slice: LayerBlock;
+  geometry: FactorShape;
+  qa: Float64Array;
+  qg: Float64Array;
+  eigenvalue: (o: number, i: number) => number;
+  candidates: readonly [number, number][];
+}
+
+/**
+ * The top k eigenpairs of a block-diagonal F whose blocks are diagonal in
+ * Kronecker eigenbases (K-FAC, EK-FAC) or diagonal (unfactored layers).
+ */
+export function topEigenpairs(layers: readonly (SpectralLayer | DiagonalFactor)[], k: number, p: number): Eigenpairs {
+  const entries: { value: number; layer: number; o: number; i: number }[] = [];
+  layers.forEach((l, layer) => {
+    if (l.kind === 'diagonal') l.values.forEach((value, i) => entries.push({ value, layer, o: i, i: -1 }));
+    else for (const [o, i] of l.candidates) entries.push({ value: Math.max(0, l.eigenvalue(o, i)), layer, o, i });
+  });
+  entries.sort((x, y) => y.value - x.value);
+  const top = entries.slice(0, k);
+  const vectors = new Float64Array(k * p);
+  top.forEach((e, j) => {
+    const out = vectors.subarray(j * p, (j + 1) * p);
+    const l = layers[e.layer]!;
+    if (l.kind === 'diagonal') {
+      out[l.slice.offset + e.o] = 1;
+      return;
+    }
+    const { outputs } = l.geometry;
+    const ia = augmentedInputs(l.geometry);
+    const m = new Float64Array(outputs * ia);
+    for (let o = 0; o < outputs; o++) for (let i = 0; i < ia; i++) m[o * ia + i] = l.qg[o * outputs + e.o]! * l.qa[i * ia + e.i]!;
+    fromAugmented(l.geometry, m, out, l.slice.offset);
+  });
+  if (top.length < k) throw new RangeError(`only ${top.length} eigenpairs are available below k = ${k}`);
+  return { values: Float64Array.from(top, (e) => e.value), vectors, method: 'exact', converged: true };
+}
+
+/** The factored-layer shape of a layer block of a Fisher file: [W | b] from its weight's shape [out, …] and whether it has a bias. */
+export function factorShape(layout: TensorLayout, layer: number): FactorShape {
+  const entries = layout.entries.filter((e) => e.layer === layer);
+  const weight = entries.find((e) => e.role === 'weight');
+  if (!weight || weight.shape.length < 2) throw new RangeError(`layer ${layout.layers[layer]!.name} has no weight of rank ≥ 2 to factor`);
+  return { outputs: weight.shape[0]!, inputs: weight.size / weight.shape[0]!, bias: entries.some((e) => e.role === 'bias') };
+}
+
+/** A Fisher file's layers as K-FAC factors: `name.A` and `name.G` where present, else the layer's diagonal. */
+export async function loadFactors(file: FisherFile): Promise<LayerFactor[]> {
+  return Promise.all(
+    file.layout.layers.map(async (slice, layer): Promise<LayerFactor> => {
+      if (!file.has(`${slice.name}.A`)) return { kind: 'diagonal', slice, values: await file.parameterValues(slice) };
+      const geometry = factorShape(file.layout, layer);
+      const ia = augmentedInputs(geometry);
+      return { kind: 'kronecker', slice, geometry, a: await file.values(`${slice.name}.A`, [ia, ia]), g: await file.values(`${slice.name}.G`, [geometry.outputs, geometry.outputs]) };
+    }),
+  );
 }
 
 /** The K-FAC Fisher: Kronecker factors per factored layer, the exact diagonal elsewhere; zero across layers. */
@@ -152,7 +262,7 @@ export class KfacFisher extends BaseFisher {
 
   constructor(
     info: FisherInfo,
-    layout: ParameterLayout,
+    layout: TensorLayout,
     /** One per parametrised layer, in layout order. */
     readonly factors: readonly LayerFactor[],
     readonly mode: KfacMode,
@@ -212,9 +322,7 @@ export class KfacFisher extends BaseFisher {
    * (G ⊗ A + damping·I)⁻¹ g, exactly, per factored layer through the
    * eigendecompositions: Q_G [(Q_Gᵀ V Q_A) ⊘ (λ_G λ_Aᵀ + damping)] Q_Aᵀ.
    */
-  solve(g: ArrayLike<number>, options: { damping?: number } = {}): Float64Array {
-    checkLength(g, this.size, 'g');
-    const damping = options.damping ?? 0;
+  protected exactSolve(g: ArrayLike<number>, damping: number): { x: Float64Array; damping: number; retries: number } {
     const out = new Float64Array(this.size);
     for (const f of this.factors) {
       if (f.kind === 'diagonal') {
@@ -224,7 +332,62 @@ export class KfacFisher extends BaseFisher {
       const e = this.eigen(f);
       solveInEigenbasis(f.slice, f.geometry, e.a.vectors, e.g.vectors, (o, i) => e.g.values[o]! * e.a.values[i]!, damping, g, out);
     }
+    return { x: out, damping, retries: 0 };
+  }
+
+  /**
+   * Martens & Grosse's factored Tikhonov damping (2015, §6.3): per layer
+   * (G + (√δ/π) I) ⊗ (A + π√δ I) in place of G ⊗ A + δI, with
+   * π = √((tr A / dim A) / (tr G / dim G)) balancing the two factors. It
+   * adds δ·I plus the cross terms √δ(π⁻¹ A ⊕ π G): more damping than asked,
+   * as K-FAC optimisers use it. Unfactored layers get δ exactly.
+   */
+  protected override factoredSolve(g: ArrayLike<number>, damping: number): Float64Array {
+    const out = new Float64Array(this.size);
+    const root = Math.sqrt(damping);
+    for (const f of this.factors) {
+      if (f.kind === 'diagonal') {
+        solveDiagonal(f, g, damping, out);
+        continue;
+      }
+      const e = this.eigen(f);
+      const ia = augmentedInputs(f.geometry);
+      const meanA = e.a.values.reduce((t, x) => t + x, 0) / ia;
+      const meanG = e.g.values.reduce((t, x) => t + x, 0) / f.geometry.outputs;
+      const pi = meanA > 0 && meanG > 0 ? Math.sqrt(meanA / meanG) : 1;
+      solveInEigenbasis(f.slice, f.geometry, e.a.vectors, e.g.vectors, (o, i) => (e.g.values[o]! + root / pi) * (e.a.values[i]! + pi * root), 0, g, out);
+    }
     return out;
+  }
+
+  /** The top k of every layer's products λ_G,o λ_A,i (and the unfactored diagonals), with their vectors q_G,o ⊗ q_A,i. */
+  protected override exactEig(k: number): Eigenpairs {
+    return topEigenpairs(
+      this.factors.map((f) => {
+        if (f.kind === 'diagonal') return f;
+        const e = this.eigen(f);
+        return { kind: 'eigenbasis', slice: f.slice, geometry: f.geometry, qa: e.a.vectors, qg: e.g.vectors, eigenvalue: productsOf(e.g.values, e.a.values), candidates: topProducts(e.g.values, e.a.values, k) };
+      }),
+      k,
+      this.size,
+    );
+  }
+
+  /** Σ_l Σ_{o,i} log(λ_G,o λ_A,i + δ) over the factored layers, Σ log(F_ii + δ) over the others. */
+  logdet(options: { damping?: number } = {}): number {
+    const damping = checkDamping(options.damping);
+    let s = 0;
+    for (const f of this.factors) {
+      if (f.kind === 'diagonal') {
+        s += logdetDiagonal(f, damping);
+        continue;
+      }
+      const e = this.eigen(f);
+      for (let o = 0; o < e.g.values.length; o++) {
+        for (let i = 0; i < e.a.values.length; i++) s += logOfPositive(e.g.values[o]! * e.a.values[i]! + damping, f.slice.name, o, i);
+      }
+    }
+    return s;
   }
 
   override trace(): number {
@@ -241,6 +404,72 @@ export class KfacFisher extends BaseFisher {
       }
     }
     return t;
+  }
+
+  /** ‖G ⊗ A‖_F = ‖G‖_F ‖A‖_F per layer. */
+  frobeniusNorm(): number {
+    let s = 0;
+    for (const f of this.factors) s += f.kind === 'diagonal' ? dot(f.values, f.values) : dot(f.a, f.a) * dot(f.g, f.g);
+    return Math.sqrt(s);
+  }
+
+  /** Each layer's block G[o, o'] A[i, i'] at its θ coordinates. */
+  override toDense(): Float64Array {
+    this.checkDenseFits();
+    const p = this.size;
+    const out = new Float64Array(p * p);
+    for (const f of this.factors) {
+      const at = f.slice.offset;
+      if (f.kind === 'diagonal') {
+        f.values.forEach((x, i) => (out[(at + i) * p + at + i] = x));
+        continue;
+      }
+      const { inputs, outputs } = f.geometry;
+      const ia = augmentedInputs(f.geometry);
+      // θ index of augmented coordinate (o, i): the weight row-major, then the bias.
+      const theta = (o: number, i: number) => at + (i < inputs ? o * inputs + i : outputs * inputs + o);
+      for (let o = 0; o < outputs; o++) {
+        for (let i = 0; i < ia; i++) {
+          const row = theta(o, i) * p;
+          for (let o2 = 0; o2 < outputs; o2++) {
+            const gv = f.g[o * outputs + o2]!;
+            for (let i2 = 0; i2 < ia; i2++) out[row + theta(o2, i2)] = gv * f.a[i * ia + i2]!;
+          }
+        }
+      }
+    }
+    return out;
+  }
+
+  /** c·F: G and the unfactored diagonals scale (A is a mean of the inputs). */
+  scale(c: number): KfacFisher {
+    checkScale(c);
+    return new KfacFisher(
+      this.info,
+      this.layout,
+      this.factors.map((f) => (f.kind === 'diagonal' ? { ...f, values: f.values.map((x) => c * x) } : { ...f, g: f.g.map((x) => c * x) })),
+      this.mode,
+    );
+  }
+
+  /**
+   * The K-FAC of the union of the shards' data, exactly: A is a mean over
+   * the samples' rows (weights N_k / N), G and the unfactored diagonals
+   * follow the reduction (means weighted N_k / N, sums added).
+   */
+  override merge(others: readonly FisherMatrix[]): KfacFisher {
+    checkCombinable('merge', this, others);
+    const all = [this, ...(others as KfacFisher[])];
+    const infos = all.map((f) => f.info);
+    const n = infos.reduce((t, i) => t + i.n, 0);
+    const byRows = infos.map((i) => i.n / n);
+    const byReduction = shardWeights(infos);
+    const factors = this.factors.map((f, l): LayerFactor => {
+      const parts = all.map((x) => x.factors[l]!);
+      if (f.kind === 'diagonal') return { ...f, values: weightedSum(parts.map((x) => (x as DiagonalFactor).values), byReduction) };
+      return { ...f, a: weightedSum(parts.map((x) => (x as KroneckerFactor).a), byRows), g: weightedSum(parts.map((x) => (x as KroneckerFactor).g), byReduction) };
+    });
+    return new KfacFisher(unionInfo(infos), this.layout, factors, this.mode);
   }
 
   /** `name.A` [ia, ia] and `name.G` [out, out] per factored layer; the others' diagonals under their parameter names. */
@@ -328,4 +557,5 @@ export const kfac: StructureType = {
       result: (info) => new KfacFisher(info, model.layout, sums.factors(kindScale(info)), options.kfac),
     };
   },
+  load: async (file) => new KfacFisher(file.info, file.layout, await loadFactors(file), file.info.kfac ?? 'expand'),
 };

@@ -17,10 +17,10 @@ import type { Tensor } from '../../io/dtypes.js';
 import { InputError } from '../../layers/errors.js';
 import { symmetricEigen } from '../../linalg/eigen.js';
 import { dot, orthonormalizeRows } from '../../linalg/orthonormal.js';
-import type { ParameterLayout } from '../../model/layout.js';
+import type { TensorLayout } from '../../model/layout.js';
 import { Rng } from '../../model/random.js';
 import { CompensatedSum } from '../accumulator.js';
-import { BaseFisher, cast, checkLength, type FileDtype, type FisherInfo } from '../result.js';
+import { BaseFisher, cast, checkCombinable, checkDamping, checkLength, checkScale, unionInfo, type Eigenpairs, type FileDtype, type FisherInfo, type FisherMatrix } from '../result.js';
 import { kindScale, type StructureType } from './structure.js';
 
 /** Extra sketch vectors beyond the rank asked for: they make the top k converge faster. */
@@ -42,7 +42,7 @@ export interface LowRankReport {
 export class LowRankFisher extends BaseFisher {
   constructor(
     info: FisherInfo,
-    layout: ParameterLayout,
+    layout: TensorLayout,
     /** λ [k], descending. */
     readonly eigenvalues: Float64Array,
     /** V [k, P] row-major: row j is the unit eigenvector of λ_j. */
@@ -82,10 +82,8 @@ export class LowRankFisher extends BaseFisher {
     return out;
   }
 
-  /** (V Λ Vᵀ + δI)⁻¹ g = V (Λ + δ)⁻¹ Vᵀ g + (g − V Vᵀ g)/δ: needs δ > 0 unless the rank is P. */
-  solve(g: ArrayLike<number>, options: { damping?: number } = {}): Float64Array {
-    checkLength(g, this.size, 'g');
-    const damping = options.damping ?? 0;
+  /** Woodbury: (V Λ Vᵀ + δI)⁻¹ g = V (Λ + δ)⁻¹ Vᵀ g + (g − V Vᵀ g)/δ; needs δ > 0 unless the rank is P. */
+  protected exactSolve(g: ArrayLike<number>, damping: number): { x: Float64Array; damping: number; retries: number } {
     const full = this.rank === this.size;
     if (!(damping > 0) && !full) throw new RangeError(`a rank-${this.rank} Fisher of P = ${this.size} is singular: pass a positive damping`);
     const out = new Float64Array(this.size);
@@ -97,11 +95,104 @@ export class LowRankFisher extends BaseFisher {
       const c = dot(row, g) * (1 / d - (full ? 0 : 1 / damping));
       for (let i = 0; i < this.size; i++) out[i]! += c * row[i]!;
     }
-    return out;
+    return { x: out, damping, retries: 0 };
+  }
+
+  /** Its own top k (k at most its rank). */
+  protected override exactEig(k: number): Eigenpairs {
+    if (k > this.rank) throw new RangeError(`this low-rank Fisher holds ${this.rank} eigenpairs, fewer than k = ${k}`);
+    return { values: this.eigenvalues.slice(0, k), vectors: this.eigenvectors.slice(0, k * this.size), method: 'exact', converged: true };
+  }
+
+  /** Σ_j log(λ_j + δ) + (P − k) log δ: the rest of the spectrum is taken as 0, so at the damping. */
+  logdet(options: { damping?: number } = {}): number {
+    const damping = checkDamping(options.damping);
+    const rest = this.size - this.rank;
+    if (rest > 0 && !(damping > 0)) throw new RangeError(`a rank-${this.rank} Fisher of P = ${this.size} is singular: its log-determinant needs a positive damping`);
+    let s = rest > 0 ? rest * Math.log(damping) : 0;
+    this.eigenvalues.forEach((x, j) => {
+      if (!(x + damping > 0)) throw new RangeError(`F + damping·I is singular (eigenvalue ${j} is ${x + damping}); pass a positive damping`);
+      s += Math.log(x + damping);
+    });
+    return s;
   }
 
   override trace(): number {
     return this.eigenvalues.reduce((s, x) => s + x, 0);
+  }
+
+  frobeniusNorm(): number {
+    return Math.sqrt(dot(this.eigenvalues, this.eigenvalues));
+  }
+
+  scale(c: number): LowRankFisher {
+    checkScale(c);
+    return new LowRankFisher(this.info, this.layout, this.eigenvalues.map((x) => c * x), this.eigenvectors, this.report);
+  }
+
+  /**
+   * F + F' exactly, of rank at most k + k': an orthonormal basis Q of both
+   * sets of eigenvectors, the small matrix Q (F + F') Qᵀ, its eigenpairs.
+   */
+  override add(other: FisherMatrix): LowRankFisher {
+    checkCombinable('add', this, [other]);
+    const o = other as LowRankFisher;
+    const p = this.size;
+    const k = this.rank + o.rank;
+    const q = new Float64Array(k * p);
+    q.set(this.eigenvectors, 0);
+    q.set(o.eigenvectors, this.rank * p);
+    // Rows dependent on earlier ones are replaced by zeros-to-be: a fresh direction F + F' does not reach contributes 0.
+    const rng = new Rng(k);
+    orthonormalizeRows(q, k, p, () => rng.normals(p));
+    // T = Q (V Λ Vᵀ + V' Λ' V'ᵀ) Qᵀ = C Λ Cᵀ + C' Λ' C'ᵀ, C = Q Vᵀ.
+    const t = new Float64Array(k * k);
+    for (const f of [this, o]) {
+      const c = new Float64Array(k * f.rank);
+      for (let a = 0; a < k; a++) for (let j = 0; j < f.rank; j++) c[a * f.rank + j] = dot(q.subarray(a * p, (a + 1) * p), f.eigenvectors.subarray(j * p, (j + 1) * p));
+      for (let a = 0; a < k; a++) {
+        for (let b = 0; b <= a; b++) {
+          let v = 0;
+          for (let j = 0; j < f.rank; j++) v += c[a * f.rank + j]! * f.eigenvalues[j]! * c[b * f.rank + j]!;
+          t[a * k + b]! += v;
+          if (b !== a) t[b * k + a]! += v;
+        }
+      }
+    }
+    const e = symmetricEigen(t, k);
+    const vectors = new Float64Array(k * p);
+    for (let m = 0; m < k; m++) {
+      const out = vectors.subarray(m * p, (m + 1) * p);
+      for (let a = 0; a < k; a++) {
+        const w = e.vectors[a * k + m]!;
+        if (w === 0) continue;
+        const row = q.subarray(a * p, (a + 1) * p);
+        for (let i = 0; i < p; i++) out[i]! += w * row[i]!;
+      }
+    }
+    const report = { rank: k, passes: Math.max(this.report.passes, o.report.passes), converged: this.report.converged && o.report.converged };
+    return new LowRankFisher({ ...unionInfo([this.info, o.info]), lowrank: report }, this.layout, e.values, vectors, report);
+  }
+
+  /** The top k of each shard do not give the top k of the union: refused. */
+  override merge(): never {
+    throw new RangeError("low-rank Fishers of shards do not merge: the top-k eigenpairs of each shard's Fisher do not determine those of their union. add() gives their exact sum (rank k + k'); or merge full or diag Fishers of the shards");
+  }
+
+  override toDense(): Float64Array {
+    this.checkDenseFits();
+    const p = this.size;
+    const out = new Float64Array(p * p);
+    for (let j = 0; j < this.rank; j++) {
+      const v = this.#row(j);
+      const l = this.eigenvalues[j]!;
+      for (let r = 0; r < p; r++) {
+        const c = l * v[r]!;
+        if (c === 0) continue;
+        for (let s = 0; s < p; s++) out[r * p + s]! += c * v[s]!;
+      }
+    }
+    return out;
   }
 
   tensors(dtype: FileDtype = 'F32'): Map<string, Tensor> {
@@ -190,5 +281,12 @@ export const lowrank: StructureType = {
         return new LowRankFisher({ ...info, lowrank: report }, model.layout, final.values.map((v) => v * c), final.vectors, report);
       },
     };
+  },
+  async load(file) {
+    const p = file.layout.total;
+    const report = file.info.lowrank;
+    if (!report) throw new RangeError(`${file.path}: a lowrank Fisher file records its rank, passes and convergence in the metadata; these are missing`);
+    const values = await file.values('eigenvalues', [report.rank]);
+    return new LowRankFisher(file.info, file.layout, values, await file.values('eigenvectors', [report.rank, p]), report);
   },
 };

@@ -13,8 +13,10 @@ import type { Tensor } from '../../io/dtypes.js';
 import { SafetensorsStream } from '../../io/safetensors-stream.js';
 import type { Network } from '../../model/network.js';
 import { CompensatedSum } from '../accumulator.js';
-import { BaseFisher, fisherMetadata, type FileDtype, type FisherInfo } from '../result.js';
-import { kindScale, type StructureRun } from './structure.js';
+import type { TensorLayout } from '../../model/layout.js';
+import { BaseFisher, checkLength, fisherMetadata, type FileDtype, type FisherInfo } from '../result.js';
+import { kindScale, type FisherFile, type StructureRun } from './structure.js';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { copyFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 
@@ -73,35 +75,104 @@ export function spillHostBytes(blocks: readonly SpilledBlock[], entries: number)
 }
 
 /**
- * A Fisher whose blocks live in a safetensors file, too large to hold: its
- * diagonal and trace are kept, the rest is read from the file (in Python:
- * safetensors' safe_open reads slices of it).
+ * A Fisher whose blocks live in a safetensors file, too large to hold (in
+ * Python: safetensors' safe_open reads slices of it). Its diagonal is kept;
+ * products read the file a slice of rows at a time, so `mv`, `quadratic`,
+ * `solve` by conjugate gradients and `eig` by Lanczos work at any P, each
+ * product one pass over the file. A dense factorisation (the exact solve,
+ * logdet) does not fit, and is refused.
  */
 export class StoredFisher extends BaseFisher {
   constructor(
     info: FisherInfo,
-    layout: Network['layout'],
+    layout: TensorLayout,
     /** The file holding the blocks. */
     readonly path: string,
+    /** The blocks, and where each tensor's float32 data starts in the file. */
+    readonly blocks: readonly (SpilledBlock & { start: number })[],
     readonly kept: { diagonal: Float64Array },
   ) {
     super(info, layout);
+  }
+
+  /** Opens a loaded file's blocks (float32 each), reading its diagonal. */
+  static async open(file: FisherFile, blocks: readonly SpilledBlock[]): Promise<StoredFisher> {
+    const placed = blocks.map((b) => ({ ...b, start: file.dataStart(b.tensor, [b.size, b.size], 'F32') }));
+    const diagonal = new Float64Array(file.layout.total);
+    const fd = openSync(file.path, 'r');
+    try {
+      const one = new Float32Array(1);
+      for (const b of placed) {
+        for (let i = 0; i < b.size; i++) {
+          readSync(fd, new Uint8Array(one.buffer), 0, 4, b.start + 4 * (i * b.size + i));
+          diagonal[b.offset + i] = one[0]!;
+        }
+      }
+    } finally {
+      closeSync(fd);
+    }
+    return new StoredFisher(file.info, file.layout, file.path, placed, { diagonal });
+  }
+
+  #refuse(what: string): never {
+    throw new RangeError(`this ${this.info.structure} Fisher of P = ${this.size} lives in ${this.path}, not in memory: ${what}`);
+  }
+
+  /** Calls `f(block, row, values)` for every row of every block, read a slice of rows (about 64 MiB) at a time. */
+  #eachRow(f: (block: SpilledBlock, row: number, values: Float32Array) => void): void {
+    const fd = openSync(this.path, 'r');
+    try {
+      for (const b of this.blocks) {
+        const rows = Math.max(1, Math.floor(2 ** 24 / b.size));
+        for (let r0 = 0; r0 < b.size; r0 += rows) {
+          const count = Math.min(rows, b.size - r0);
+          const slice = new Float32Array(count * b.size);
+          readSync(fd, new Uint8Array(slice.buffer), 0, slice.byteLength, b.start + 4 * r0 * b.size);
+          for (let r = 0; r < count; r++) f(b, r0 + r, slice.subarray(r * b.size, (r + 1) * b.size));
+        }
+      }
+    } finally {
+      closeSync(fd);
+    }
   }
 
   diagonal(): Float64Array {
     return this.kept.diagonal.slice();
   }
 
-  mv(): Float64Array {
-    throw new RangeError(`this ${this.info.structure} Fisher of P = ${this.size} lives in ${this.path}, not in memory: read it by slices (its diagonal and trace are here)`);
+  mv(v: ArrayLike<number>): Float64Array {
+    checkLength(v, this.size, 'v');
+    const out = new Float64Array(this.size);
+    this.#eachRow((b, row, values) => {
+      let s = 0;
+      for (let c = 0; c < b.size; c++) s += values[c]! * v[b.offset + c]!;
+      out[b.offset + row] = s;
+    });
+    return out;
   }
 
-  solve(): Float64Array {
-    throw new RangeError(`this ${this.info.structure} Fisher of P = ${this.size} lives in ${this.path}: a dense solve of it does not fit in memory; use structure "kfac", "ekfac" or "lowrank"`);
+  frobeniusNorm(): number {
+    let s = 0;
+    this.#eachRow((_b, _row, values) => {
+      for (let c = 0; c < values.length; c++) s += values[c]! ** 2;
+    });
+    return Math.sqrt(s);
+  }
+
+  protected exactSolve(): never {
+    this.#refuse('a dense Cholesky factorisation of it does not fit; solve with method "cg" (each iteration one pass over the file)');
+  }
+
+  logdet(): number {
+    this.#refuse('its log-determinant needs a dense factorisation that does not fit');
+  }
+
+  scale(): StoredFisher {
+    this.#refuse('scaling it would rewrite the file; scale the vectors you multiply instead');
   }
 
   tensors(): Map<string, Tensor> {
-    throw new RangeError(`this ${this.info.structure} Fisher of P = ${this.size} lives in ${this.path}, not in memory`);
+    this.#refuse('read it from the file by slices');
   }
 
   /** Copies the file (nothing to do where it is already). */
@@ -162,7 +233,7 @@ export function spillRun(model: Network, info: FisherInfo, path: string, blocks:
     },
     async result(info) {
       await stream!.finish();
-      return new StoredFisher(info, model.layout, path, { diagonal });
+      return new StoredFisher(info, model.layout, path, blocks.map((b) => ({ ...b, start: stream!.dataStart(b.tensor) })), { diagonal });
     },
     async abort() {
       await stream?.abort();

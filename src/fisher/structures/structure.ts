@@ -5,6 +5,7 @@
  */
 import type { BatchStructure, LabelSource, LoadedModel } from '../../engine/engine.js';
 import type { Dataset } from '../../model/data.js';
+import type { LayerBlock, TensorLayout } from '../../model/layout.js';
 import type { Network } from '../../model/network.js';
 import type { FisherStructure, ResolvedOptions } from '../options.js';
 import type { FisherInfo, FisherMatrix } from '../result.js';
@@ -24,6 +25,21 @@ export interface StructureRun {
   abort?(): Promise<void>;
 }
 
+/** A Fisher file opened for loading (fisher/load.ts): its header read, its tensors on demand. */
+export interface FisherFile {
+  readonly path: string;
+  readonly info: FisherInfo;
+  readonly layout: TensorLayout;
+  /** Whether the file holds a tensor of this name. */
+  has(name: string): boolean;
+  /** Tensor `name` as float64; a clear error where it is missing or shaped otherwise. */
+  values(name: string, shape: readonly number[]): Promise<Float64Array>;
+  /** The parameters' tensors of a layer's block (default: all of θ) in θ order, as float64. */
+  parameterValues(block?: LayerBlock): Promise<Float64Array>;
+  /** The byte of the file where tensor `name` (of this shape and dtype) starts: for results read by slices. */
+  dataStart(name: string, shape: readonly number[], dtype: 'F32' | 'F64'): number;
+}
+
 export interface StructureType {
   readonly name: FisherStructure;
   /** What it asks the engine for, pass by pass kind (the planner sizes batches for each). */
@@ -40,6 +56,8 @@ export interface StructureType {
    * kind's scale) for a structure that writes its result as it goes.
    */
   start(model: Network, options: ResolvedOptions, info: FisherInfo): StructureRun;
+  /** The Fisher a file of this structure holds (Fisher.load). */
+  load(file: FisherFile): Promise<FisherMatrix>;
 }
 
 /** c/M of DESIGN.md §1: 1/N under mean, 1 under sum, over the M label samples of mc. */
