@@ -65,6 +65,9 @@ export {
   type Eigenpairs,
 } from './fisher/result.js';
 export { Fisher, loadFisher } from './fisher/load.js';
+export { mergeShards, shardRange, type ShardChoice } from './fisher/shard.js';
+export { fisherWeightedMerge, type MergeModelsOptions } from './fisher/merging.js';
+export { readParameterVector, parameterTensors } from './fisher/vectors.js';
 export { DiagonalFisher } from './fisher/structures/diag.js';
 export { DenseFisher } from './fisher/structures/full.js';
 export { BlockFisher } from './fisher/structures/block.js';

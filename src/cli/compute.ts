@@ -28,6 +28,7 @@ export interface ComputeArgs {
   backend: BackendChoice;
   out: string;
   dtype: FileDtype;
+  shard?: { index: number; count: number };
   quiet: boolean;
 }
 
@@ -57,6 +58,7 @@ export async function compute(args: ComputeArgs): Promise<void> {
       ...(args.dtype === 'F32' ? { spill: args.out } : {}),
       ...(args.samples === undefined ? {} : { samples: args.samples }),
       ...(args.seed === undefined ? {} : { seed: args.seed }),
+      ...(args.shard === undefined ? {} : { shard: args.shard }),
       onProgress: (done, total) => bar.update(done, total),
     });
     const seconds = (performance.now() - t0) / 1000;
@@ -64,7 +66,7 @@ export async function compute(args: ComputeArgs): Promise<void> {
     await F.save(args.out, { dtype: args.dtype });
     if (!args.quiet) {
       process.stdout.write(
-        `wrote ${args.out}: ${args.kind} ${args.structure} Fisher, N = ${data.n}, P = ${model.parameterCount}, ` +
+        `wrote ${args.out}: ${args.kind} ${args.structure} Fisher, ${F.info.shard ? `shard ${F.info.shard.index}/${F.info.shard.count}, N = ${F.info.n} of ${data.n}` : `N = ${data.n}`}, P = ${model.parameterCount}, ` +
           `trace ${F.trace().toPrecision(6)}, ${seconds.toFixed(2)} s${F.info.lowrank ? ` (${F.info.lowrank.passes} passes)` : ''} on ${engine.describe()}\n`,
       );
     }

@@ -13,6 +13,8 @@ import { makeExample } from './example.js';
 import { writeExample } from './files.js';
 import { info } from './info.js';
 import { plan } from './plan.js';
+import { eigCommand, ewcPenaltyCommand, mergeCommand, mergeModelsCommand, mvCommand, solveCommand, statsCommand } from './operations.js';
+import { SOLVE_METHODS } from '../fisher/result.js';
 import { ARCHITECTURES, type Architecture } from '../model/architectures.js';
 import { InputError } from '../layers/errors.js';
 
@@ -73,6 +75,17 @@ function widths(value: string): number[] {
   return w;
 }
 
+/** i/k: the i-th (1-based) of k shards. */
+function shardSpec(value: string): { index: number; count: number } {
+  const m = /^(\d+)\/(\d+)$/.exec(value.trim());
+  const index = Number(m?.[1]);
+  const count = Number(m?.[2]);
+  if (!m || !(count >= 1) || !(index >= 1) || index > count) throw new InvalidArgumentError('must be i/k with 1 ≤ i ≤ k, e.g. 2/8');
+  return { index, count };
+}
+
+const dtypeOption = () => new Option('--dtype <dtype>', 'element type of the output file').choices(['F32', 'F64']).default('F32');
+
 const backendOption = () => new Option('--backend <backend>', 'where to compute: the GPU, the CPU reference, or the GPU with a fallback').choices(['auto', 'gpu', 'cpu']).default('auto');
 
 export function program(): Command {
@@ -100,9 +113,81 @@ export function program(): Command {
     .option('--batch-size <n>', 'samples per batch (default: the largest the device allows)', positiveInt)
     .option('--memory-budget <bytes>', 'most device memory for the work and host memory for the result (e.g. 2G; default: 512M of device memory, the free host memory); refused before any work if it cannot fit', byteCount)
     .addOption(backendOption())
-    .addOption(new Option('--dtype <dtype>', 'element type of the output file').choices(['F32', 'F64']).default('F32'))
+    .option('--shard <i/k>', 'only the i-th of k contiguous shards of the data (1-based); `fisher merge` combines the k outputs', shardSpec)
+    .addOption(dtypeOption())
     .option('--quiet', 'no progress bar, no summary', false)
     .action(compute);
+
+  const fisherFile = '--fisher <file>';
+  const fisherHelp = 'a Fisher file written by fisher compute';
+  cmd
+    .command('mv')
+    .description('the product F v, never forming a dense F where the structure is factored')
+    .requiredOption(fisherFile, fisherHelp)
+    .requiredOption('--vector <file>', 'v: safetensors of tensors named and shaped as the parameters')
+    .requiredOption('--out <file>', 'F v, the same tensors (written atomically)')
+    .addOption(dtypeOption())
+    .action(mvCommand);
+
+  cmd
+    .command('solve')
+    .description('x with (F + δI) x = g: a damped natural-gradient step')
+    .requiredOption(fisherFile, fisherHelp)
+    .requiredOption('--vector <file>', 'g: safetensors of tensors named and shaped as the parameters')
+    .requiredOption('--out <file>', 'x, the same tensors (written atomically)')
+    .option('--damping <δ>', 'δ ≥ 0', nonNegativeNumber, 0)
+    .addOption(new Option('--method <method>', 'exact: the structure\'s own (elementwise, Cholesky, Kronecker eigenbasis, Woodbury); factored: K-FAC\'s π-damping; cg: conjugate gradients on F v').choices(SOLVE_METHODS).default('exact'))
+    .option('--tolerance <t>', 'cg: relative residual to reach (default 1e-6)', positiveNumber)
+    .option('--max-iterations <n>', 'cg: most iterations (default 10·P, at most 10,000)', positiveInt)
+    .option('--no-retry', 'exact on block and full: refuse a matrix not positive definite at δ instead of retrying at 10× δ')
+    .addOption(dtypeOption())
+    .action(solveCommand);
+
+  cmd
+    .command('eig')
+    .description('the top-k eigenpairs: exact through the factors (diag, kfac, ekfac, lowrank), Lanczos on F v (full, block)')
+    .requiredOption(fisherFile, fisherHelp)
+    .option('--k <k>', 'eigenpairs', positiveInt, 10)
+    .option('--out <file>', 'eigenvalues [k] and eigenvectors [k, P] as safetensors')
+    .option('--json', 'print the eigenvalues as JSON', false)
+    .addOption(dtypeOption())
+    .action(eigCommand);
+
+  cmd
+    .command('stats')
+    .description('trace, Frobenius norm, log-determinant at a damping, top eigenvalue')
+    .requiredOption(fisherFile, fisherHelp)
+    .option('--damping <δ>', 'of log det(F + δI)', nonNegativeNumber, 0)
+    .option('--json', 'as JSON', false)
+    .action(statsCommand);
+
+  cmd
+    .command('merge')
+    .description('Fishers of shards of the data (fisher compute --shard i/k) into the Fisher of all of it; refuses a missing, repeated or foreign shard')
+    .argument('<files...>', 'Fisher files')
+    .requiredOption('--out <file>', 'the merged Fisher')
+    .addOption(dtypeOption())
+    .action(mergeCommand);
+
+  cmd
+    .command('merge-models')
+    .description("Fisher-weighted model merging (Matena & Raffel 2022): each parameter the models' values weighted by their Fishers' diagonals")
+    .requiredOption('--weights <files...>', 'the models (safetensors state dicts)')
+    .requiredOption('--fisher <files...>', 'one Fisher per model, in the same order')
+    .requiredOption('--out <file>', 'the merged weights')
+    .option('--floor <f>', "where the Fishers' total is at most this, the plain mean", nonNegativeNumber, 0)
+    .action(mergeModelsCommand);
+
+  cmd
+    .command('ewc-penalty')
+    .description("the EWC penalty (λ/2)(θ − θ*)ᵀF(θ − θ*) with any structure's Fisher")
+    .requiredOption(fisherFile, fisherHelp)
+    .requiredOption('--weights <file>', 'θ (safetensors)')
+    .requiredOption('--anchor <file>', 'θ*, the weights the Fisher was computed at (safetensors)')
+    .requiredOption('--lambda <λ>', 'penalty strength', nonNegativeNumber)
+    .option('--out <file>', 'write the gradient λF(θ − θ*) there')
+    .option('--json', 'as JSON', false)
+    .action(ewcPenaltyCommand);
 
   cmd
     .command('plan')

@@ -18,6 +18,7 @@ import type { Network } from '../model/network.js';
 import { resolveOptions, type FisherOptions, type ResolvedOptions } from './options.js';
 import type { FisherInfo, FisherMatrix } from './result.js';
 import { planEvery, planStructure, refusal } from './plan.js';
+import { checkShard, runDigest, shardRange } from './shard.js';
 import { STRUCTURE_TYPES } from './structures/registry.js';
 
 /**
@@ -25,9 +26,18 @@ import { STRUCTURE_TYPES } from './structures/registry.js';
  *
  * @param target a GPU device from `openDevice()`, or an engine (e.g. `new CpuEngine()`).
  */
-export async function fisher(target: Engine | GpuDevice, model: Network, data: Dataset, options: FisherOptions = {}): Promise<FisherMatrix> {
+export async function fisher(target: Engine | GpuDevice, model: Network, whole: Dataset, options: FisherOptions = {}): Promise<FisherMatrix> {
   const o = resolveOptions(options);
-  data.check(model);
+  whole.check(model);
+  // A shard: its slice of the data, its labels drawn as in the whole run (by dataset index).
+  let data = whole;
+  let first = 0;
+  if (o.shard) {
+    checkShard(o.shard, whole.n);
+    const { start, end } = shardRange(o.shard, whole.n);
+    data = whole.slice(start, end);
+    first = start;
+  }
   const engine = engineFor(target);
   const info: FisherInfo = {
     kind: o.kind,
@@ -38,12 +48,13 @@ export async function fisher(target: Engine | GpuDevice, model: Network, data: D
     seed: o.seed,
     backend: engine.backend,
     ...(o.structure === 'kfac' || o.structure === 'ekfac' ? { kfac: o.kfac } : {}),
+    ...(o.shard ? { shard: { ...o.shard, totalN: whole.n, run: runDigest(model, whole, o) } } : {}),
   };
   // Refuses what the structure cannot hold before any work.
   const run = STRUCTURE_TYPES.get(o.structure)!.start(model, o, info);
   const loaded = await engine.load(model);
   try {
-    const virtualSamples = labelSources(o, model, 0).length;
+    const virtualSamples = labelSources(o, model, first).length;
     // The planner sizes the batches (every pass's), or refuses before any work.
     const plan = planStructure(loaded, model, o, virtualSamples, o.memoryBudget);
     if (!plan.fits) throw refusal(plan, planEvery(loaded, model, o, virtualSamples, o.memoryBudget));
@@ -52,7 +63,7 @@ export async function fisher(target: Engine | GpuDevice, model: Network, data: D
       for (let start = 0; start < data.n; start += batch) {
         const end = Math.min(data.n, start + batch);
         // One forward pass per batch; the engine runs one backward pass per virtual sample.
-        await run.add(loaded, data.slice(start, end), labelSources(o, model, start));
+        await run.add(loaded, data.slice(start, end), labelSources(o, model, first + start));
         o.onProgress?.(end, data.n);
       }
       loaded.endPass();

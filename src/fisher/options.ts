@@ -3,6 +3,7 @@
  * The names here are the library's and the command line's vocabulary.
  */
 import { InputError } from '../layers/errors.js';
+import type { ShardChoice } from './shard.js';
 import { STRUCTURE_TYPES } from './structures/registry.js';
 
 export const KINDS = ['empirical', 'mc', 'exact'] as const;
@@ -52,6 +53,13 @@ export interface FisherOptions {
    * Without it such a request is refused.
    */
   spill?: string;
+  /**
+   * Only the index-th (1-based) of `count` contiguous shards of the data:
+   * the result records the shard, N of the whole data and a digest of the
+   * run, and `mergeShards` combines every shard's into the Fisher of the
+   * whole data.
+   */
+  shard?: ShardChoice;
   /** Called after each batch with the samples done and the total. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -68,6 +76,7 @@ export interface ResolvedOptions {
   batchSize: number | undefined;
   memoryBudget: { device?: number; host?: number; disk?: number };
   spill: string | undefined;
+  shard: ShardChoice | undefined;
   onProgress: ((done: number, total: number) => void) | undefined;
 }
 
@@ -113,6 +122,7 @@ export function resolveOptions(o: FisherOptions): ResolvedOptions {
     batchSize: o.batchSize,
     memoryBudget: budget,
     spill: o.spill,
+    shard: o.shard,
     onProgress: o.onProgress,
   };
 }

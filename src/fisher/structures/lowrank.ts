@@ -287,6 +287,12 @@ export const lowrank: StructureType = {
     const report = file.info.lowrank;
     if (!report) throw new RangeError(`${file.path}: a lowrank Fisher file records its rank, passes and convergence in the metadata; these are missing`);
     const values = await file.values('eigenvalues', [report.rank]);
-    return new LowRankFisher(file.info, file.layout, values, await file.values('eigenvectors', [report.rank, p]), report);
+    const vectors = await file.values('eigenvectors', [report.rank, p]);
+    // Stored as float32 they are orthonormal to 1e-7 only; every operation (Woodbury's solve, the
+    // log-determinant) assumes V Vᵀ = I: re-orthonormalised in float64, they are, and move by rounding.
+    orthonormalizeRows(vectors, report.rank, p, () => {
+      throw new InputError(`${file.path}: the eigenvectors are linearly dependent`);
+    });
+    return new LowRankFisher(file.info, file.layout, values, vectors, report);
   },
 };
