@@ -68,6 +68,8 @@ export { Fisher, loadFisher } from './fisher/load.js';
 export { mergeShards, shardRange, type ShardChoice } from './fisher/shard.js';
 export { fisherWeightedMerge, type MergeModelsOptions } from './fisher/merging.js';
 export { readParameterVector, parameterTensors } from './fisher/vectors.js';
+export { fromGradients, type GradientOptions, type GradientChunk, type GradientSource } from './fisher/gradients.js';
+export { forecast, type Forecast, type ForecastNoise } from './fisher/forecast.js';
 export { DiagonalFisher } from './fisher/structures/diag.js';
 export { DenseFisher } from './fisher/structures/full.js';
 export { BlockFisher } from './fisher/structures/block.js';

@@ -13,6 +13,7 @@ import { makeExample } from './example.js';
 import { writeExample } from './files.js';
 import { info } from './info.js';
 import { plan } from './plan.js';
+import { forecastCommand, gradientsCommand } from './sources.js';
 import { eigCommand, ewcPenaltyCommand, mergeCommand, mergeModelsCommand, mvCommand, solveCommand, statsCommand } from './operations.js';
 import { SOLVE_METHODS } from '../fisher/result.js';
 import { ARCHITECTURES, type Architecture } from '../model/architectures.js';
@@ -188,6 +189,31 @@ export function program(): Command {
     .option('--out <file>', 'write the gradient λF(θ − θ*) there')
     .option('--json', 'as JSON', false)
     .action(ewcPenaltyCommand);
+
+  cmd
+    .command('gradients')
+    .description('the Fisher of per-sample gradients you already have (from PyTorch, JAX, …): diag, full, block or lowrank')
+    .requiredOption('--in <file>', 'safetensors with tensor g [N, P] (float32 or float64), read a chunk of rows at a time')
+    .addOption(new Option('--structure <structure>', 'what to store').choices(['diag', 'full', 'block', 'lowrank']).default('diag'))
+    .option('--model <file>', "a model spec (JSON): names the P columns by its parameters, and block's blocks are its layers")
+    .option('--blocks <sizes>', 'block: the sizes of the diagonal blocks, in order, summing to P', widthList)
+    .addOption(new Option('--reduction <reduction>', 'mean divides by N, sum does not').choices(REDUCTIONS).default('mean'))
+    .option('--rank <k>', 'lowrank: eigenpairs (default 64)', positiveInt)
+    .option('--passes <n>', 'lowrank: most passes over the gradients (default 30)', positiveInt)
+    .option('--chunk <rows>', 'rows read at a time', positiveInt, 4096)
+    .requiredOption('--out <file>', 'the Fisher file')
+    .addOption(dtypeOption())
+    .action(gradientsCommand);
+
+  cmd
+    .command('forecast')
+    .description('the forecasting Fisher F = Σ_n J_nᵀ Σ⁻¹ J_n of a Gaussian noise model, with marginalised √(F⁻¹)_ii and conditional 1/√F_ii errors')
+    .requiredOption('--jacobian <file>', 'safetensors with tensor J [N, C, P]: ∂(outputs)/∂θ at each data point')
+    .requiredOption('--noise <file>', 'safetensors with "sigma" [C] (standard deviations of independent outputs) or "covariance" [C, C]')
+    .requiredOption('--out <file>', 'fisher [P, P], marginal_errors [P], conditional_errors [P]')
+    .option('--json', 'print the errors as JSON', false)
+    .addOption(dtypeOption())
+    .action(forecastCommand);
 
   cmd
     .command('plan')

@@ -39,7 +39,7 @@ export async function diskFree(dir: string): Promise<number> {
   return s.bavail * s.bsize;
 }
 
-async function readSpec(path: string): Promise<unknown> {
+export async function readSpec(path: string): Promise<unknown> {
   try {
     return JSON.parse(await readFile(path, 'utf8'));
   } catch (e) {

@@ -69,7 +69,29 @@ export function fisherInfoOf(path: string, metadata: Record<string, string>): { 
     Array.isArray(parameters) &&
     parameters.every((p) => typeof p === 'object' && p !== null && typeof (p as { name: unknown }).name === 'string' && Array.isArray((p as { shape: unknown }).shape) && (p as { shape: unknown[] }).shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0));
   if (!valid) throw new InputError(`${path}: metadata "parameters" is not a list of {name, shape}`);
-  return { info, layout: tensorLayout(parameters as { name: string; shape: number[] }[]) };
+  const layout = tensorLayout(parameters as { name: string; shape: number[] }[]);
+  return { info, layout: metadata['layers'] === undefined ? layout : withLayers(path, layout, metadata['layers']) };
+}
+
+/** The layout with the layer blocks the metadata records (files written before it derive them from the names). */
+function withLayers(path: string, layout: TensorLayout, text: string): TensorLayout {
+  let layers: unknown;
+  try {
+    layers = JSON.parse(text);
+  } catch (e) {
+    throw new InputError(`${path}: metadata "layers" is not JSON: ${(e as Error).message}`);
+  }
+  if (!Array.isArray(layers) || !layers.every((l) => typeof l === 'object' && l !== null && typeof l.name === 'string' && Number.isSafeInteger(l.size) && l.size > 0)) {
+    throw new InputError(`${path}: metadata "layers" is not a list of {name, size}`);
+  }
+  let offset = 0;
+  const blocks = (layers as { name: string; size: number }[]).map((l) => {
+    const b = { name: l.name, offset, size: l.size };
+    offset += l.size;
+    return b;
+  });
+  if (offset !== layout.total) throw new InputError(`${path}: metadata "layers" covers ${offset} parameters, "parameters" ${layout.total}`);
+  return { ...layout, layers: blocks };
 }
 
 class OpenedFisherFile implements FisherFile {

@@ -190,6 +190,8 @@ export function fisherMetadata(info: FisherInfo, layout: TensorLayout): Record<s
     ...(info.lowrank === undefined ? {} : { rank: String(info.lowrank.rank), passes: String(info.lowrank.passes), converged: String(info.lowrank.converged) }),
     ...(info.shard === undefined ? {} : { shard: `${info.shard.index}/${info.shard.count}`, shard_total_n: String(info.shard.totalN), run: info.shard.run }),
     parameters: JSON.stringify(layout.entries.map((e) => ({ name: e.name, shape: e.shape }))),
+    // The blocks of θ the structure works in (its layers, or the blocks a caller gave fromGradients).
+    layers: JSON.stringify(layout.layers.map((l) => ({ name: l.name, size: l.size }))),
   };
 }
 

@@ -14,6 +14,10 @@ import { loadFisher } from '../../src/fisher/load.js';
 import { parameterTensors, readParameterVector } from '../../src/fisher/vectors.js';
 import { readSafetensors, writeSafetensors } from '../../src/io/safetensors.js';
 import { Rng } from '../../src/model/random.js';
+import { CpuEngine } from '../../src/engine/cpu.js';
+import { DATA_LABELS } from '../../src/engine/engine.js';
+import { Dataset } from '../../src/model/data.js';
+import { Network } from '../../src/model/network.js';
 import { expectClose, expectRelativeError } from '../helpers/compare.js';
 // @ts-expect-error: a plain ES module of the build, without declarations
 import { buildAll } from '../../tools/build.mjs';
@@ -190,5 +194,48 @@ describe('operations on a Fisher file', () => {
       expect(help.code).toBe(0);
       expect(help.stdout).toMatch(/Usage: fisher/);
     }
+  });
+});
+
+describe('Fishers from what callers have', () => {
+  it('gradients: a file of per-sample gradients gives the Fisher compute gives, named by the model', async () => {
+    const model = await Network.load(at('ex/model.json'), at('ex/weights.safetensors'));
+    const data = await Dataset.load(at('ex/data.safetensors'), model);
+    const loaded = await new CpuEngine().load(model);
+    const g = Float32Array.from(await loaded.gradients(data, DATA_LABELS));
+    loaded.release();
+    await writeSafetensors(at('g.grad.safetensors'), [['g', { dtype: 'F32', shape: [data.n, model.parameterCount], data: g }]]);
+    for (const structure of ['diag', 'full', 'block']) {
+      const r = await fisher('gradients', '--in', 'g.grad.safetensors', '--structure', structure, '--model', 'ex/model.json', '--chunk', '50', '--out', `fg-${structure}.safetensors`);
+      expect(r.code, r.stderr).toBe(0);
+      const c = await fisher('compute', ...inputs, '--structure', structure, '--backend', 'cpu', '--out', `fc-${structure}.safetensors`, '--quiet');
+      expect(c.code, c.stderr).toBe(0);
+      const [a, b] = await Promise.all([loadFisher(at(`fg-${structure}.safetensors`)), loadFisher(at(`fc-${structure}.safetensors`))]);
+      expect([...a.tensors().keys()]).toEqual([...b.tensors().keys()]);
+      expectRelativeError(a.toDense(), b.toDense(), 1e-6, `gradients ${structure}`);
+    }
+    const low = await fisher('gradients', '--in', 'g.grad.safetensors', '--structure', 'lowrank', '--rank', '4', '--out', 'fg-lowrank.safetensors');
+    expect(low.code, low.stderr).toBe(0);
+    expect((await loadFisher(at('fg-lowrank.safetensors'))).info.lowrank?.rank).toBe(4);
+  });
+
+  it('forecast: a straight-line fit gives its closed-form errors', async () => {
+    const t = Array.from({ length: 12 }, (_, i) => i / 2);
+    await writeSafetensors(at('J.safetensors'), [['J', { dtype: 'F64', shape: [12, 1, 2], data: Float64Array.from(t.flatMap((x) => [1, x])) }]]);
+    await writeSafetensors(at('sigma.safetensors'), [['sigma', { dtype: 'F64', shape: [1], data: Float64Array.from([0.3]) }]]);
+    const r = await fisher('forecast', '--jacobian', 'J.safetensors', '--noise', 'sigma.safetensors', '--out', 'forecast.safetensors', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const { marginalErrors, conditionalErrors } = JSON.parse(r.stdout) as { marginalErrors: number[]; conditionalErrors: number[] };
+    const [n, st, stt] = [12, t.reduce((s, x) => s + x, 0), t.reduce((s, x) => s + x * x, 0)];
+    const det = n * stt - st * st;
+    expectClose(marginalErrors, [0.3 * Math.sqrt(stt / det), 0.3 * Math.sqrt(n / det)], { rtol: 1e-12 }, 'marginalised');
+    expectClose(conditionalErrors, [0.3 / Math.sqrt(n), 0.3 / Math.sqrt(stt)], { rtol: 1e-12 }, 'conditional');
+    // The file is a Fisher file: every operation reads it.
+    const stats = await fisher('stats', '--fisher', 'forecast.safetensors', '--json');
+    expect(stats.code, stats.stderr).toBe(0);
+    expect((JSON.parse(stats.stdout) as { trace: number }).trace).toBeCloseTo((n + stt) / 0.09, 3);
+    const bad = await fisher('forecast', '--jacobian', 'J.safetensors', '--noise', 'g.safetensors', '--out', 'bad.safetensors');
+    expect(bad.code).toBe(1);
+    expect(ours(bad.stderr)).toHaveLength(1);
   });
 });

@@ -203,6 +203,103 @@ export class LowRankFisher extends BaseFisher {
   }
 }
 
+/**
+ * The randomized subspace iteration of `lowrank`, fed with sketches: each
+ * pass, the caller adds Σ g (gᵀ Q) over the data for the current basis Q
+ * (`basis32`, [width, P]) — from the engine's per-sample gradients, or from
+ * gradients a caller already has (fromGradients) — then calls nextPass.
+ */
+export class SubspaceIteration {
+  readonly width: number;
+  #basis: Float64Array;
+  basis32: Float32Array;
+  #sketch: CompensatedSum;
+  #passes = 0;
+  #previous: Float64Array | undefined;
+  #final: { values: Float64Array; vectors: Float64Array; converged: boolean } | undefined;
+  readonly #fresh: () => Float64Array;
+
+  constructor(
+    readonly p: number,
+    readonly k: number,
+    readonly maxPasses: number,
+    seed: number,
+  ) {
+    this.width = Math.min(p, k + OVERSAMPLING);
+    if (this.width * p > MAX_SKETCH_ENTRIES) {
+      throw new InputError(`a rank-${k} sketch of P = ${p} parameters holds ${this.width}·${p} = ${(this.width * p).toExponential(2)} entries, more than the ${MAX_SKETCH_ENTRIES.toExponential(2)} supported; ask for a smaller rank or use structure "diag" or "kfac"`);
+    }
+    const rng = new Rng(seed);
+    this.#fresh = () => Float64Array.from(rng.normals(p));
+    this.#basis = new Float64Array(this.width * p);
+    for (let r = 0; r < this.width; r++) this.#basis.set(this.#fresh(), r * p);
+    orthonormalizeRows(this.#basis, this.width, p, this.#fresh);
+    this.basis32 = Float32Array.from(this.#basis);
+    this.#sketch = new CompensatedSum(this.width * p);
+  }
+
+  /** The basis Q [width, P] in float64 (basis32 is it rounded, for a device). */
+  get basis(): Float64Array {
+    return this.#basis;
+  }
+
+  /** Adds a batch's Σ g (gᵀ Q), [width, P]. */
+  add(sketch: ArrayLike<number>): void {
+    this.#sketch.add(sketch);
+  }
+
+  /** Ends a pass over the `rows` gradients; true asks for another. */
+  nextPass(rows: number): boolean {
+    this.#passes++;
+    const { width, p, k } = this;
+    const basis = this.#basis;
+    const y = this.#sketch.result();
+    // Rayleigh–Ritz: T = Q F Qᵀ, symmetric up to rounding.
+    const t = new Float64Array(width * width);
+    for (let i = 0; i < width; i++) {
+      for (let j = 0; j <= i; j++) {
+        const v = 0.5 * (dot(basis.subarray(i * p, (i + 1) * p), y.subarray(j * p, (j + 1) * p)) + dot(basis.subarray(j * p, (j + 1) * p), y.subarray(i * p, (i + 1) * p)));
+        t[i * width + j] = t[j * width + i] = v;
+      }
+    }
+    const ritz = symmetricEigen(t, width);
+    const top = ritz.values.subarray(0, k);
+    // Exact once the basis has seen the whole range of F (at most `rows` dimensions).
+    const exact = this.#passes >= 2 && rows <= width;
+    const previous = this.#previous;
+    const moved = previous ? Math.max(...Array.from(top, (v, j) => Math.abs(v - previous[j]!))) : Infinity;
+    const converged = exact || (this.#passes >= 2 && moved <= RITZ_TOLERANCE * Math.abs(top[0]!));
+    this.#previous = Float64Array.from(top);
+    if (converged || this.#passes >= this.maxPasses) {
+      // Ritz vectors: V_m = Σ_j W[j, m] q_j.
+      const vectors = new Float64Array(k * p);
+      for (let m = 0; m < k; m++) {
+        const out = vectors.subarray(m * p, (m + 1) * p);
+        for (let j = 0; j < width; j++) {
+          const w = ritz.vectors[j * width + m]!;
+          const q = basis.subarray(j * p, (j + 1) * p);
+          for (let i = 0; i < p; i++) out[i]! += w * q[i]!;
+        }
+      }
+      this.#final = { values: Float64Array.from(top), vectors, converged };
+      return false;
+    }
+    this.#basis = y;
+    orthonormalizeRows(this.#basis, width, p, this.#fresh);
+    this.basis32 = Float32Array.from(this.#basis);
+    this.#sketch = new CompensatedSum(width * p);
+    return true;
+  }
+
+  /** The Fisher, the eigenvalues times `scale` (the kind's c). */
+  result(info: FisherInfo, layout: TensorLayout, scale: number): LowRankFisher {
+    const final = this.#final;
+    if (!final) throw new Error('the low-rank iteration has not finished');
+    const report = { rank: this.k, passes: this.#passes, converged: final.converged };
+    return new LowRankFisher({ ...info, lowrank: report }, layout, final.values.map((v) => v * scale), final.vectors, report);
+  }
+}
+
 export const lowrank: StructureType = {
   name: 'lowrank',
   engineWork: ['lowrank'],
@@ -216,69 +313,20 @@ export const lowrank: StructureType = {
     const p = model.parameterCount;
     const k = options.rank;
     if (k > p) throw new InputError(`rank ${k} exceeds the ${p} parameters`);
-    const width = Math.min(p, k + OVERSAMPLING);
-    if (width * p > MAX_SKETCH_ENTRIES) {
-      throw new InputError(`a rank-${k} sketch of P = ${p} parameters holds ${width}·${p} = ${(width * p).toExponential(2)} entries, more than the ${MAX_SKETCH_ENTRIES.toExponential(2)} supported; ask for a smaller rank or use structure "diag" or "kfac"`);
-    }
-    const rng = new Rng(options.seed ?? 0x5eed);
-    const fresh = () => Float64Array.from(rng.normals(p));
-    let basis: Float64Array = new Float64Array(width * p);
-    for (let r = 0; r < width; r++) basis.set(fresh(), r * p);
-    orthonormalizeRows(basis, width, p, fresh);
-    let basis32 = Float32Array.from(basis);
-    let sketch = new CompensatedSum(width * p);
+    const iteration = new SubspaceIteration(p, k, options.passes, options.seed ?? 0x5eed);
     let rows = 0;
-    let passes = 0;
-    let previous: Float64Array | undefined;
-    let final: { values: Float64Array; vectors: Float64Array; converged: boolean } | undefined;
+    let first = true;
     return {
       async add(loaded, batch, labels) {
-        if (passes === 0) rows += batch.n * labels.length;
-        sketch.add(await loaded.sketchSum(batch, labels, basis32, width));
+        if (first) rows += batch.n * labels.length;
+        iteration.add(await loaded.sketchSum(batch, labels, iteration.basis32, iteration.width));
       },
       nextPass() {
-        passes++;
-        const y = sketch.result();
-        // Rayleigh–Ritz: T = Q F Qᵀ, symmetric up to rounding.
-        const t = new Float64Array(width * width);
-        for (let i = 0; i < width; i++) {
-          for (let j = 0; j <= i; j++) {
-            const v = 0.5 * (dot(basis.subarray(i * p, (i + 1) * p), y.subarray(j * p, (j + 1) * p)) + dot(basis.subarray(j * p, (j + 1) * p), y.subarray(i * p, (i + 1) * p)));
-            t[i * width + j] = t[j * width + i] = v;
-          }
-        }
-        const ritz = symmetricEigen(t, width);
-        const top = ritz.values.subarray(0, k);
-        // Exact once the basis has seen the whole range of F (at most `rows` dimensions).
-        const exact = passes >= 2 && rows <= width;
-        const moved = previous ? Math.max(...Array.from(top, (v, j) => Math.abs(v - previous![j]!))) : Infinity;
-        const converged = exact || (passes >= 2 && moved <= RITZ_TOLERANCE * Math.abs(top[0]!));
-        previous = Float64Array.from(top);
-        if (converged || passes >= options.passes) {
-          // Ritz vectors: V_m = Σ_j W[j, m] q_j.
-          const vectors = new Float64Array(k * p);
-          for (let m = 0; m < k; m++) {
-            const out = vectors.subarray(m * p, (m + 1) * p);
-            for (let j = 0; j < width; j++) {
-              const w = ritz.vectors[j * width + m]!;
-              const q = basis.subarray(j * p, (j + 1) * p);
-              for (let i = 0; i < p; i++) out[i]! += w * q[i]!;
-            }
-          }
-          final = { values: Float64Array.from(top), vectors, converged };
-          return false;
-        }
-        basis = y;
-        orthonormalizeRows(basis, width, p, fresh);
-        basis32 = Float32Array.from(basis);
-        sketch = new CompensatedSum(width * p);
-        return true;
+        first = false;
+        return iteration.nextPass(rows);
       },
       result(info) {
-        if (!final) throw new Error('the low-rank iteration has not finished');
-        const c = kindScale(info);
-        const report = { rank: k, passes, converged: final.converged };
-        return new LowRankFisher({ ...info, lowrank: report }, model.layout, final.values.map((v) => v * c), final.vectors, report);
+        return iteration.result(info, model.layout, kindScale(info));
       },
     };
   },
