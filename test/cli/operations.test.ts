@@ -79,6 +79,17 @@ describe('sharded runs', () => {
     }
   });
 
+  it('examples/cluster: the scripts a Slurm array or a Kubernetes Indexed Job run, as parallel local processes, then their merge', async () => {
+    const scripts = join(__dirname, '../../examples/cluster');
+    const env = { ...process.env, FISHER: `${process.execPath} ${cli}`, MODEL: 'ex/model.json', WEIGHTS: 'ex/weights.safetensors', DATA: 'ex/data.safetensors', OUT_DIR: 'cluster-shards', FISHER_ARGS: '--structure kfac --kind mc --samples 1 --seed 3' };
+    await Promise.all([1, 2, 3, 4, 5].map((i) => run('bash', [join(scripts, 'shard.sh'), String(i), '5'], { cwd: dir, env })));
+    await run('bash', [join(scripts, 'merge.sh'), '5', 'cluster.safetensors'], { cwd: dir, env });
+    const single = await fisher('compute', ...inputs, '--structure', 'kfac', '--kind', 'mc', '--samples', '1', '--seed', '3', '--out', 'cluster-single.safetensors', '--quiet');
+    expect(single.code, single.stderr).toBe(0);
+    const [merged, whole] = await Promise.all([loadFisher(at('cluster.safetensors')), loadFisher(at('cluster-single.safetensors'))]);
+    expectRelativeError(merged.toDense(), whole.toDense(), 1e-6, 'the cluster scripts');
+  });
+
   it('refuses a missing, a repeated and a foreign shard, each in one line', async () => {
     const common = [...inputs, '--structure', 'diag', '--quiet'];
     for (const i of [1, 2, 3]) expect((await fisher('compute', ...common, '--shard', `${i}/3`, '--out', `d${i}.safetensors`)).code).toBe(0);
