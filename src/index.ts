@@ -82,6 +82,7 @@ export type { KroneckerGeometry } from './layers/layer.js';
 export { readSafetensors, writeSafetensors, decodeSafetensors, encodeSafetensors, SafetensorsError, type SafetensorsFile } from './io/safetensors.js';
 export type { Tensor, Dtype } from './io/dtypes.js';
 export { train, accuracy, TrainingDivergedError, type TrainOptions } from './train/train.js';
+export { lossGradient } from './train/gradient.js';
 export { penaltyGradient, penaltyValue, type Anchor } from './train/penalty.js';
 export type { OptimizerSpec, PenaltyGradient } from './engine/optimizer.js';
 export { ARCHITECTURES, architectureSpec, cnnSpec, resnetSpec, type Architecture } from './model/architectures.js';

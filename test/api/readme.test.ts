@@ -18,14 +18,16 @@ const root = join(__dirname, '../..');
 let dir = '';
 let buildDir = '';
 
-/** The first ```ts block of the README's "## Library" section. */
-async function readmeLibraryExample(): Promise<string> {
+/** The ```ts blocks of the README's "## Library" section, in order. */
+async function readmeLibraryExamples(): Promise<string[]> {
   const readme = await readFile(join(root, 'README.md'), 'utf8');
-  const section = readme.slice(readme.indexOf('\n## Library'));
-  const m = /```ts\n([\s\S]*?)```/.exec(section);
-  if (!m) throw new Error('README.md: no ```ts block under "## Library"');
-  return m[1]!;
+  const start = readme.indexOf('\n## Library');
+  const section = readme.slice(start, readme.indexOf('\n## ', start + 1));
+  const blocks = [...section.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  if (blocks.length === 0) throw new Error('README.md: no ```ts block under "## Library"');
+  return blocks;
 }
+const readmeLibraryExample = async () => (await readmeLibraryExamples())[0]!;
 
 beforeAll(async () => {
   await mkdir(join(root, 'node_modules/.cache'), { recursive: true });
@@ -60,11 +62,22 @@ describe('the public API', () => {
     expect(saved.length).toBeGreaterThan(4 * 51902);
   });
 
+  it("runs the README's operations example: a natural-gradient step, EWC with K-FAC, a log-determinant, shards merged", async () => {
+    await writeFile(join(dir, 'operations.mjs'), (await readmeLibraryExamples())[1]!);
+    const { stdout } = await run(process.execPath, ['operations.mjs'], { cwd: dir });
+    expect(stdout).toMatch(/step's local KL \d\S*; cg: \d+ iterations/);
+    expect(stdout).toMatch(/EWC penalty \d\S*/);
+    expect(stdout).toMatch(/logdet\(F \+ 1e-3·I\) = -?\d\S*; top eigenvalues \S+, \S+, \S+/);
+    const traces = /merged trace (\S+) \(one run (\S+)\)/.exec(stdout);
+    expect(traces, stdout).not.toBeNull();
+    expect(Math.abs(Number(traces![1]) - Number(traces![2])) / Number(traces![2])).toBeLessThan(1e-5);
+  });
+
   it('exports every name the README shows', async () => {
     const readme = await readFile(join(root, 'README.md'), 'utf8');
     const { stdout } = await run(process.execPath, ['--input-type=module', '-e', "import * as m from 'fisher-gpu'; console.log(JSON.stringify(Object.keys(m)))"], { cwd: dir });
     const exported = new Set(JSON.parse(stdout) as string[]);
-    const imported = /import \{([^}]+)\} from 'fisher-gpu'/.exec(readme)![1]!.split(',').map((s) => s.trim());
+    const imported = [...readme.matchAll(/import \{([^}]+)\} from 'fisher-gpu'/g)].flatMap((m) => m[1]!.split(',').map((s) => s.trim()));
     for (const name of [...imported, 'GpuEngine', 'parseSpec', 'Network', 'TrainingDivergedError', 'InputError', 'SafetensorsError', 'NoAdapterError']) expect(exported, name).toContain(name);
   });
 });
