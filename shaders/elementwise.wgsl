@@ -10,6 +10,13 @@
 //   column_reduce        out[offset + j] = scale · Σ_s r(rows[s·ld + j]),  r = x or x²
 //   transpose            y[offset + (s, j, i)] = x[(s, i, j)]    x [count/(rows·ld), rows, ld]
 //   positions_sum        y[offset + (s, j)] = scale · Σ_t x[(s, t, j)]   x [count/ld, rows, ld]
+//   augmented_difference y[(o, i)] = x[offset + θ(o, i)] − pre[θ(o, i)]   into [W | b] [rows, count/rows]
+//   augmented_accumulate y[offset + θ(o, i)] += scale · x[(o, i)]        from [W | b] [rows, count/rows]
+//
+// θ(o, i) is where entry (o, i) of a layer's augmented [W | b] sits in its
+// slice of θ: o·ld + i for the weight (i < ld), rows·ld + o for the bias
+// (i = ld, where count/rows = ld + 1). An EWC penalty's K-FAC term G D A
+// works on D = θ − θ* in that shape (src/engine/gpu.ts).
 //
 // Ranges longer than one dimension of workgroups allows are laid out as a
 // 2-D grid (src/kernels/dispatch.ts): the flat index is
@@ -102,4 +109,28 @@ fn positions_sum(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgrou
   var acc = 0.0;
   for (var t = 0u; t < dims.rows; t++) { acc += x[(s * dims.rows + t) * dims.ld + j]; }
   y[dims.offset + k] = dims.scale * acc;
+}
+
+@compute @workgroup_size(WG)
+fn augmented_difference(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let k = flat(id, nwg);
+  if (k >= dims.count) { return; }
+  let at = augmented_index(k);
+  y[k] = x[dims.offset + at] - pre[at];
+}
+
+@compute @workgroup_size(WG)
+fn augmented_accumulate(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let k = flat(id, nwg);
+  if (k >= dims.count) { return; }
+  let at = dims.offset + augmented_index(k);
+  y[at] = y[at] + dims.scale * x[k];
+}
+
+// θ(o, i) of augmented entry k = o·(count/rows) + i, within the layer's slice.
+fn augmented_index(k: u32) -> u32 {
+  let columns = dims.count / dims.rows;
+  let o = k / columns;
+  let i = k % columns;
+  return select(o * dims.ld + i, dims.rows * dims.ld + o, i >= dims.ld);
 }

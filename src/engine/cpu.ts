@@ -13,7 +13,7 @@ import { layerOffsets } from '../model/layout.js';
 import type { Network } from '../model/network.js';
 import { counterUniform } from '../model/random.js';
 import { DATA_LABELS, type BatchStructure, type BatchMemory, type BatchOptions, type Engine, type GramBlock, type GramTile, type KroneckerBasis, type KroneckerMode, type KroneckerPartial, type LabelSource, type LoadedModel } from './engine.js';
-import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
+import { biasCorrections, penaltyColumns, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 
 /** Views of one layer's parameters (weight, bias) into a θ-shaped vector. */
 function parameterViews(node: LayerNode, offset: number, v: Float64Array): Float64Array[] {
@@ -319,6 +319,7 @@ export class CpuModel implements LoadedModel {
     const t = this.#training;
     if (!t) throw new Error('trainStep before setOptimizer');
     const grad = await this.meanGradient(batch);
+    if (t.penalty) addStructuredPenalty(t.penalty, this.#theta, grad);
     t.steps++;
     const o = t.optimizer;
     const { correction1, correction2 } = biasCorrections(o, t.steps);
@@ -389,6 +390,38 @@ function rows(batch: Dataset, s: number): [Float32Array, Float32Array] {
     batch.x.subarray(s * batch.inputs, (s + 1) * batch.inputs),
     batch.y.subarray(s * batch.targetWidth, (s + 1) * batch.targetWidth),
   ];
+}
+
+/**
+ * The structured penalty's gradient added into `grad`, in float64, as the
+ * GPU engine adds it: weight · G D A per K-FAC term (D = θ_l − θ*_l as the
+ * augmented [W | b]), weight · M (θ − θ*) per dense term.
+ */
+function addStructuredPenalty(penalty: PenaltyGradient, theta: Float64Array, grad: Float64Array): void {
+  for (const k of penalty.kronecker ?? []) {
+    const ia = penaltyColumns(k);
+    const at = (o: number, i: number) => k.offset + (i < k.inputs ? o * k.inputs + i : k.outputs * k.inputs + o);
+    const d = new Float64Array(k.outputs * ia);
+    for (let o = 0; o < k.outputs; o++) for (let i = 0; i < ia; i++) d[o * ia + i] = theta[at(o, i)]! - k.center[at(o, i) - k.offset]!;
+    const da = new Float64Array(k.outputs * ia);
+    for (let o = 0; o < k.outputs; o++) for (let j = 0; j < ia; j++) {
+      const x = d[o * ia + j]!;
+      if (x !== 0) for (let i = 0; i < ia; i++) da[o * ia + i]! += x * k.a[j * ia + i]!;
+    }
+    for (let o = 0; o < k.outputs; o++) for (let q = 0; q < k.outputs; q++) {
+      const x = k.g[o * k.outputs + q]!;
+      if (x !== 0) for (let i = 0; i < ia; i++) grad[at(o, i)]! += k.weight * x * da[q * ia + i]!;
+    }
+  }
+  const p = theta.length;
+  for (const m of penalty.dense ?? []) {
+    const d = Float64Array.from(theta, (x, i) => x - m.center[i]!);
+    for (let r = 0; r < p; r++) {
+      let s = 0;
+      for (let c = 0; c < p; c++) s += m.matrix[r * p + c]! * d[c]!;
+      grad[r]! += m.weight * s;
+    }
+  }
 }
 
 export class CpuEngine implements Engine {

@@ -29,7 +29,8 @@ import type { Dataset } from '../model/data.js';
 import { layerOffsets } from '../model/layout.js';
 import type { Network } from '../model/network.js';
 import { DATA_LABELS, type BatchMemory, type BatchOptions, type BatchStructure, type Engine, type GramBlock, type GramTile, type KroneckerBasis, type KroneckerMode, type KroneckerPartial, type LabelSource, type LoadedModel } from './engine.js';
-import { biasCorrections, resolveOptimizer, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
+import { biasCorrections, penaltyColumns, resolveOptimizer, type DensePenalty, type KroneckerPenalty, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
+import { activationCode } from '../kernels/activation.js';
 import { SequenceOp } from './sequence.js';
 import { matmulShapesFor } from './tuning.js';
 
@@ -60,6 +61,19 @@ interface TrainingState {
   penaltyCenter: GPUBuffer;
   moment1: GPUBuffer;
   moment2: GPUBuffer;
+  /** The structured penalty's terms on the device, and the scratch of their products. */
+  kronecker: { term: KroneckerPenalty; a: GPUBuffer; g: GPUBuffer; center: GPUBuffer }[];
+  dense: { term: DensePenalty; matrix: GPUBuffer; center: GPUBuffer }[];
+  scratch: GPUBuffer[];
+}
+
+/** Refuses a K-FAC penalty term whose sizes do not fit its layer. */
+export function checkKroneckerPenalty(k: KroneckerPenalty, p: number): void {
+  const ia = penaltyColumns(k);
+  const size = k.outputs * ia;
+  if (k.a.length !== ia * ia || k.g.length !== k.outputs ** 2 || k.center.length !== size || k.offset < 0 || k.offset + size > p) {
+    throw new RangeError(`a K-FAC penalty term at θ offset ${k.offset} does not fit: [W | b] is [${k.outputs}, ${ia}], A ${k.a.length}, G ${k.g.length}, θ* ${k.center.length} values (P = ${p})`);
+  }
 }
 
 export class GpuModel implements LoadedModel {
@@ -673,12 +687,24 @@ export class GpuModel implements LoadedModel {
   async setOptimizer(spec: OptimizerSpec, penalty?: PenaltyGradient): Promise<void> {
     this.#assertLive();
     const p = this.model.parameterCount;
-    for (const [name, v] of Object.entries(penalty ?? {})) {
-      if (v.length !== p) throw new RangeError(`penalty ${name} has length ${v.length}, expected P = ${p}`);
+    for (const [name, v] of [['scale', penalty?.scale], ['center', penalty?.center]] as const) {
+      if (v && v.length !== p) throw new RangeError(`penalty ${name} has length ${v.length}, expected P = ${p}`);
     }
     this.#releaseTraining();
     const zeros = new Float32Array(p);
     const buffer = (label: string, data: Float32Array) => this.gpu.storage(p * F32, label, data);
+    const upload = (label: string, data: Float32Array) => this.gpu.storage(Math.max(4, data.length * F32), label, data);
+    for (const k of penalty?.kronecker ?? []) checkKroneckerPenalty(k, p);
+    for (const d of penalty?.dense ?? []) {
+      if (d.matrix.length !== p * p || d.center.length !== p) throw new RangeError(`a dense penalty term needs M [P, P] and θ* [P] (P = ${p})`);
+    }
+    const kronecker = await Promise.all(
+      (penalty?.kronecker ?? []).map(async (term) => ({ term, a: await upload('penalty A', term.a), g: await upload('penalty G', term.g), center: await upload('penalty θ*', term.center) })),
+    );
+    const dense = await Promise.all((penalty?.dense ?? []).map(async (term) => ({ term, matrix: await upload('penalty M', term.matrix), center: await upload('penalty θ*', term.center) })));
+    // Three [outputs, ia] products of the largest term (D, D A, G D A); a dense term's difference and product.
+    const widest = Math.max(0, ...kronecker.map(({ term }) => term.outputs * penaltyColumns(term)), dense.length > 0 ? p : 0);
+    const scratch = widest > 0 ? await Promise.all([0, 1, 2].map(() => this.gpu.storage(widest * F32, 'penalty scratch'))) : [];
     this.#training = {
       optimizer: resolveOptimizer(spec),
       steps: 0,
@@ -687,7 +713,39 @@ export class GpuModel implements LoadedModel {
       penaltyCenter: await buffer('penalty center', penalty?.center ?? zeros),
       moment1: await buffer('moment 1', zeros),
       moment2: await buffer('moment 2', zeros),
+      kronecker,
+      dense,
+      scratch,
     };
+  }
+
+  /**
+   * Adds the structured penalty's gradient into `grad` on the device: per
+   * K-FAC term weight · G D A (D = θ_l − θ*_l as [W | b]: a gather, two
+   * products, a scatter), per dense term weight · M (θ − θ*). θ never
+   * leaves the device.
+   */
+  #encodeStructuredPenalty(step: Step, t: TrainingState): void {
+    const identity = activationCode('identity');
+    const [d, da, gda] = t.scratch;
+    const ew = this.kernels.elementwise;
+    for (const { term, a, g, center } of t.kronecker) {
+      const ia = penaltyColumns(term);
+      const shape = { offset: term.offset, inputs: term.inputs, outputs: term.outputs, bias: term.bias };
+      ew.augmentedDifference(step, { theta: this.theta, center, out: d!, ...shape });
+      // D A: [out, ia] · [ia, ia]; then G (D A): [out, out] · [out, ia]. Plain products (identity activation).
+      this.matmul.backward(step, { delta: d!, theta: a, layer: { weightOffset: 0, biasOffset: undefined }, zBelow: d!, deltaBelow: da!, batch: term.outputs, inputs: ia, outputs: ia, activation: identity });
+      this.matmul.backward(step, { delta: g, theta: da!, layer: { weightOffset: 0, biasOffset: undefined }, zBelow: da!, deltaBelow: gda!, batch: term.outputs, inputs: ia, outputs: term.outputs, activation: identity });
+      ew.augmentedAccumulate(step, { x: gda!, into: t.grad, scale: term.weight, ...shape });
+    }
+    const p = this.model.parameterCount;
+    for (const { term, matrix, center } of t.dense) {
+      const whole = { offset: 0, inputs: p, outputs: 1, bias: false };
+      ew.augmentedDifference(step, { theta: this.theta, center, out: d!, ...whole });
+      // (θ − θ*)ᵀ M = (M (θ − θ*))ᵀ, M symmetric: [1, P] · [P, P].
+      this.matmul.backward(step, { delta: d!, theta: matrix, layer: { weightOffset: 0, biasOffset: undefined }, zBelow: d!, deltaBelow: da!, batch: 1, inputs: p, outputs: p, activation: identity });
+      ew.augmentedAccumulate(step, { x: da!, into: t.grad, scale: term.weight, ...whole });
+    }
   }
 
   async trainStep(batch: Dataset): Promise<void> {
@@ -700,6 +758,7 @@ export class GpuModel implements LoadedModel {
       this.#encodeForward(step, buf, batch.n);
       this.#encodeBackward(step, buf, batch.n);
       this.#encodeParameterReduction(step, buf, batch.n, t.grad, 'sum', 1 / batch.n);
+      this.#encodeStructuredPenalty(step, t);
       this.optimizer.encode(step, o.type, { ...t, theta: this.theta }, this.model.parameterCount, { ...o, ...biasCorrections(o, t.steps) });
     });
   }
@@ -724,7 +783,8 @@ export class GpuModel implements LoadedModel {
   #releaseTraining(): void {
     const t = this.#training;
     if (!t) return;
-    for (const buf of [t.grad, t.penaltyScale, t.penaltyCenter, t.moment1, t.moment2]) this.gpu.buffers.release(buf);
+    const structured = [...t.kronecker.flatMap((k) => [k.a, k.g, k.center]), ...t.dense.flatMap((d) => [d.matrix, d.center]), ...t.scratch];
+    for (const buf of [t.grad, t.penaltyScale, t.penaltyCenter, t.moment1, t.moment2, ...structured]) this.gpu.buffers.release(buf);
     this.#training = undefined;
   }
 

@@ -43,4 +43,38 @@ export function biasCorrections(o: ResolvedOptimizer, t: number): { correction1:
 export interface PenaltyGradient {
   scale: Float32Array;
   center: Float32Array;
+  /**
+   * Terms weight · (G ⊗ A)(θ_l − θ*_l) of K-FAC Fishers, per layer: the
+   * gradient weight · G D A with D = θ_l − θ*_l as the augmented [W | b]
+   * [outputs, inputs (+1)] (row-major W in θ, then the bias).
+   */
+  kronecker?: readonly KroneckerPenalty[];
+  /** Terms weight · M (θ − θ*) of dense Fishers M [P, P]. */
+  dense?: readonly DensePenalty[];
+}
+
+export interface KroneckerPenalty {
+  /** θ offset of the layer's weight; its [W | b] is [outputs, inputs + (bias ? 1 : 0)]. */
+  offset: number;
+  inputs: number;
+  outputs: number;
+  bias: boolean;
+  weight: number;
+  /** A [ia, ia] and G [outputs, outputs], symmetric, row-major. */
+  a: Float32Array;
+  g: Float32Array;
+  /** θ*_l: the layer's slice of θ* in θ's layout [outputs·inputs (+ outputs)]. */
+  center: Float32Array;
+}
+
+export interface DensePenalty {
+  weight: number;
+  /** M [P, P], symmetric, row-major. */
+  matrix: Float32Array;
+  center: Float32Array;
+}
+
+/** Columns of a Kronecker term's augmented [W | b]. */
+export function penaltyColumns(k: KroneckerPenalty): number {
+  return k.inputs + (k.bias ? 1 : 0);
 }

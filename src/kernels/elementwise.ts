@@ -66,6 +66,21 @@ export class Elementwise {
     this.#family.dispatch1d(step, 'transpose', {}, { x: p.x, y: p.y }, dims(count, { rows: p.rows, ld: p.cols, offset: p.offset }), count);
   }
 
+  /**
+   * A layer's θ − θ* as its augmented [W | b] [outputs, inputs + bias]:
+   * θ from element `offset`, θ* the layer's slice from element 0.
+   */
+  augmentedDifference(step: Step, p: { theta: GPUBuffer; center: GPUBuffer; out: GPUBuffer; offset: number; inputs: number; outputs: number; bias: boolean }): void {
+    const count = p.outputs * (p.inputs + (p.bias ? 1 : 0));
+    this.#family.dispatch1d(step, 'augmented_difference', {}, { x: p.theta, pre: p.center, y: p.out }, dims(count, { rows: p.outputs, ld: p.inputs, offset: p.offset }), count);
+  }
+
+  /** θ-shaped `into` from element `offset` += scale · the augmented [W | b] `x` put back in θ's layout. */
+  augmentedAccumulate(step: Step, p: { x: GPUBuffer; into: GPUBuffer; offset: number; inputs: number; outputs: number; bias: boolean; scale: number }): void {
+    const count = p.outputs * (p.inputs + (p.bias ? 1 : 0));
+    this.#family.dispatch1d(step, 'augmented_accumulate', {}, { x: p.x, y: p.into }, dims(count, { rows: p.outputs, ld: p.inputs, offset: p.offset, scale: p.scale }), count);
+  }
+
   /** y[offset + s·width + j] = scale · Σ_t x[(s·positions + t)·width + j] for s < batch. */
   positionsSum(step: Step, p: { x: GPUBuffer; y: GPUBuffer; batch: number; positions: number; width: number; offset: number; scale: number }): void {
     const count = p.batch * p.width;
