@@ -83,6 +83,7 @@ export { readSafetensors, writeSafetensors, decodeSafetensors, encodeSafetensors
 export type { Tensor, Dtype } from './io/dtypes.js';
 export { train, accuracy, TrainingDivergedError, type TrainOptions } from './train/train.js';
 export { lossGradient } from './train/gradient.js';
+export { ewcPenaltyGradient, ewcPenaltyValue, OnlineEwc, type EwcAnchor } from './fisher/penalty.js';
 export { penaltyGradient, penaltyValue, type Anchor } from './train/penalty.js';
-export type { OptimizerSpec, PenaltyGradient } from './engine/optimizer.js';
+export type { OptimizerSpec, PenaltyGradient, KroneckerPenalty, DensePenalty } from './engine/optimizer.js';
 export { ARCHITECTURES, architectureSpec, cnnSpec, resnetSpec, type Architecture } from './model/architectures.js';

@@ -23,6 +23,8 @@ export interface DemoArgs {
   lambdaEwc: number;
   lambdaL2: number;
   fisherKind: FisherKind;
+  structure: 'diag' | 'kfac';
+  online?: number;
   hidden: number[];
   methods: Method[];
   seed: number;
@@ -47,6 +49,8 @@ export async function demo(args: DemoArgs): Promise<void> {
     lambdaEwc: args.lambdaEwc,
     lambdaL2: args.lambdaL2,
     fisherKind: args.fisherKind,
+    fisherStructure: args.structure,
+    ...(args.online === undefined ? {} : { online: args.online }),
     hidden: args.hidden,
     methods: args.methods,
     seed: args.seed,
@@ -60,7 +64,8 @@ export async function demo(args: DemoArgs): Promise<void> {
   let bar: Progress | undefined;
   let barLabel = '';
   try {
-    say(`EWC on permuted MNIST (${settings.tasks} tasks, MLP 784-${settings.hidden.join('-')}-10) on ${engine.describe()}`);
+    const how = `${settings.fisherStructure} Fisher${settings.online === undefined ? '' : `, online γ = ${settings.online}`}`;
+    say(`EWC (${how}) on permuted MNIST (${settings.tasks} tasks, MLP 784-${settings.hidden.join('-')}-10) on ${engine.describe()}`);
     const result = await runEwc(engine, settings, (p) => {
       if (p.label !== barLabel) {
         bar?.stop();

@@ -52,6 +52,12 @@ export function byteCount(value: string): number {
   return bytes;
 }
 
+function unitInterval(value: string): number {
+  const n = Number(value);
+  if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError('must be a number from 0 to 1');
+  return n;
+}
+
 function widthList(value: string): number[] {
   const w = value.split(',').map((s) => Number(s.trim()));
   if (w.length < 1 || w.some((n) => !Number.isSafeInteger(n) || n < 1)) throw new InvalidArgumentError('must be positive integers, e.g. 100,100');
@@ -248,7 +254,9 @@ export function program(): Command {
     .option('--lr <rate>', `learning rate (default: ${DEMO_LEARNING_RATES.adam} for adam, ${DEMO_LEARNING_RATES.sgd} for sgd)`, positiveNumber)
     .option('--lambda-ewc <λ>', 'EWC penalty strength', nonNegativeNumber, d.lambdaEwc)
     .option('--lambda-l2 <λ>', 'L2 penalty strength', nonNegativeNumber, d.lambdaL2)
-    .addOption(new Option('--fisher-kind <kind>', 'the Fisher EWC uses (diagonal, on the task\'s training data)').choices(KINDS).default(d.fisherKind))
+    .addOption(new Option('--fisher-kind <kind>', 'the kind of Fisher EWC uses (on the task\'s training data)').choices(KINDS).default(d.fisherKind))
+    .addOption(new Option('--structure <structure>', "the structure of EWC's Fisher: diag (Kirkpatrick et al.) or kfac (Ritter et al. 2018), both applied on the device").choices(['diag', 'kfac']).default(d.fisherStructure))
+    .option('--online <γ>', "online EWC: one anchor, the latest task's weights, with the running Fisher γF̃ + F_t (0 ≤ γ ≤ 1)", unitInterval)
     .option('--hidden <list>', 'hidden layer widths', widthList, d.hidden)
     .option('--methods <list>', 'methods to compare, of none, l2, ewc', methodList, d.methods)
     .option('--seed <s>', 'seed of the split, the permutations, the initial weights and the shuffling', nonNegativeInt, d.seed)

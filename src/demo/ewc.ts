@@ -5,8 +5,11 @@
  *
  *   none  plain training: later tasks overwrite what earlier ones needed
  *   l2    + (λ/2) Σ_t ‖θ − θ*_t‖²: holds every weight back equally
- *   ewc   + (λ/2) Σ_t Σ_i F_{t,i} (θ_i − θ*_{t,i})²: holds back the weights
- *         the Fisher of task t marks as important to it
+ *   ewc   + (λ/2) Σ_t (θ − θ*_t)ᵀ F_t (θ − θ*_t): holds back the weights
+ *         the Fisher of task t marks as important to it; F_t diagonal
+ *         (Kirkpatrick et al.) or K-FAC (Ritter et al. 2018), one anchor
+ *         per task or, online (Schwarz et al. 2018), the latest anchor with
+ *         the running Fisher γF̃ + F_t
  */
 import type { Engine } from '../engine/engine.js';
 import type { OptimizerSpec } from '../engine/optimizer.js';
@@ -15,6 +18,7 @@ import type { FisherKind } from '../fisher/options.js';
 import type { Dataset } from '../model/data.js';
 import { Network } from '../model/network.js';
 import { mlpSpec } from '../model/spec.js';
+import { ewcPenaltyGradient, OnlineEwc, type EwcAnchor } from '../fisher/penalty.js';
 import { penaltyGradient, type Anchor } from '../train/penalty.js';
 import { accuracy, train } from '../train/train.js';
 import { CLASSES, mnistSplit, permutePixels, PIXELS, taskPermutation } from './mnist.js';
@@ -30,6 +34,10 @@ export interface EwcSettings {
   lambdaEwc: number;
   lambdaL2: number;
   fisherKind: FisherKind;
+  /** The structure of EWC's Fisher: diag (Kirkpatrick et al.) or kfac (Ritter et al. 2018). */
+  fisherStructure: 'diag' | 'kfac';
+  /** Online EWC's decay γ (Schwarz et al. 2018): one anchor with the running Fisher γF̃ + F_t; absent: one anchor per task. */
+  online?: number;
   /** Hidden layer widths; the input is 784 pixels and the output 10 classes. */
   hidden: number[];
   seed: number;
@@ -47,6 +55,7 @@ export const DEFAULT_EWC_SETTINGS: EwcSettings = {
   lambdaEwc: 1000,
   lambdaL2: 0.01,
   fisherKind: 'empirical',
+  fisherStructure: 'diag',
   hidden: [100, 100],
   seed: 0,
   trainSize: 8000,
@@ -98,6 +107,12 @@ export async function runEwc(engine: Engine, settings: EwcSettings, onProgress?:
   for (const method of settings.methods) {
     let model = initial;
     const anchors: Anchor[] = [];
+    const ewcAnchors: EwcAnchor[] = [];
+    const online = settings.online === undefined ? undefined : new OnlineEwc(settings.online);
+    const penalty = (lambda: number) => {
+      if (method === 'l2') return penaltyGradient(anchors, lambda, model.parameterCount);
+      return ewcPenaltyGradient(online ? online.anchors() : ewcAnchors, lambda);
+    };
     const rows: number[][] = [];
     for (let k = 0; k < settings.tasks; k++) {
       const lambda = method === 'ewc' ? settings.lambdaEwc : settings.lambdaL2;
@@ -108,15 +123,16 @@ export async function runEwc(engine: Engine, settings: EwcSettings, onProgress?:
           epochs: settings.epochs,
           batchSize: settings.batchSize,
           seed: settings.seed * 100 + k,
-          ...(method === 'none' || anchors.length === 0 ? {} : { penalty: penaltyGradient(anchors, lambda, model.parameterCount) }),
+          ...(method === 'none' || k === 0 ? {} : { penalty: penalty(lambda) }),
           onProgress: (done, total) => onProgress?.({ label, done, total }),
         }),
       );
       if (method !== 'none' && k + 1 < settings.tasks) {
         const theta = model.parameters();
         if (method === 'ewc') {
-          const F = await timed('fisher', () => fisher(engine, model, tasks[k]!.train, { kind: settings.fisherKind, structure: 'diag' }));
-          anchors.push({ theta, fisher: F.diagonal() });
+          const F = await timed('fisher', () => fisher(engine, model, tasks[k]!.train, { kind: settings.fisherKind, structure: settings.fisherStructure }));
+          if (online) online.add(theta, F);
+          else ewcAnchors.push({ theta, fisher: F });
         } else {
           anchors.push({ theta });
         }
