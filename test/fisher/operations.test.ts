@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CpuEngine } from '../../src/engine/cpu.js';
+import { CpuEngine, CpuModel } from '../../src/engine/cpu.js';
 import type { Engine } from '../../src/engine/engine.js';
 import { fisher } from '../../src/fisher/estimate.js';
 import { loadFisher } from '../../src/fisher/load.js';
@@ -19,7 +19,7 @@ import { symmetricEigen } from '../../src/linalg/eigen.js';
 import { Rng } from '../../src/model/random.js';
 import { caseModel, NETWORK_CASES } from '../helpers/cases.js';
 import { expectClose, relativeError } from '../helpers/compare.js';
-import { randomData } from '../helpers/fixtures.js';
+import { randomData, randomModel } from '../helpers/fixtures.js';
 import { useGpu } from '../helpers/gpu.js';
 
 const gpu = useGpu();
@@ -186,6 +186,51 @@ describe('solves at tiny damping on singular Fishers (N < P)', () => {
       } else if (report.converged) {
         expect(residual(D, report.x, g, damping)).toBeLessThan(1e-4);
       }
+    }
+  });
+});
+
+describe('the quadratic form is the local KL divergence (the seed identity), through Fisher objects', () => {
+  // The exact Fisher (the true one, expectations over y taken exactly), mean over the data.
+  const model = randomModel([4, 5, 3], 'tanh', { type: 'categorical' }, 61);
+  const data = randomData(model, 9, 62);
+  const p = model.parameterCount;
+  const theta = Float64Array.from(model.parameters());
+  const base = new CpuModel(model, theta);
+  /** KL(p_θ ‖ p_θ+εd) averaged over the data's inputs, in float64. */
+  const kl = (d: ArrayLike<number>, eps: number) => {
+    const moved = new CpuModel(model, theta.map((t, i) => t + eps * d[i]!));
+    let s = 0;
+    for (let n = 0; n < data.n; n++) {
+      const x = data.x.subarray(n * model.inputs, (n + 1) * model.inputs);
+      for (const { y, p: prob } of model.likelihood.outcomes!(base.output(base.trace(x)))) s += prob * (moved.sampleLoss(x, y) - base.sampleLoss(x, y));
+    }
+    return s / data.n;
+  };
+
+  it('quadratic(d) = 2 KL / ε² to O(ε), for full and for block on a one-layer-block direction', async () => {
+    const F = await fisher(new CpuEngine(), model, data, { kind: 'exact', structure: 'full' });
+    const d = Float64Array.from(new Rng(63).normals(p));
+    const eps = 1e-3;
+    expect(Math.abs((2 * kl(d, eps)) / (eps * eps) / F.quadratic(d) - 1)).toBeLessThan(1e-2);
+    // Within one layer, the block Fisher is the full one.
+    const B = await fisher(new CpuEngine(), model, data, { kind: 'exact', structure: 'block' });
+    const inFirst = d.map((x, i) => (i < model.layout.layers[0]!.size ? x : 0));
+    expect(Math.abs((2 * kl(inFirst, eps)) / (eps * eps) / B.quadratic(inFirst) - 1)).toBeLessThan(1e-2);
+  });
+
+  it('the top eigenvector is the direction of steepest KL growth', async () => {
+    const F = await fisher(new CpuEngine(), model, data, { kind: 'exact', structure: 'full' });
+    const { values, vectors } = F.eig({ k: 1 });
+    const u = vectors.subarray(0, p);
+    const eps = 1e-3;
+    const along = kl(u, eps);
+    expect(Math.abs((2 * along) / (eps * eps) / values[0]! - 1)).toBeLessThan(1e-2);
+    const rng = new Rng(64);
+    for (let r = 0; r < 20; r++) {
+      const v = Float64Array.from(rng.normals(p));
+      const norm = Math.hypot(...v);
+      expect(kl(v.map((x) => x / norm), eps)).toBeLessThan(along);
     }
   });
 });
