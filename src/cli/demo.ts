@@ -65,7 +65,7 @@ export async function demo(args: DemoArgs): Promise<void> {
   let barLabel = '';
   try {
     const how = `${settings.fisherStructure} Fisher${settings.online === undefined ? '' : `, online γ = ${settings.online}`}`;
-    say(`EWC (${how}) on permuted MNIST (${settings.tasks} tasks, MLP 784-${settings.hidden.join('-')}-10) on ${engine.describe()}`);
+    say(`EWC on permuted MNIST (${settings.tasks} tasks, MLP 784-${settings.hidden.join('-')}-10), EWC with a ${how}, on ${engine.describe()}`);
     const result = await runEwc(engine, settings, (p) => {
       if (p.label !== barLabel) {
         bar?.stop();

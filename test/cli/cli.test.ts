@@ -210,6 +210,12 @@ describe('fisher', () => {
     expect(json.settings).toMatchObject({ tasks: 2, epochs: 1, hidden: [16], fisherKind: 'empirical' });
     expect(json.seconds.total).toBeGreaterThan(0);
     expect(await readFile(join(dir, 'ewc', 'accuracy.svg'), 'utf8')).toMatch(/^<svg/);
+    // EWC with a K-FAC Fisher, online: recorded in the settings and said in the header.
+    const k = await fisher('demo', '--tasks', '2', '--epochs', '1', '--hidden', '16', '--methods', 'ewc', '--structure', 'kfac', '--online', '0.5', '--out-dir', 'ewc-kfac', '--quiet');
+    expect(k.code, k.stderr).toBe(0);
+    expect(k.stdout).toMatch(/EWC with a kfac Fisher, online γ = 0\.5/);
+    expect(k.stdout).toMatch(/ewc\s+task 1\s+\d+\.\d%\s+\S+\s+task 2\s+\d+\.\d%\s+\d+\.\d%/);
+    expect(JSON.parse(await readFile(join(dir, 'ewc-kfac', 'results.json'), 'utf8')).settings).toMatchObject({ fisherStructure: 'kfac', online: 0.5 });
   });
 
   it('bench --quick: a smoke test of the benchmark (its numbers are not asserted)', async () => {

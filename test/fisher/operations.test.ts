@@ -119,7 +119,8 @@ describe.each(CASES)('operations on $name', (c) => {
       const back = await loadFisher(path);
       expect(back.info).toEqual(F.info);
       expect(back.layout.entries).toEqual(F.layout.entries.map((x) => ({ ...x })));
-      expectClose(denseByProducts(back), D, { rtol: 1e-15, atol: 0 }, 'loaded');
+      // Exactly, but for a low-rank Fisher, whose eigenvectors are re-orthonormalised on loading (rounding).
+      expectClose(denseByProducts(back), D, structure === 'lowrank' ? { rtol: 1e-10, atol: 1e-12 * scaleOf } : { rtol: 1e-15, atol: 0 }, 'loaded');
     });
   });
 
