@@ -55,7 +55,7 @@ export async function solveCommand(a: { fisher: string; vector: string; out: str
         : `exact (${F.info.structure})`;
   process.stdout.write(`wrote ${a.out}: (F + ${fmt(r.damping)}·I)⁻¹ g for P = ${F.size}, ${how}\n`);
   if (r.retries > 0) process.stderr.write(`fisher: warning: F + ${fmt(r.requestedDamping)}·I is not positive definite in float64; solved at damping ${fmt(r.damping)} after ${r.retries} retries (--no-retry refuses instead)\n`);
-  if (!r.converged) process.exitCode = 3;
+  if (!r.converged) process.stderr.write(`fisher: warning: conjugate gradients stopped after ${r.iterations} iterations at relative residual ${fmt(r.relativeResidual!)}, short of the tolerance; the answer written is the last iterate\n`);
 }
 
 /** `fisher eig`: the top-k eigenpairs, printed and written. */

@@ -21,10 +21,9 @@ import type { Reduction } from './options.js';
 import type { FisherInfo, FisherMatrix } from './result.js';
 import { mirrorUpper } from './structures/structure.js';
 import { DiagonalFisher } from './structures/diag.js';
-import { DenseFisher } from './structures/full.js';
+import { DenseFisher, MAX_DENSE_ENTRIES } from './structures/full.js';
 import { BlockFisher } from './structures/block.js';
 import { SubspaceIteration } from './structures/lowrank.js';
-import { MAX_DENSE_ENTRIES } from './structures/full.js';
 
 /** One chunk of per-sample gradients: n rows of P, row-major. */
 export type GradientChunk = Float32Array | Float64Array;

@@ -30,7 +30,8 @@ export interface EwcAnchor {
 /** The device penalty of Σ_t (λ w_t / 2)(θ − θ*_t)ᵀ F_t (θ − θ*_t), for diag, kfac and full Fishers. */
 export function ewcPenaltyGradient(anchors: readonly EwcAnchor[], lambda: number): PenaltyGradient {
   if (!(lambda >= 0) || !Number.isFinite(lambda)) throw new InputError(`penalty strength λ must be a non-negative number, got ${lambda}`);
-  const p = anchors[0]?.fisher.size ?? 0;
+  if (anchors.length === 0) throw new InputError('an EWC penalty needs at least one anchor (θ* and its Fisher); train without a penalty before the first task');
+  const p = anchors[0]!.fisher.size;
   const scale = new Float64Array(p);
   const center = new Float64Array(p);
   const kronecker: KroneckerPenalty[] = [];

@@ -146,6 +146,12 @@ describe('operations on a Fisher file', () => {
       }
       expectRelativeError(F.mv(x).map((y, i) => y + damping * x[i]!), g, 1e-8, `${method}: (F + δI) x = g`);
     }
+    if (s === 'block') {
+      // Conjugate gradients stopped short: the last iterate is written, and stderr says so.
+      const short = await fisher('solve', '--fisher', file, '--vector', 'g.safetensors', '--damping', String(damping), '--method', 'cg', '--max-iterations', '1', '--out', 'x-short.safetensors');
+      expect(short.code, short.stderr).toBe(0);
+      expect(ours(short.stderr)).toEqual([expect.stringMatching(/conjugate gradients stopped after 1 iterations/)]);
+    }
     const eig = await fisher('eig', '--fisher', file, '--k', '3', '--json', '--out', `eig-${s}.safetensors`);
     expect(eig.code, eig.stderr).toBe(0);
     const top = JSON.parse(eig.stdout) as { eigenvalues: number[] };

@@ -73,5 +73,6 @@ describe.each([NETWORK_CASES[0]!, NETWORK_CASES[1]!])('device EWC penalties on $
   it('refuses a structure without a device penalty, saying what to use', async () => {
     const F = await fisher(cpu, model, data, { structure: 'block' });
     expect(() => ewcPenaltyGradient([{ theta: star, fisher: F }], 1)).toThrow(/diag, kfac and full Fishers; .*ewcPenalty/);
+    expect(() => ewcPenaltyGradient([], 1)).toThrow(/at least one anchor/);
   });
 });
