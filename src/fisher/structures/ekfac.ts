@@ -19,24 +19,22 @@ import { dot } from '../../linalg/orthonormal.js';
 import type { LayerBlock, TensorLayout } from '../../model/layout.js';
 import { CompensatedSum } from '../accumulator.js';
 import type { KfacMode } from '../options.js';
-import { BaseFisher, cast, checkDamping, checkLength, checkScale, type Eigenpairs, type FileDtype, type FisherInfo } from '../result.js';
+import { cast, checkLength, checkScale, type FileDtype, type FisherInfo } from '../result.js';
 import { kroneckerGeometry } from '../../layers/registry.js';
 import {
+  allPairs,
   augmentedInputs,
   diagonalTensors,
+  EigenbasisFisher,
   factorShape,
   fromAugmented,
   kfacEntries,
   KfacSums,
-  logdetDiagonal,
-  logOfPositive,
   mvDiagonal,
-  solveDiagonal,
-  solveInEigenbasis,
   throughEigenbasis,
-  topEigenpairs,
   type DiagonalFactor,
   type FactorShape,
+  type SpectralLayer,
 } from './kfac.js';
 import { kindScale, type StructureType } from './structure.js';
 
@@ -55,7 +53,7 @@ export interface EigenbasisFactor {
 
 export type EkfacFactor = EigenbasisFactor | DiagonalFactor;
 
-export class EkfacFisher extends BaseFisher {
+export class EkfacFisher extends EigenbasisFisher {
   constructor(
     info: FisherInfo,
     layout: TensorLayout,
@@ -118,48 +116,13 @@ export class EkfacFisher extends BaseFisher {
     return out;
   }
 
-  /** Exact: the eigenbasis diagonalises each layer's block, (Λ + damping)⁻¹ there. */
-  protected exactSolve(g: ArrayLike<number>, damping: number): { x: Float64Array; damping: number; retries: number } {
-    const out = new Float64Array(this.size);
-    for (const f of this.factors) {
-      if (f.kind === 'diagonal') {
-        solveDiagonal(f, g, damping, out);
-        continue;
-      }
+  /** The eigenbasis diagonalises each layer's block, Λ there: every pair may hold a top eigenvalue. */
+  protected spectral(): (SpectralLayer | DiagonalFactor)[] {
+    return this.factors.map((f) => {
+      if (f.kind === 'diagonal') return f;
       const ia = augmentedInputs(f.geometry);
-      solveInEigenbasis(f.slice, f.geometry, f.qa, f.qg, (o, i) => f.eigenvalues[o * ia + i]!, damping, g, out);
-    }
-    return { x: out, damping, retries: 0 };
-  }
-
-  /** The top k of every layer's Λ (and the unfactored diagonals), with their vectors q_G,o ⊗ q_A,i. */
-  protected override exactEig(k: number): Eigenpairs {
-    return topEigenpairs(
-      this.factors.map((f) => {
-        if (f.kind === 'diagonal') return f;
-        const ia = augmentedInputs(f.geometry);
-        const all: [number, number][] = [];
-        for (let o = 0; o < f.geometry.outputs; o++) for (let i = 0; i < ia; i++) all.push([o, i]);
-        return { kind: 'eigenbasis' as const, slice: f.slice, geometry: f.geometry, qa: f.qa, qg: f.qg, eigenvalue: (o: number, i: number) => f.eigenvalues[o * ia + i]!, candidates: all };
-      }),
-      k,
-      this.size,
-    );
-  }
-
-  /** Σ log(Λ + δ) over the factored layers, Σ log(F_ii + δ) over the others. */
-  logdet(options: { damping?: number } = {}): number {
-    const damping = checkDamping(options.damping);
-    let s = 0;
-    for (const f of this.factors) {
-      if (f.kind === 'diagonal') {
-        s += logdetDiagonal(f, damping);
-        continue;
-      }
-      const ia = augmentedInputs(f.geometry);
-      f.eigenvalues.forEach((x, j) => (s += logOfPositive(x + damping, f.slice.name, Math.floor(j / ia), j % ia)));
-    }
-    return s;
+      return { kind: 'eigenbasis', slice: f.slice, geometry: f.geometry, qa: f.qa, qg: f.qg, eigenvalue: (o: number, i: number) => f.eigenvalues[o * ia + i]!, candidates: () => allPairs(f.geometry) };
+    });
   }
 
   override trace(): number {

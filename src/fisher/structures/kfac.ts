@@ -195,7 +195,11 @@ function topProducts(g: Float64Array, a: Float64Array, k: number): [number, numb
   return out;
 }
 
-/** A layer in its Kronecker eigenbasis for the spectrum: eigenvalue(o, i) with vector q_G,o ⊗ q_A,i, and the pairs worth ranking. */
+/**
+ * A factored layer in its Kronecker eigenbasis: its block is diagonal there,
+ * eigenvalue(o, i) with eigenvector q_G,o ⊗ q_A,i; `candidates(k)` are the
+ * pairs (o, i) that can hold its top k eigenvalues.
+ */
 export interface SpectralLayer {
   kind: 'eigenbasis';
   slice: LayerBlock;
@@ -203,7 +207,15 @@ export interface SpectralLayer {
   qa: Float64Array;
   qg: Float64Array;
   eigenvalue: (o: number, i: number) => number;
-  candidates: readonly [number, number][];
+  candidates: (k: number) => readonly [number, number][];
+}
+
+/** Every pair (o, i) of a layer's [W | b]. */
+export function allPairs(geometry: FactorShape): [number, number][] {
+  const ia = augmentedInputs(geometry);
+  const out: [number, number][] = [];
+  for (let o = 0; o < geometry.outputs; o++) for (let i = 0; i < ia; i++) out.push([o, i]);
+  return out;
 }
 
 /**
@@ -214,7 +226,7 @@ export function topEigenpairs(layers: readonly (SpectralLayer | DiagonalFactor)[
   const entries: { value: number; layer: number; o: number; i: number }[] = [];
   layers.forEach((l, layer) => {
     if (l.kind === 'diagonal') l.values.forEach((value, i) => entries.push({ value, layer, o: i, i: -1 }));
-    else for (const [o, i] of l.candidates) entries.push({ value: Math.max(0, l.eigenvalue(o, i)), layer, o, i });
+    else for (const [o, i] of l.candidates(k)) entries.push({ value: Math.max(0, l.eigenvalue(o, i)), layer, o, i });
   });
   entries.sort((x, y) => y.value - x.value);
   const top = entries.slice(0, k);
@@ -256,8 +268,44 @@ export async function loadFactors(file: FisherFile): Promise<LayerFactor[]> {
   );
 }
 
+/**
+ * What K-FAC and EK-FAC share: each factored layer's block is diagonal in
+ * its Kronecker eigenbasis (K-FAC: the products λ_G,o λ_A,i; EK-FAC: Λ_oi),
+ * so the damped solve, the top eigenpairs and the log-determinant are exact
+ * there; unfactored layers are their diagonal.
+ */
+export abstract class EigenbasisFisher extends BaseFisher {
+  /** Each parametrised layer, in its eigenbasis or as its diagonal, in layout order. */
+  protected abstract spectral(): (SpectralLayer | DiagonalFactor)[];
+
+  /** (block + δI)⁻¹ g per layer: through the eigenbasis, (eigenvalue + δ)⁻¹ there. */
+  protected exactSolve(g: ArrayLike<number>, damping: number): { x: Float64Array; damping: number; retries: number } {
+    const out = new Float64Array(this.size);
+    for (const l of this.spectral()) {
+      if (l.kind === 'diagonal') solveDiagonal(l, g, damping, out);
+      else solveInEigenbasis(l.slice, l.geometry, l.qa, l.qg, l.eigenvalue, damping, g, out);
+    }
+    return { x: out, damping, retries: 0 };
+  }
+
+  protected override exactEig(k: number): Eigenpairs {
+    return topEigenpairs(this.spectral(), k, this.size);
+  }
+
+  /** Σ log(eigenvalue + δ) over every layer's eigenbasis, Σ log(F_ii + δ) over the unfactored ones. */
+  logdet(options: { damping?: number } = {}): number {
+    const damping = checkDamping(options.damping);
+    let s = 0;
+    for (const l of this.spectral()) {
+      if (l.kind === 'diagonal') s += logdetDiagonal(l, damping);
+      else for (const [o, i] of allPairs(l.geometry)) s += logOfPositive(l.eigenvalue(o, i) + damping, l.slice.name, o, i);
+    }
+    return s;
+  }
+}
+
 /** The K-FAC Fisher: Kronecker factors per factored layer, the exact diagonal elsewhere; zero across layers. */
-export class KfacFisher extends BaseFisher {
+export class KfacFisher extends EigenbasisFisher {
   readonly #eigen = new Map<KroneckerFactor, { a: SymmetricEigen; g: SymmetricEigen }>();
 
   constructor(
@@ -319,20 +367,16 @@ export class KfacFisher extends BaseFisher {
   }
 
   /**
-   * (G ⊗ A + damping·I)⁻¹ g, exactly, per factored layer through the
-   * eigendecompositions: Q_G [(Q_Gᵀ V Q_A) ⊘ (λ_G λ_Aᵀ + damping)] Q_Aᵀ.
+   * Each factored layer through the eigendecompositions of A and G: the
+   * damped solve is Q_G [(Q_Gᵀ V Q_A) ⊘ (λ_G λ_Aᵀ + δ)] Q_Aᵀ, exactly; the
+   * top pairs are among (o + 1)(i + 1) ≤ k.
    */
-  protected exactSolve(g: ArrayLike<number>, damping: number): { x: Float64Array; damping: number; retries: number } {
-    const out = new Float64Array(this.size);
-    for (const f of this.factors) {
-      if (f.kind === 'diagonal') {
-        solveDiagonal(f, g, damping, out);
-        continue;
-      }
+  protected spectral(): (SpectralLayer | DiagonalFactor)[] {
+    return this.factors.map((f) => {
+      if (f.kind === 'diagonal') return f;
       const e = this.eigen(f);
-      solveInEigenbasis(f.slice, f.geometry, e.a.vectors, e.g.vectors, (o, i) => e.g.values[o]! * e.a.values[i]!, damping, g, out);
-    }
-    return { x: out, damping, retries: 0 };
+      return { kind: 'eigenbasis', slice: f.slice, geometry: f.geometry, qa: e.a.vectors, qg: e.g.vectors, eigenvalue: productsOf(e.g.values, e.a.values), candidates: (k: number) => topProducts(e.g.values, e.a.values, k) };
+    });
   }
 
   /**
@@ -358,36 +402,6 @@ export class KfacFisher extends BaseFisher {
       solveInEigenbasis(f.slice, f.geometry, e.a.vectors, e.g.vectors, (o, i) => (e.g.values[o]! + root / pi) * (e.a.values[i]! + pi * root), 0, g, out);
     }
     return out;
-  }
-
-  /** The top k of every layer's products λ_G,o λ_A,i (and the unfactored diagonals), with their vectors q_G,o ⊗ q_A,i. */
-  protected override exactEig(k: number): Eigenpairs {
-    return topEigenpairs(
-      this.factors.map((f) => {
-        if (f.kind === 'diagonal') return f;
-        const e = this.eigen(f);
-        return { kind: 'eigenbasis', slice: f.slice, geometry: f.geometry, qa: e.a.vectors, qg: e.g.vectors, eigenvalue: productsOf(e.g.values, e.a.values), candidates: topProducts(e.g.values, e.a.values, k) };
-      }),
-      k,
-      this.size,
-    );
-  }
-
-  /** Σ_l Σ_{o,i} log(λ_G,o λ_A,i + δ) over the factored layers, Σ log(F_ii + δ) over the others. */
-  logdet(options: { damping?: number } = {}): number {
-    const damping = checkDamping(options.damping);
-    let s = 0;
-    for (const f of this.factors) {
-      if (f.kind === 'diagonal') {
-        s += logdetDiagonal(f, damping);
-        continue;
-      }
-      const e = this.eigen(f);
-      for (let o = 0; o < e.g.values.length; o++) {
-        for (let i = 0; i < e.a.values.length; i++) s += logOfPositive(e.g.values[o]! * e.a.values[i]! + damping, f.slice.name, o, i);
-      }
-    }
-    return s;
   }
 
   override trace(): number {
