@@ -10,7 +10,7 @@
  * exact). Memory: m vectors of length P.
  */
 import { symmetricEigen } from './eigen.js';
-import { dot } from './orthonormal.js';
+import { combineRows, dot } from './orthonormal.js';
 
 export interface LanczosOptions {
   /** Relative residual of a converged Ritz pair, against the largest Ritz value (default 1e-8). */
@@ -99,16 +99,7 @@ export function lanczosTop(mv: (v: Float64Array) => ArrayLike<number>, p: number
   }
   ritz ??= ritzPairs(alpha, beta, m, k, 0, tolerance);
   // Ritz vectors: Q S, the top k columns of S.
-  const vectors = new Float64Array(k * p);
-  for (let j = 0; j < k; j++) {
-    const row = vectors.subarray(j * p, (j + 1) * p);
-    for (let r = 0; r < m; r++) {
-      const c = ritz.s[r * m + j]!;
-      if (c === 0) continue;
-      const q = basis.subarray(r * p, (r + 1) * p);
-      for (let i = 0; i < p; i++) row[i]! += c * q[i]!;
-    }
-  }
+  const vectors = combineRows(basis, m, p, ritz.s, m, k);
   return { values: ritz.values.slice(0, k), vectors, iterations: m, converged: ritz.converged || m === p, residual: ritz.residual };
 }
 

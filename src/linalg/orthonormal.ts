@@ -41,6 +41,25 @@ export function orthonormalizeRows(v: Float64Array, k: number, p: number, replac
   return replaced;
 }
 
+/**
+ * Rows Σ_j S[j, m] q_j for m < k: the vectors of a small eigenproblem's
+ * eigenvectors S [rows, columns] (row-major, column m the m-th) taken back
+ * through the basis q [rows, P] it was posed in (Ritz vectors). [k, P].
+ */
+export function combineRows(q: Float64Array, rows: number, p: number, s: ArrayLike<number>, columns: number, k: number): Float64Array {
+  const out = new Float64Array(k * p);
+  for (let m = 0; m < k; m++) {
+    const row = out.subarray(m * p, (m + 1) * p);
+    for (let j = 0; j < rows; j++) {
+      const c = s[j * columns + m]!;
+      if (c === 0) continue;
+      const qj = q.subarray(j * p, (j + 1) * p);
+      for (let i = 0; i < p; i++) row[i]! += c * qj[i]!;
+    }
+  }
+  return out;
+}
+
 export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let s = 0;
   for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!;

@@ -16,7 +16,7 @@
 import type { Tensor } from '../../io/dtypes.js';
 import { InputError } from '../../layers/errors.js';
 import { symmetricEigen } from '../../linalg/eigen.js';
-import { dot, orthonormalizeRows } from '../../linalg/orthonormal.js';
+import { combineRows, dot, orthonormalizeRows } from '../../linalg/orthonormal.js';
 import type { TensorLayout } from '../../model/layout.js';
 import { Rng } from '../../model/random.js';
 import { CompensatedSum } from '../accumulator.js';
@@ -160,16 +160,7 @@ export class LowRankFisher extends BaseFisher {
       }
     }
     const e = symmetricEigen(t, k);
-    const vectors = new Float64Array(k * p);
-    for (let m = 0; m < k; m++) {
-      const out = vectors.subarray(m * p, (m + 1) * p);
-      for (let a = 0; a < k; a++) {
-        const w = e.vectors[a * k + m]!;
-        if (w === 0) continue;
-        const row = q.subarray(a * p, (a + 1) * p);
-        for (let i = 0; i < p; i++) out[i]! += w * row[i]!;
-      }
-    }
+    const vectors = combineRows(q, k, p, e.vectors, k, k);
     const report = { rank: k, passes: Math.max(this.report.passes, o.report.passes), converged: this.report.converged && o.report.converged };
     return new LowRankFisher({ ...unionInfo([this.info, o.info]), lowrank: report }, this.layout, e.values, vectors, report);
   }
@@ -272,15 +263,7 @@ export class SubspaceIteration {
     this.#previous = Float64Array.from(top);
     if (converged || this.#passes >= this.maxPasses) {
       // Ritz vectors: V_m = Σ_j W[j, m] q_j.
-      const vectors = new Float64Array(k * p);
-      for (let m = 0; m < k; m++) {
-        const out = vectors.subarray(m * p, (m + 1) * p);
-        for (let j = 0; j < width; j++) {
-          const w = ritz.vectors[j * width + m]!;
-          const q = basis.subarray(j * p, (j + 1) * p);
-          for (let i = 0; i < p; i++) out[i]! += w * q[i]!;
-        }
-      }
+      const vectors = combineRows(basis, width, p, ritz.vectors, width, k);
       this.#final = { values: Float64Array.from(top), vectors, converged };
       return false;
     }
