@@ -245,6 +245,14 @@ export function shardWeights(infos: readonly FisherInfo[]): number[] {
   return infos.map((i) => (i.reduction === 'mean' ? i.n / n : 1));
 }
 
+/** The Fishers a merge combines (checked), the info of their union, and each one's weight (shardWeights). */
+export function mergeOf<F extends FisherMatrix>(first: F, others: readonly FisherMatrix[]): { all: F[]; info: FisherInfo; weights: number[] } {
+  checkCombinable('merge', first, others);
+  const all = [first, ...(others as F[])];
+  const infos = all.map((f) => f.info);
+  return { all, info: unionInfo(infos), weights: shardWeights(infos) };
+}
+
 /** Σ_k w_k x_k over equally long arrays. */
 export function weightedSum(arrays: readonly Float64Array[], weights: readonly number[]): Float64Array {
   const out = new Float64Array(arrays[0]!.length);

@@ -16,7 +16,7 @@ import {
   checkDamping,
   checkLength,
   checkScale,
-  shardWeights,
+  mergeOf,
   unionInfo,
   weightedSum,
   withRetries,
@@ -116,11 +116,8 @@ export class BlockFisher extends BaseFisher {
   }
 
   override merge(others: readonly FisherMatrix[]): BlockFisher {
-    checkCombinable('merge', this, others);
-    const all = [this, ...(others as BlockFisher[])];
-    const infos = all.map((f) => f.info);
-    const w = shardWeights(infos);
-    return new BlockFisher(unionInfo(infos), this.layout, this.blocks.map((_, k) => weightedSum(all.map((f) => f.blocks[k]!), w)));
+    const { all, info, weights } = mergeOf(this, others);
+    return new BlockFisher(info, this.layout, this.blocks.map((_, k) => weightedSum(all.map((f) => f.blocks[k]!), weights)));
   }
 
   /** `name.block` [P_l, P_l] per parametrised layer. */

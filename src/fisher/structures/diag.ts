@@ -10,7 +10,7 @@ import {
   checkLength,
   checkScale,
   checkDamping,
-  shardWeights,
+  mergeOf,
   topOf,
   unionInfo,
   weightedSum,
@@ -88,10 +88,8 @@ export class DiagonalFisher extends BaseFisher {
   }
 
   override merge(others: readonly FisherMatrix[]): DiagonalFisher {
-    checkCombinable('merge', this, others);
-    const all = [this, ...(others as DiagonalFisher[])];
-    const infos = all.map((f) => f.info);
-    return new DiagonalFisher(unionInfo(infos), this.layout, weightedSum(all.map((f) => f.values), shardWeights(infos)));
+    const { all, info, weights } = mergeOf(this, others);
+    return new DiagonalFisher(info, this.layout, weightedSum(all.map((f) => f.values), weights));
   }
 
   /** One tensor per parameter, named and shaped as the parameter. */

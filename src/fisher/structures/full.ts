@@ -18,7 +18,7 @@ import {
   checkDamping,
   checkLength,
   checkScale,
-  shardWeights,
+  mergeOf,
   unionInfo,
   weightedSum,
   withRetries,
@@ -100,10 +100,8 @@ export class DenseFisher extends BaseFisher {
   }
 
   override merge(others: readonly FisherMatrix[]): DenseFisher {
-    checkCombinable('merge', this, others);
-    const all = [this, ...(others as DenseFisher[])];
-    const infos = all.map((f) => f.info);
-    return new DenseFisher(unionInfo(infos), this.layout, weightedSum(all.map((f) => f.values), shardWeights(infos)));
+    const { all, info, weights } = mergeOf(this, others);
+    return new DenseFisher(info, this.layout, weightedSum(all.map((f) => f.values), weights));
   }
 
   tensors(dtype: FileDtype = 'F32'): Map<string, Tensor> {

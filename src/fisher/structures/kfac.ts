@@ -26,12 +26,10 @@ import { dot } from '../../linalg/orthonormal.js';
 import {
   BaseFisher,
   cast,
-  checkCombinable,
+  mergeOf,
   checkDamping,
   checkLength,
   checkScale,
-  shardWeights,
-  unionInfo,
   weightedSum,
   type Eigenpairs,
   type FileDtype,
@@ -472,18 +470,14 @@ export class KfacFisher extends EigenbasisFisher {
    * follow the reduction (means weighted N_k / N, sums added).
    */
   override merge(others: readonly FisherMatrix[]): KfacFisher {
-    checkCombinable('merge', this, others);
-    const all = [this, ...(others as KfacFisher[])];
-    const infos = all.map((f) => f.info);
-    const n = infos.reduce((t, i) => t + i.n, 0);
-    const byRows = infos.map((i) => i.n / n);
-    const byReduction = shardWeights(infos);
+    const { all, info, weights: byReduction } = mergeOf(this, others);
+    const byRows = all.map((f) => f.info.n / info.n);
     const factors = this.factors.map((f, l): LayerFactor => {
       const parts = all.map((x) => x.factors[l]!);
       if (f.kind === 'diagonal') return { ...f, values: weightedSum(parts.map((x) => (x as DiagonalFactor).values), byReduction) };
       return { ...f, a: weightedSum(parts.map((x) => (x as KroneckerFactor).a), byRows), g: weightedSum(parts.map((x) => (x as KroneckerFactor).g), byReduction) };
     });
-    return new KfacFisher(unionInfo(infos), this.layout, factors, this.mode);
+    return new KfacFisher(info, this.layout, factors, this.mode);
   }
 
   /** `name.A` [ia, ia] and `name.G` [out, out] per factored layer; the others' diagonals under their parameter names. */
