@@ -1,13 +1,16 @@
 // Blocked matrix products: the forward pass, the backward pass, the gradient
 // and the Fisher reductions of an MLP are all C[m, n] = Σ_k A(m, k) · B(k, n),
 // with the operands read in different layouts and different epilogues. One
-// core, five entry points:
+// core, these entry points:
 //
 //   linear_forward    Z = X Wᵀ + b, Y = act(Z)          X [M, K], W [N, K] in θ
 //   linear_backward   D' = (D W) ⊙ act'(Z')              D [M, K], W [K, N] in θ
 //   weight_gradient   [dW | db] = scale · Dᵀ [A, 1]      D [K, M], A [K, N-1]   ([A] and N-1 → N without a bias)
 //   squared_gradient  [SW | Sb] = (D²)ᵀ [A², 1]          D [K, M], A [K, N-1]
 //   gram              F = G[:, o+r0:o+r0+M]ᵀ G[:, o:o+N]  G [K, ld], upper triangle of a diagonal block at o
+//   product           C = A B into rows of stride ldc      A [M, K], B [K, N]
+//   upper_update      C −= Aᵀ B on and above C's diagonal  A [K, M], B [K, N] (a blocked Cholesky's Schur complement)
+//   (and conv_forward, conv_input_gradient: the convolution forms below)
 //
 // Letters: m, n index C's rows and columns, k the summed index. Every buffer
 // is row-major; `lda`/`ldb` are the row strides of a and b as stored, and
@@ -48,6 +51,7 @@ struct Dims {
   bias_offset: u32,    // b's bias in θ (linear_forward)
   c_offset: u32,       // where a parameter-shaped result's weight goes (gram: the tile's first element)
   c_bias_offset: u32,  // where its bias goes
+  ldc: u32,            // row stride of c (product, upper_update)
   scale: f32,          // weight_gradient's factor (1/batch for a mean)
   has_bias: u32,       // 1: the layer has a bias (the ONE forms' last column, the bias add)
   // The convolution of the conv_* entries: input [conv_c, conv_h, conv_w] and output
@@ -230,6 +234,37 @@ fn gram(inv: Invocation) {
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) { c[dims.c_offset + (o.x + i) * dims.n + o.y + j] = blk.v[i * BLOCK_COLS + j]; }
+    }
+  }
+}
+
+// C = A B: a blocked Cholesky's panel, U12 = U11⁻ᵀ A12 (A = L11⁻¹, small).
+@compute @workgroup_size(WG_N, WG_M)
+fn product(inv: Invocation) {
+  let o = block_origin(inv.id);
+  let blk = block_product(o.x, o.y, A_MK, B_KN, lane_of(inv));
+  for (var i = 0u; i < TM; i++) {
+    for (var j = 0u; j < TN; j++) {
+      if (in_range(o, i, j)) { c[dims.c_offset + (o.x + i) * dims.ldc + o.y + j] = blk.v[i * BLOCK_COLS + j]; }
+    }
+  }
+}
+
+// C −= Aᵀ B for square C, the trailing update A22 −= U12ᵀ U12 of a blocked
+// Cholesky (upper form: both operands read along rows, as gram reads G).
+// Only the upper triangle is read later, so a block wholly below the
+// diagonal (its first row past its last column) is skipped: half the work.
+@compute @workgroup_size(WG_N, WG_M)
+fn upper_update(inv: Invocation) {
+  let o = block_origin(inv.id);
+  if (block_skippable(o.x >= o.y + TN)) { return; }
+  let blk = block_product(o.x, o.y, A_KM, B_KN, lane_of(inv));
+  for (var i = 0u; i < TM; i++) {
+    for (var j = 0u; j < TN; j++) {
+      if (in_range(o, i, j)) {
+        let at = dims.c_offset + (o.x + i) * dims.ldc + o.y + j;
+        c[at] = c[at] - blk.v[i * BLOCK_COLS + j];
+      }
     }
   }
 }

@@ -63,7 +63,18 @@ export {
   type SolveReport,
   type EigOptions,
   type Eigenpairs,
+  type DenseBlock,
+  type DenseBlocks,
 } from './fisher/result.js';
+export {
+  choleskyOnDevice,
+  solveOnDevice,
+  DenseCholesky,
+  DEVICE_SOLVE_MIN_SIZE,
+  type DeviceCholeskyOptions,
+  type DeviceSolveOptions,
+  type DeviceSolveReport,
+} from './fisher/device-solve.js';
 export { Fisher, loadFisher } from './fisher/load.js';
 export { mergeShards, shardRange, type ShardChoice } from './fisher/shard.js';
 export { fisherWeightedMerge, type MergeModelsOptions } from './fisher/merging.js';

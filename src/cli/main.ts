@@ -14,6 +14,7 @@ import { writeExample } from './files.js';
 import { info } from './info.js';
 import { plan } from './plan.js';
 import { forecastCommand, gradientsCommand } from './sources.js';
+import { DEVICE_SOLVE_MIN_SIZE } from '../fisher/device-solve.js';
 import { eigCommand, ewcPenaltyCommand, mergeCommand, mergeModelsCommand, mvCommand, solveCommand, statsCommand } from './operations.js';
 import { SOLVE_METHODS } from '../fisher/result.js';
 import { ARCHITECTURES, type Architecture } from '../model/architectures.js';
@@ -144,9 +145,14 @@ export function program(): Command {
     .requiredOption('--out <file>', 'x, the same tensors (written atomically)')
     .option('--damping <δ>', 'δ ≥ 0', nonNegativeNumber, 0)
     .addOption(new Option('--method <method>', 'exact: the structure\'s own (elementwise, Cholesky, Kronecker eigenbasis, Woodbury); factored: K-FAC\'s π-damping; cg: conjugate gradients on F v').choices(SOLVE_METHODS).default('exact'))
-    .option('--tolerance <t>', 'cg: relative residual to reach (default 1e-6)', positiveNumber)
+    .option('--tolerance <t>', 'relative residual to reach: cg (default 1e-6), and the refinement of a solve on the GPU (default 1e-10)', positiveNumber)
     .option('--max-iterations <n>', 'cg: most iterations (default 10·P, at most 10,000)', positiveInt)
     .option('--no-retry', 'exact on block and full: refuse a matrix not positive definite at δ instead of retrying at 10× δ')
+    .addOption(
+      new Option('--backend <backend>', `exact on block and full: Cholesky on the GPU (refined in float64), on the host, or the GPU for blocks of ${DEVICE_SOLVE_MIN_SIZE} rows or more`)
+        .choices(['auto', 'gpu', 'cpu'])
+        .default('auto'),
+    )
     .addOption(dtypeOption())
     .action(solveCommand);
 

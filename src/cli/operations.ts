@@ -8,7 +8,11 @@ import { writeSafetensors } from '../io/safetensors.js';
 import { InputError } from '../layers/errors.js';
 import { loadFisher } from '../fisher/load.js';
 import { fisherWeightedMerge } from '../fisher/merging.js';
-import { fisherMetadata, type FileDtype, type FisherMatrix, type SolveMethod } from '../fisher/result.js';
+import { DEVICE_SOLVE_MIN_SIZE, factorsOnDevice, solveOnDevice } from '../fisher/device-solve.js';
+import { fisherMetadata, type FileDtype, type FisherMatrix, type SolveMethod, type SolveReport } from '../fisher/result.js';
+import type { BackendChoice } from '../engine/select.js';
+import { openDevice, type GpuDevice } from '../gpu/device.js';
+import { NoAdapterError } from '../gpu/errors.js';
 import { mergeShards } from '../fisher/shard.js';
 import { parameterTensors, readParameterVector } from '../fisher/vectors.js';
 import { readSafetensors } from '../io/safetensors.js';
@@ -35,27 +39,70 @@ export async function mvCommand(a: { fisher: string; vector: string; out: string
   process.stdout.write(`wrote ${a.out}: F v for P = ${F.size} (${F.info.structure}); vᵀ F v = ${fmt(q)}\n`);
 }
 
+/**
+ * Whether `fisher solve` factors on the device: asked (`gpu`: every block
+ * there, and an error where it cannot), or `auto` for an exact solve of a
+ * full or block Fisher with a block of DEVICE_SOLVE_MIN_SIZE rows or more,
+ * when an adapter opens.
+ */
+async function solveDevice(backend: BackendChoice, F: FisherMatrix, method: SolveMethod): Promise<GpuDevice | undefined> {
+  if (backend === 'cpu') return undefined;
+  const dense = factorsOnDevice(F) && method === 'exact';
+  if (backend === 'gpu' && !dense) {
+    throw new InputError(`--backend gpu factors full and block Fishers with --method exact; ${method === 'exact' ? `a ${F.info.structure} Fisher's exact solve runs through its factors on the host` : `--method ${method} runs on the host`} (use --backend auto or cpu)`);
+  }
+  if (!dense || (backend === 'auto' && Math.max(...F.denseBlocks().map((b) => b.size)) < DEVICE_SOLVE_MIN_SIZE)) return undefined;
+  try {
+    return await openDevice();
+  } catch (e) {
+    if (backend === 'auto' && e instanceof NoAdapterError) return undefined;
+    throw e;
+  }
+}
+
 /** `fisher solve`: x with (F + δI) x = g, and how it was found. */
-export async function solveCommand(a: { fisher: string; vector: string; out: string; damping: number; method: SolveMethod; tolerance?: number; maxIterations?: number; retry: boolean; dtype: FileDtype }): Promise<void> {
+export async function solveCommand(a: {
+  fisher: string;
+  vector: string;
+  out: string;
+  damping: number;
+  method: SolveMethod;
+  tolerance?: number;
+  maxIterations?: number;
+  retry: boolean;
+  dtype: FileDtype;
+  backend: BackendChoice;
+}): Promise<void> {
   const F = await loadFisher(a.fisher);
   const g = await vector(a.vector, F, 'right-hand side');
-  const r = F.solveWithReport(g, {
-    damping: a.damping,
-    method: a.method,
-    retry: a.retry,
-    ...(a.tolerance === undefined ? {} : { tolerance: a.tolerance }),
-    ...(a.maxIterations === undefined ? {} : { maxIterations: a.maxIterations }),
-  });
+  const gpu = await solveDevice(a.backend, F, a.method);
+  const tolerance = a.tolerance === undefined ? {} : { tolerance: a.tolerance };
+  let r: SolveReport & { refinements?: number; deviceBlocks?: number };
+  try {
+    r = gpu
+      ? await solveOnDevice(gpu, F, g, { damping: a.damping, retry: a.retry, ...tolerance, ...(a.backend === 'gpu' ? { minDeviceSize: 1 } : {}) })
+      : F.solveWithReport(g, { damping: a.damping, method: a.method, retry: a.retry, ...tolerance, ...(a.maxIterations === undefined ? {} : { maxIterations: a.maxIterations }) });
+  } finally {
+    gpu?.dispose();
+  }
   await writeSafetensors(a.out, parameterTensors(F.layout, r.x, a.dtype), { format: 'fisher-gpu/vector', of: '(F + damping I)^-1 g', method: r.method, damping: String(r.damping) });
   const how =
     r.method === 'cg'
       ? `conjugate gradients, ${r.iterations} iterations, relative residual ${fmt(r.relativeResidual!)}${r.converged ? '' : ' (NOT converged: raise --max-iterations or the damping)'}`
       : r.method === 'factored'
         ? "K-FAC's factored (π) damping"
-        : `exact (${F.info.structure})`;
+        : r.deviceBlocks
+          ? `exact (${F.info.structure}): Cholesky on the device for ${r.deviceBlocks} block${r.deviceBlocks > 1 ? 's' : ''}, ${r.refinements} refinement${r.refinements === 1 ? '' : 's'} in float64, relative residual ${fmt(r.relativeResidual!)}`
+          : `exact (${F.info.structure})`;
   process.stdout.write(`wrote ${a.out}: (F + ${fmt(r.damping)}·I)⁻¹ g for P = ${F.size}, ${how}\n`);
-  if (r.retries > 0) process.stderr.write(`fisher: warning: F + ${fmt(r.requestedDamping)}·I is not positive definite in float64; solved at damping ${fmt(r.damping)} after ${r.retries} retries (--no-retry refuses instead)\n`);
-  if (!r.converged) process.stderr.write(`fisher: warning: conjugate gradients stopped after ${r.iterations} iterations at relative residual ${fmt(r.relativeResidual!)}, short of the tolerance; the answer written is the last iterate\n`);
+  if (r.retries > 0) process.stderr.write(`fisher: warning: F + ${fmt(r.requestedDamping)}·I is not positive definite; solved at damping ${fmt(r.damping)} after ${r.retries} retries (--no-retry refuses instead)\n`);
+  if (!r.converged) {
+    process.stderr.write(
+      r.method === 'cg'
+        ? `fisher: warning: conjugate gradients stopped after ${r.iterations} iterations at relative residual ${fmt(r.relativeResidual!)}, short of the tolerance; the answer written is the last iterate\n`
+        : `fisher: warning: the refined solve reached relative residual ${fmt(r.relativeResidual!)}, short of the tolerance: F + δI is nearly singular in float64; raise the damping\n`,
+    );
+  }
 }
 
 /** `fisher eig`: the top-k eigenpairs, printed and written. */

@@ -151,6 +151,26 @@ export interface FisherMatrix {
   save(path: string, options?: { dtype?: FileDtype }): Promise<void>;
 }
 
+/** One dense diagonal block of F (all of F for `full`): what a factorisation outside the Fisher object reads. */
+export interface DenseBlock {
+  /** The layer's name, or `fisher` for all of F. */
+  name: string;
+  /** Its first parameter, and its size P_l. */
+  offset: number;
+  size: number;
+  /** Rows [row0, row0 + count) of the block, row-major [count, size]. */
+  rows(row0: number, count: number): Float32Array | Float64Array;
+}
+
+/** Fishers held as dense diagonal blocks (full, block, and either in a file): F is zero outside them. */
+export interface DenseBlocks {
+  denseBlocks(): readonly DenseBlock[];
+}
+
+export function hasDenseBlocks(f: FisherMatrix): f is FisherMatrix & DenseBlocks {
+  return typeof (f as Partial<DenseBlocks>).denseBlocks === 'function';
+}
+
 /** The most entries toDense returns: 2^28 (2 GiB of float64, P ≈ 16,000). */
 export const MAX_DENSE_RESULT = 2 ** 28;
 

@@ -92,7 +92,7 @@ export function matmulConfigProblem(config: MatmulConfig, gpu?: GpuDevice): stri
   return undefined;
 }
 
-type Entry = 'linear_forward' | 'linear_backward' | 'weight_gradient' | 'squared_gradient' | 'gram' | 'conv_forward' | 'conv_input_gradient';
+type Entry = 'linear_forward' | 'linear_backward' | 'weight_gradient' | 'squared_gradient' | 'gram' | 'product' | 'upper_update' | 'conv_forward' | 'conv_input_gradient';
 
 const NO_CONV = { conv_c: 0, conv_h: 0, conv_w: 0, conv_co: 0, conv_oh: 0, conv_ow: 0, conv_kh: 0, conv_kw: 0, conv_sh: 0, conv_sw: 0, conv_ph: 0, conv_pw: 0, conv_dh: 0, conv_dw: 0 };
 
@@ -128,6 +128,7 @@ interface Dims {
   bias_offset?: number;
   c_offset?: number;
   c_bias_offset?: number;
+  ldc?: number;
   scale?: number;
   has_bias?: number;
   conv?: ConvGeometry;
@@ -143,6 +144,7 @@ function dims(d: Dims): Record<string, number> {
     bias_offset: d.bias_offset ?? 0,
     c_offset: d.c_offset ?? 0,
     c_bias_offset: d.c_bias_offset ?? 0,
+    ldc: d.ldc ?? 0,
     scale: d.scale ?? 1,
     has_bias: d.has_bias ?? 1,
     ...(conv ? convDims(conv) : NO_CONV),
@@ -153,6 +155,26 @@ function dims(d: Dims): Record<string, number> {
 export interface LayerOffsets {
   weightOffset: number;
   biasOffset: number | undefined;
+}
+
+/** Operands of a dense product into C [m, n] over k: each row-major at an offset with a row stride. */
+export interface DenseProduct {
+  a: GPUBuffer;
+  b: GPUBuffer;
+  c: GPUBuffer;
+  m: number;
+  n: number;
+  k: number;
+  lda: number;
+  ldb: number;
+  ldc: number;
+  aOffset?: number;
+  bOffset?: number;
+  cOffset?: number;
+}
+
+function denseDims(p: DenseProduct): Dims {
+  return { m: p.m, n: p.n, k: p.k, lda: p.lda, ldb: p.ldb, ldc: p.ldc, a_offset: p.aOffset ?? 0, b_offset: p.bOffset ?? 0, c_offset: p.cOffset ?? 0 };
 }
 
 /** A per-layer reduction over the batch: δ [batch, out] and a [batch, in] into θ-shaped `out`. */
@@ -369,5 +391,24 @@ export class Matmul {
    */
   gram(step: Step, p: { g: GPUBuffer; out: GPUBuffer; batch: number; ld: number; offset: number; size: number; row0: number; rows: number; at?: number }): void {
     this.#encode(step, 'gram', 0, { a: p.g, b: p.g, c: p.out }, { m: p.rows, n: p.size, k: p.batch, lda: p.ld, ldb: p.ld, a_offset: p.offset + p.row0, b_offset: p.offset, c_offset: p.at ?? 0 });
+  }
+
+  /**
+   * C = A B: A [m, k] from element `aOffset` of `a` with row stride `lda`,
+   * B [k, n] (row stride `ldb`), C [m, n] from element `cOffset` of `c` with
+   * row stride `ldc`. `c` must be neither operand's buffer.
+   */
+  product(step: Step, p: DenseProduct): void {
+    this.#encode(step, 'product', 0, { a: p.a, b: p.b, c: p.c }, denseDims(p));
+  }
+
+  /**
+   * C −= Aᵀ B on and above the diagonal of the square C [m, m] (entries
+   * below it may change too, and are not to be read), A [k, m] and B [k, m]
+   * laid out as in `product`: the trailing update of a blocked Cholesky.
+   */
+  upperUpdate(step: Step, p: DenseProduct): void {
+    if (p.m !== p.n) throw new RangeError(`upperUpdate: C must be square, got ${p.m} × ${p.n}`);
+    this.#encode(step, 'upper_update', 0, { a: p.a, b: p.b, c: p.c }, denseDims(p));
   }
 }

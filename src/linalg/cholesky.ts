@@ -73,3 +73,17 @@ export function matVec(a: ArrayLike<number>, rows: number, cols: number, v: Arra
   }
   return out;
 }
+
+/** L⁻¹ for lower-triangular L [p, p] row-major (its upper triangle is not read), by forward substitution column by column. */
+export function lowerInverse(l: ArrayLike<number>, p: number): Float64Array {
+  const inv = new Float64Array(p * p);
+  for (let j = 0; j < p; j++) {
+    inv[j * p + j] = 1 / l[j * p + j]!;
+    for (let i = j + 1; i < p; i++) {
+      let s = 0;
+      for (let k = j; k < i; k++) s -= l[i * p + k]! * inv[k * p + j]!;
+      inv[i * p + j] = s / l[i * p + i]!;
+    }
+  }
+  return inv;
+}

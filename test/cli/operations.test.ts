@@ -147,6 +147,12 @@ describe('operations on a Fisher file', () => {
       expectRelativeError(F.mv(x).map((y, i) => y + damping * x[i]!), g, 1e-8, `${method}: (F + δI) x = g`);
     }
     if (s === 'block') {
+      // The Cholesky on the device, refined in float64.
+      const device = await fisher('solve', '--fisher', file, '--vector', 'g.safetensors', '--damping', String(damping), '--backend', 'gpu', '--out', 'x-device.safetensors', '--dtype', 'F64');
+      expect(device.code, device.stderr).toBe(0);
+      expect(device.stdout).toMatch(/Cholesky on the device for \d+ blocks, \d+ refinements? in float64/);
+      const x = (await readParameterVector(at('x-device.safetensors'), F.layout)).values;
+      expectRelativeError(F.mv(x).map((y, i) => y + damping * x[i]!), g, 1e-9, 'device: (F + δI) x = g');
       // Conjugate gradients stopped short: the last iterate is written, and stderr says so.
       const short = await fisher('solve', '--fisher', file, '--vector', 'g.safetensors', '--damping', String(damping), '--method', 'cg', '--max-iterations', '1', '--out', 'x-short.safetensors');
       expect(short.code, short.stderr).toBe(0);
@@ -200,6 +206,7 @@ describe('operations on a Fisher file', () => {
       [['mv', '--fisher', 'op-kfac.safetensors', '--vector', 'short.safetensors', '--out', 'bad.safetensors'], /short\.safetensors: (the vector has no tensor|tensor "fc1\.weight" is \[1\])/, 1],
       [['solve', '--fisher', 'op-block.safetensors', '--vector', 'g.safetensors', '--method', 'factored', '--damping', '1', '--out', 'bad.safetensors'], /π-damping/, 1],
       [['solve', '--fisher', 'op-kfac.safetensors', '--vector', 'g.safetensors', '--damping', '-1', '--out', 'bad.safetensors'], /must be a non-negative number/, 2],
+      [['solve', '--fisher', 'op-kfac.safetensors', '--vector', 'g.safetensors', '--backend', 'gpu', '--out', 'bad.safetensors'], /--backend gpu factors full and block Fishers/, 1],
       [['merge', 'op-kfac.safetensors', 'op-block.safetensors', '--out', 'bad.safetensors'], /structures differ: kfac and block/, 1],
       [['merge', 'op-lowrank.safetensors', 'op-lowrank.safetensors', '--out', 'bad.safetensors'], /do not merge/, 1],
       [['stats', '--fisher', 'g.safetensors'], /not a fisher-gpu Fisher file/, 1],

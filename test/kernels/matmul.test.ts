@@ -177,6 +177,57 @@ describe.each(CONFIGS)('matmul %o', (config) => {
   });
 });
 
+// The dense products of the device Cholesky, at offsets and row strides inside larger buffers.
+// A plain core, an awkward one and a subgroup core (each product compiles per shape: a few suffice).
+describe.each([CONFIGS[0]!, CONFIGS[3]!, CONFIGS[4]!])('product and upper_update %o', (config) => {
+  it.for([
+    [1, 1, 1],
+    [7, 5, 3],
+    [33, 31, 9],
+    [70, 65, 64],
+  ] as const)('m=%i n=%i k=%i', async ([m, n, k], ctx) => {
+    skipUnfit(config, ctx);
+    const mm = await Matmul.create(gpu(), config);
+    const rng = new Rng(m * 1000 + n * 10 + k);
+    // A [m, k] at offset 3 with row stride k + 2; B [k, n] at offset 1 with stride n + 1; C with stride ldc > m, n.
+    const [lda, ldb, ldc] = [k + 2, n + 1, Math.max(m, n) + 3];
+    const [aOffset, bOffset, cOffset] = [3, 1, 2];
+    const a = f64(aOffset + m * lda, rng);
+    const b = f64(bOffset + k * ldb, rng);
+    const c0 = f64(cOffset + Math.max(m, n) * ldc, rng);
+    const [ba, bb] = [await upload(a, 'a'), await upload(b, 'b')];
+    const [bc, bu] = [await upload(c0, 'c'), await upload(c0, 'c update')];
+    // upper_update needs square C: n × n, C −= Bᵀ B with B [k, n] (the Cholesky's U12ᵀ U12).
+    await gpu().step('dense products', (s) => {
+      mm.product(s, { a: ba, aOffset, lda, b: bb, bOffset, ldb, c: bc, cOffset, ldc, m, n, k });
+      mm.upperUpdate(s, { a: bb, aOffset: bOffset, lda: ldb, b: bb, bOffset, ldb, c: bu, cOffset, ldc, m: n, n, k });
+    });
+    const tol = { rtol: f32Tolerance(k), atol: f32Tolerance(k) * Math.sqrt(k) };
+    const [c, u] = [await read(bc, c0.length), await read(bu, c0.length)];
+    const [got, want, gotU, wantU] = [[], [], [], []] as [number[], number[], number[], number[]];
+    for (let i = 0; i < Math.max(m, n); i++) {
+      for (let j = 0; j < ldc; j++) {
+        const at = cOffset + i * ldc + j;
+        // Inside C: the product; outside it: untouched.
+        let ab = 0;
+        for (let q = 0; i < m && j < n && q < k; q++) ab += a[aOffset + i * lda + q]! * b[bOffset + q * ldb + j]!;
+        got.push(c[at]!);
+        want.push(i < m && j < n ? ab : c0[at]!);
+        // upper_update: C − BᵀB on and above the diagonal; below it not read; outside the square untouched.
+        if (i < n && j < n && j < i) continue;
+        let btb = 0;
+        for (let q = 0; i < n && j < n && q < k; q++) btb += b[bOffset + q * ldb + i]! * b[bOffset + q * ldb + j]!;
+        gotU.push(u[at]!);
+        wantU.push(i < n && j < n ? c0[at]! - btb : c0[at]!);
+      }
+    }
+    expectClose(got, want, tol, 'product');
+    expectClose(gotU, wantU, tol, 'upper_update');
+    expect(Array.from(c.subarray(0, cOffset))).toEqual(Array.from(c0.subarray(0, cOffset)));
+    for (const buf of [ba, bb, bc, bu]) gpu().buffers.release(buf);
+  });
+});
+
 describe('every shape fisher bench --tune may choose', () => {
   // Two pipelines for each of some 36 shapes: on lavapipe with a cold shader cache (a fresh
   // machine) building them alone takes about two minutes.

@@ -20,6 +20,8 @@ import {
   unionInfo,
   weightedSum,
   withRetries,
+  type DenseBlock,
+  type DenseBlocks,
   type FileDtype,
   type FisherInfo,
   type FisherMatrix,
@@ -29,7 +31,7 @@ import { BYTES_PER_ENTRY, spillBytes, spillHostBytes, spillNote, spillRun, Store
 import { kindScale, mirrorUpper, type StructureType } from './structure.js';
 
 /** One dense block per parametrised layer, in layout order; zero across layers. */
-export class BlockFisher extends BaseFisher {
+export class BlockFisher extends BaseFisher implements DenseBlocks {
   constructor(
     info: FisherInfo,
     layout: TensorLayout,
@@ -43,6 +45,10 @@ export class BlockFisher extends BaseFisher {
 
   #each<T>(f: (layer: LayerBlock, block: Float64Array) => T): T[] {
     return this.layout.layers.map((l, k) => f(l, this.blocks[k]!));
+  }
+
+  denseBlocks(): DenseBlock[] {
+    return this.#each(({ name, offset, size }, b) => ({ name, offset, size, rows: (row0: number, count: number) => b.subarray(row0 * size, (row0 + count) * size) }));
   }
 
   diagonal(): Float64Array {

@@ -18,6 +18,8 @@ import {
   checkDamping,
   checkLength,
   checkScale,
+  type DenseBlock,
+  type DenseBlocks,
   mergeOf,
   unionInfo,
   weightedSum,
@@ -50,7 +52,7 @@ export function retryFloor(trace: number, p: number): number {
 }
 
 /** All of F, P × P row-major. */
-export class DenseFisher extends BaseFisher {
+export class DenseFisher extends BaseFisher implements DenseBlocks {
   constructor(
     info: FisherInfo,
     layout: TensorLayout,
@@ -76,6 +78,11 @@ export class DenseFisher extends BaseFisher {
 
   override toDense(): Float64Array {
     return this.values.slice();
+  }
+
+  denseBlocks(): DenseBlock[] {
+    const p = this.size;
+    return [{ name: 'fisher', offset: 0, size: p, rows: (row0, count) => this.values.subarray(row0 * p, (row0 + count) * p) }];
   }
 
   /** Cholesky factorisation of F + damping·I (retried at larger damping where it is not positive definite), then two triangular solves. */

@@ -14,7 +14,7 @@ import { SafetensorsStream } from '../../io/safetensors-stream.js';
 import type { Network } from '../../model/network.js';
 import { CompensatedSum } from '../accumulator.js';
 import type { TensorLayout } from '../../model/layout.js';
-import { BaseFisher, checkLength, fisherMetadata, type FileDtype, type FisherInfo } from '../result.js';
+import { BaseFisher, checkLength, fisherMetadata, type DenseBlock, type DenseBlocks, type FileDtype, type FisherInfo } from '../result.js';
 import { kindScale, type FisherFile, type StructureRun } from './structure.js';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { copyFile } from 'node:fs/promises';
@@ -82,7 +82,7 @@ export function spillHostBytes(blocks: readonly SpilledBlock[], entries: number)
  * product one pass over the file. A dense factorisation (the exact solve,
  * logdet) does not fit, and is refused.
  */
-export class StoredFisher extends BaseFisher {
+export class StoredFisher extends BaseFisher implements DenseBlocks {
   constructor(
     info: FisherInfo,
     layout: TensorLayout,
@@ -134,6 +134,24 @@ export class StoredFisher extends BaseFisher {
     } finally {
       closeSync(fd);
     }
+  }
+
+  denseBlocks(): DenseBlock[] {
+    return this.blocks.map((b) => ({
+      name: b.tensor,
+      offset: b.offset,
+      size: b.size,
+      rows: (row0: number, count: number) => {
+        const slice = new Float32Array(count * b.size);
+        const fd = openSync(this.path, 'r');
+        try {
+          readSync(fd, new Uint8Array(slice.buffer), 0, slice.byteLength, b.start + 4 * row0 * b.size);
+        } finally {
+          closeSync(fd);
+        }
+        return slice;
+      },
+    }));
   }
 
   diagonal(): Float64Array {
