@@ -10,8 +10,9 @@
  * L11⁻¹; and the trailing matrix takes A22 −= U12ᵀ U12 on its upper
  * triangle, a device product that holds almost all of the work. The upper
  * form reads both operands of that product along rows, as the Gram kernel
- * reads G (a lower form reads them along k, a gather per lane: 5× slower on
- * lavapipe). Each panel comes back to the host, so the factor L = Uᵀ lives
+ * reads G: adjacent lanes read adjacent addresses, which real GPUs coalesce
+ * (a lower form reads them along k; on lavapipe both ran at the same rate).
+ * Each panel comes back to the host, so the factor L = Uᵀ lives
  * there (float64, its off-diagonal panels float32-accurate) and a solve is
  * two triangular substitutions, O(P²).
  *

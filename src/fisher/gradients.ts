@@ -10,10 +10,17 @@
  *            one pass over the chunks per iteration (the source must give
  *            them again: an array, or a function returning a fresh stream)
  *
- * with c = 1/N (mean) or 1 (sum). The result is the same object `fisher()`
- * returns (kind empirical: the gradients are taken as given), with all its
- * operations and its file.
+ * with c = 1/N (mean) or 1 (sum). Chunks may also be float32 GPU buffers
+ * (`{ buffer, rows }`, with `device` in the options): full and block then
+ * form each chunk's Gram tiles on the device (the O(n·P_l²) work) and add
+ * them on the host in float64; diag and lowrank, whose work per chunk is
+ * about what reading it costs, read the chunk back once. The result is the
+ * same object `fisher()` returns (kind empirical: the gradients are taken
+ * as given), with all its operations and its file.
  */
+import type { GpuDevice } from '../gpu/device.js';
+import { Matmul } from '../kernels/matmul.js';
+import { matmulShapesFor } from '../engine/tuning.js';
 import { InputError } from '../layers/errors.js';
 import { tensorLayout, type TensorLayout } from '../model/layout.js';
 import { CompensatedSum } from './accumulator.js';
@@ -25,8 +32,13 @@ import { DenseFisher, MAX_DENSE_ENTRIES } from './structures/full.js';
 import { BlockFisher } from './structures/block.js';
 import { SubspaceIteration } from './structures/lowrank.js';
 
-/** One chunk of per-sample gradients: n rows of P, row-major. */
-export type GradientChunk = Float32Array | Float64Array;
+/** Per-sample gradients on the device: `rows` rows of P float32 values, row-major from the buffer's start (STORAGE and COPY_SRC usage). */
+export interface DeviceGradientChunk {
+  buffer: GPUBuffer;
+  rows: number;
+}
+/** One chunk of per-sample gradients: n rows of P, row-major, on the host or the device. */
+export type GradientChunk = Float32Array | Float64Array | DeviceGradientChunk;
 type Stream = Iterable<GradientChunk> | AsyncIterable<GradientChunk>;
 /** The chunks, or a function giving them afresh (needed by lowrank, which reads them once per pass). */
 export type GradientSource = Stream | (() => Stream);
@@ -43,6 +55,8 @@ export interface GradientOptions {
   rank?: number;
   passes?: number;
   seed?: number;
+  /** The device that holds chunks given as GPU buffers. */
+  device?: GpuDevice;
 }
 
 /** The layout with its layers cut at `blocks` (each block one layer of the result). */
@@ -59,16 +73,67 @@ function blockLayout(layout: TensorLayout, blocks: readonly number[]): TensorLay
   return { ...layout, layers };
 }
 
-async function* rows(source: Stream, p: number): AsyncGenerator<{ chunk: GradientChunk; n: number }> {
+const isDeviceChunk = (c: GradientChunk): c is DeviceGradientChunk => !ArrayBuffer.isView(c);
+
+function checkFinite(values: ArrayLike<number>, p: number): void {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i]!)) throw new InputError(`a gradient chunk holds ${values[i]} at row ${Math.floor(i / p)}, column ${i % p}`);
+}
+
+/** The chunks with their row counts; device chunks stay on the device where `keepDevice`, else are read back once. */
+async function* rows(source: Stream, p: number, device: GpuDevice | undefined, keepDevice: boolean): AsyncGenerator<{ chunk: GradientChunk; n: number }> {
   for await (const chunk of source) {
+    if (isDeviceChunk(chunk)) {
+      if (!device) throw new InputError('a gradient chunk is a GPU buffer: pass the device that holds it (options.device)');
+      if (!Number.isSafeInteger(chunk.rows) || chunk.rows < 0) throw new InputError(`a device gradient chunk has rows = ${chunk.rows}`);
+      if (chunk.buffer.size < 4 * chunk.rows * p) throw new InputError(`a device gradient chunk of ${chunk.rows} rows needs ${4 * chunk.rows * p} bytes; its buffer has ${chunk.buffer.size}`);
+      if (keepDevice) {
+        yield { chunk, n: chunk.rows };
+        continue;
+      }
+      const values = await device.readF32(chunk.buffer, 4 * chunk.rows * p);
+      checkFinite(values, p);
+      yield { chunk: values, n: chunk.rows };
+      continue;
+    }
     if (chunk.length % p !== 0) throw new InputError(`a gradient chunk has ${chunk.length} values, not a multiple of P = ${p}`);
-    for (let i = 0; i < chunk.length; i++) if (!Number.isFinite(chunk[i]!)) throw new InputError(`a gradient chunk holds ${chunk[i]} at row ${Math.floor(i / p)}, column ${i % p}`);
+    checkFinite(chunk, p);
     yield { chunk, n: chunk.length / p };
   }
 }
 
+/**
+ * The upper triangle of the chunk's Gram block Σ_n g_n[a] g_n[b] (a ≤ b in
+ * [offset, offset + size)), formed on the device a tile of rows at a time
+ * (float32 over the chunk's rows), added to `into` in float64.
+ */
+async function deviceGramInto(matmul: Matmul, chunk: DeviceGradientChunk, p: number, offset: number, size: number, into: CompensatedSum): Promise<void> {
+  const gpu = matmul.gpu;
+  const tileRows = Math.max(1, Math.min(size, Math.floor(Math.min(gpu.limits.maxStorageBufferBindingSize, 2 ** 26) / (4 * size))));
+  const out = await gpu.storage(4 * tileRows * size, 'gradient Gram tile');
+  try {
+    const part = new Float64Array(size * size);
+    for (let row0 = 0; row0 < size; row0 += tileRows) {
+      const count = Math.min(tileRows, size - row0);
+      await gpu.step('gradient Gram tile', (step) => matmul.gram(step, { g: chunk.buffer, out, batch: chunk.rows, ld: p, offset, size, row0, rows: count }));
+      const tile = await gpu.readF32(out, 4 * count * size);
+      for (let r = 0; r < count; r++) {
+        const a = row0 + r;
+        for (let b = a; b < size; b++) {
+          const v = tile[r * size + b]!;
+          // A non-finite gradient makes its row's and column's sums non-finite: name the column.
+          if (!Number.isFinite(v)) throw new InputError(`a gradient chunk on the device holds a non-finite value in column ${offset + (Number.isFinite(tile[r * size + a]!) ? b : a)}`);
+          part[a * size + b] = v;
+        }
+      }
+    }
+    into.add(part);
+  } finally {
+    gpu.buffers.release(out);
+  }
+}
+
 /** Σ_n g_n[a] g_n[b] for a ≤ b in [offset, offset + size), rows of a chunk: the upper triangle of the block. */
-function gramInto(chunk: GradientChunk, n: number, p: number, offset: number, size: number, into: CompensatedSum): void {
+function gramInto(chunk: Float32Array | Float64Array, n: number, p: number, offset: number, size: number, into: CompensatedSum): void {
   const part = new Float64Array(size * size);
   for (let s = 0; s < n; s++) {
     const row = chunk.subarray(s * p + offset, s * p + offset + size);
@@ -89,7 +154,8 @@ export async function fromGradients(source: GradientSource, p: number, options: 
   if (layout.total !== p) throw new InputError(`the layout has ${layout.total} parameters, the gradients P = ${p}`);
   const reduction = options.reduction ?? 'mean';
   const stream = (): Stream => (typeof source === 'function' ? source() : source);
-  const info = (n: number): FisherInfo => ({ kind: 'empirical', structure: options.structure, reduction, n, samples: 1, seed: undefined, backend: 'gradients (host, float64)' });
+  const hostRows = (s: Stream) => rows(s, p, options.device, false) as AsyncGenerator<{ chunk: Float32Array | Float64Array; n: number }>;
+  const info = (n: number, onDevice = false): FisherInfo => ({ kind: 'empirical', structure: options.structure, reduction, n, samples: 1, seed: undefined, backend: onDevice ? 'gradients (device Gram tiles, host float64 sums)' : 'gradients (host, float64)' });
   const scaleOf = (n: number) => {
     if (n === 0) throw new InputError('no gradients: the source gave no rows');
     return reduction === 'mean' ? 1 / n : 1;
@@ -98,7 +164,7 @@ export async function fromGradients(source: GradientSource, p: number, options: 
     case 'diag': {
       const acc = new CompensatedSum(p);
       let n = 0;
-      for await (const { chunk, n: m } of rows(stream(), p)) {
+      for await (const { chunk, n: m } of hostRows(stream())) {
         const part = new Float64Array(p);
         for (let s = 0; s < m; s++) for (let i = 0; i < p; i++) part[i]! += chunk[s * p + i]! ** 2;
         acc.add(part);
@@ -113,8 +179,12 @@ export async function fromGradients(source: GradientSource, p: number, options: 
       if (entries > MAX_DENSE_ENTRIES) throw new InputError(`the ${options.structure} Fisher of these gradients has ${entries.toExponential(2)} entries, more than the ${MAX_DENSE_ENTRIES.toExponential(1)} held in memory; use diag or lowrank`);
       const sums = blocked.layers.map((l) => new CompensatedSum(l.size * l.size));
       let n = 0;
-      for await (const { chunk, n: m } of rows(stream(), p)) {
-        blocked.layers.forEach((l, k) => gramInto(chunk, m, p, l.offset, l.size, sums[k]!));
+      let matmul: Matmul | undefined;
+      for await (const { chunk, n: m } of rows(stream(), p, options.device, true)) {
+        if (isDeviceChunk(chunk)) {
+          matmul ??= await Matmul.create(options.device!, matmulShapesFor(options.device!));
+          for (const [k, l] of blocked.layers.entries()) await deviceGramInto(matmul, chunk, p, l.offset, l.size, sums[k]!);
+        } else blocked.layers.forEach((l, k) => gramInto(chunk, m, p, l.offset, l.size, sums[k]!));
         n += m;
       }
       const values = sums.map((s, k) => {
@@ -122,8 +192,8 @@ export async function fromGradients(source: GradientSource, p: number, options: 
         mirrorUpper(v, blocked.layers[k]!.size);
         return v;
       });
-      if (options.structure === 'full') return new DenseFisher(info(n), layout, values[0]!);
-      return new BlockFisher(info(n), blocked, values);
+      if (options.structure === 'full') return new DenseFisher(info(n, matmul !== undefined), layout, values[0]!);
+      return new BlockFisher(info(n, matmul !== undefined), blocked, values);
     }
     case 'lowrank': {
       const k = options.rank ?? 64;
@@ -134,7 +204,7 @@ export async function fromGradients(source: GradientSource, p: number, options: 
         const q = iteration.basis;
         const w = iteration.width;
         let seen = 0;
-        for await (const { chunk, n: m } of rows(stream(), p)) {
+        for await (const { chunk, n: m } of hostRows(stream())) {
           // Y += Σ_s (g_s · q_j) g_s, row j of Y for each basis row q_j.
           const y = new Float64Array(w * p);
           for (let s = 0; s < m; s++) {

@@ -12,6 +12,7 @@ import { fromGradients, type GradientChunk } from '../../src/fisher/gradients.js
 import { caseModel, NETWORK_CASES } from '../helpers/cases.js';
 import { expectClose, expectRelativeError } from '../helpers/compare.js';
 import { randomData } from '../helpers/fixtures.js';
+import { useGpu } from '../helpers/gpu.js';
 
 describe('fromGradients', async () => {
   const c = NETWORK_CASES[0]!;
@@ -48,7 +49,7 @@ describe('fromGradients', async () => {
       for (let i = at; i < at + size; i++) for (let j = 0; j < p; j++) expect(D[i * p + j]).toBeCloseTo(j >= at && j < at + size ? full[i * p + j]! : 0, 12);
       at += size;
     }
-    expect(() => fromGradients(exactChunks, p, { structure: 'block', blocks: [p - 1] })).rejects.toThrow(/sum to/);
+    await expect(fromGradients(exactChunks, p, { structure: 'block', blocks: [p - 1] })).rejects.toThrow(/sum to/);
   });
 
   it('lowrank with k ≥ N reproduces full; a one-shot stream is refused with the reason', async () => {
@@ -63,6 +64,49 @@ describe('fromGradients', async () => {
     await expect(fromGradients(gen, p, { structure: 'lowrank', rank: 3 })).rejects.toThrow(/once per pass/);
     await expect(fromGradients([new Float64Array(p + 1)], p, { structure: 'diag' })).rejects.toThrow(/not a multiple of P/);
     await expect(fromGradients([], p, { structure: 'diag' })).rejects.toThrow(/no gradients/);
+  });
+});
+
+describe('fromGradients with chunks on the device', () => {
+  const gpu = useGpu();
+  const c = NETWORK_CASES[0]!;
+  const model = caseModel(c, 43);
+  const data = randomData(model, c.n, 44);
+  const p = model.parameterCount;
+
+  it.each(['full', 'block', 'diag', 'lowrank'] as const)('%s: GPU buffers give what the same rows on the host give', async (structure) => {
+    const cpu = await new CpuEngine().load(model);
+    const g = Float32Array.from(await cpu.gradients(data, DATA_LABELS));
+    cpu.release();
+    // Chunks of 4, 1 and the rest: two on the device, one on the host.
+    const cuts = [0, 4, 5, c.n];
+    const host = cuts.slice(1).map((end, k) => g.subarray(cuts[k]! * p, end * p));
+    const buffers = await Promise.all(host.slice(0, 2).map((h, k) => gpu().storage(h.byteLength, `gradients ${k}`, h)));
+    try {
+      const mixed = [...buffers.map((buffer, k) => ({ buffer, rows: cuts[k + 1]! - cuts[k]! })), host[2]!];
+      const options = { structure, layout: model.layout, ...(structure === 'lowrank' ? { rank: c.n + 1 } : {}) };
+      const F = await fromGradients(mixed, p, { ...options, device: gpu() });
+      const ref = await fromGradients(host, p, options);
+      expect(F.info.n).toBe(c.n);
+      expectRelativeError(F.toDense(), ref.toDense(), structure === 'diag' ? 1e-12 : 1e-6, `${structure} from device chunks`);
+      if (structure === 'full' || structure === 'block') expect(F.info.backend).toMatch(/device Gram/);
+      // Without the device, a GPU buffer is refused with the reason.
+      await expect(fromGradients(mixed, p, options)).rejects.toThrow(/pass the device that holds it/);
+    } finally {
+      for (const b of buffers) gpu().buffers.release(b);
+    }
+  });
+
+  it('a non-finite gradient in a device chunk is an error naming its column', async () => {
+    const rows = new Float32Array(3 * p).fill(0.5);
+    rows[p + 7] = Number.NaN;
+    const buffer = await gpu().storage(rows.byteLength, 'gradients with NaN', rows);
+    try {
+      await expect(fromGradients([{ buffer, rows: 3 }], p, { structure: 'full', device: gpu() })).rejects.toThrow(/non-finite value in column 7/);
+      await expect(fromGradients([{ buffer, rows: 3 }], p, { structure: 'diag', device: gpu() })).rejects.toThrow(/NaN at row 1, column 7/);
+    } finally {
+      gpu().buffers.release(buffer);
+    }
   });
 });
 
