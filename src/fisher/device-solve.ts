@@ -37,6 +37,7 @@ import { Matmul } from '../kernels/matmul.js';
 import { matmulShapesFor } from '../engine/tuning.js';
 import { InputError } from '../layers/errors.js';
 import { choleskyFactor, choleskyLogdet, choleskySolveFactored, lowerInverse, NotPositiveDefiniteError } from '../linalg/cholesky.js';
+import { transpose } from '../linalg/dense.js';
 import { dot } from '../linalg/orthonormal.js';
 import { checkDamping, checkLength, hasDenseBlocks, type DenseBlock, type DenseBlocks, type FisherMatrix, type SolveReport } from './result.js';
 import { StoredFisher } from './structures/spill.js';
@@ -254,13 +255,6 @@ function named<T>(block: DenseBlock, f: () => T, row0 = 0): T {
   }
 }
 
-/** M [w, w] row-major, transposed. */
-function transposed(m: ArrayLike<number>, w: number): Float64Array {
-  const t = new Float64Array(w * w);
-  for (let i = 0; i < w; i++) for (let j = 0; j < w; j++) t[j * w + i] = m[i * w + j]!;
-  return t;
-}
-
 /** The blocked factorisation of one block on the device; L on the host, float64. */
 async function factorBlockOnDevice(matmul: Matmul, block: DenseBlock, damping: number, panel: number): Promise<Float64Array> {
   const gpu = matmul.gpu;
@@ -289,7 +283,7 @@ async function factorBlockOnDevice(matmul: Matmul, block: DenseBlock, damping: n
       const w = Math.min(bs, p - r0);
       const below = p - r0 - w;
       // The device keeps the upper triangle; choleskyFactor reads the lower: transpose.
-      const l11 = named(block, () => choleskyFactor(transposed(diagonal, w), w, damping), r0);
+      const l11 = named(block, () => choleskyFactor(transpose(diagonal, w, w), w, damping), r0);
       for (let i = 0; i < w; i++) l.set(l11.subarray(i * w, i * w + i + 1), (r0 + i) * p + r0);
       if (below === 0) break;
       gpu.write(inverse, Float32Array.from(lowerInverse(l11, w)));

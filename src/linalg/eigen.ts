@@ -28,21 +28,28 @@ export function symmetricEigen(a: ArrayLike<number>, n: number): SymmetricEigen 
   }
   const d = new Float64Array(n);
   const e = new Float64Array(n);
+  // Held as Vᵀ (eigenvectors as rows), so that both stages run along memory.
+  const vt = v;
   if (n > 0) {
-    tridiagonalize(v, d, e, n);
-    diagonalize(v, d, e, n);
+    tridiagonalize(vt, d, e, n);
+    diagonalize(vt, d, e, n);
   }
   // Descending order, vectors with them.
   const order = Array.from({ length: n }, (_, k) => k).sort((i, j) => d[j]! - d[i]!);
   const values = Float64Array.from(order, (k) => d[k]!);
   const vectors = new Float64Array(n * n);
-  for (let r = 0; r < n; r++) for (let c = 0; c < n; c++) vectors[r * n + c] = v[r * n + order[c]!]!;
+  for (let c = 0; c < n; c++) {
+    const row = order[c]! * n;
+    for (let r = 0; r < n; r++) vectors[r * n + c] = vt[row + r]!;
+  }
   return { values, vectors };
 }
 
 /** Householder reduction of V (in place) to tridiagonal form: d the diagonal, e the subdiagonal; V holds the transformation. */
 function tridiagonalize(v: Float64Array, d: Float64Array, e: Float64Array, n: number): void {
-  const at = (r: number, c: number) => r * n + c;
+  // Element (r, c) lives at c·n + r: the inner loops, which run down columns, run along memory. The
+  // symmetric input is its own transpose, and V comes out transposed, as diagonalize rotates it.
+  const at = (r: number, c: number) => c * n + r;
   for (let j = 0; j < n; j++) d[j] = v[at(n - 1, j)]!;
   for (let i = n - 1; i > 0; i--) {
     let scale = 0;
@@ -119,9 +126,8 @@ function tridiagonalize(v: Float64Array, d: Float64Array, e: Float64Array, n: nu
   e[0] = 0;
 }
 
-/** QL iterations with implicit shifts on the tridiagonal (d, e), rotating V's columns along: d ends as the eigenvalues. */
-function diagonalize(v: Float64Array, d: Float64Array, e: Float64Array, n: number): void {
-  const at = (r: number, c: number) => r * n + c;
+/** QL iterations with implicit shifts on the tridiagonal (d, e), rotating the rows of Vᵀ along: d ends as the eigenvalues. */
+function diagonalize(vt: Float64Array, d: Float64Array, e: Float64Array, n: number): void {
   for (let i = 1; i < n; i++) e[i - 1] = e[i]!;
   e[n - 1] = 0;
   let f = 0;
@@ -164,10 +170,11 @@ function diagonalize(v: Float64Array, d: Float64Array, e: Float64Array, n: numbe
           c = p / r;
           p = c * d[i]! - s * g;
           d[i + 1] = h + s * (c * g + s * d[i]!);
+          const [ri, rj] = [i * n, (i + 1) * n];
           for (let k = 0; k < n; k++) {
-            h = v[at(k, i + 1)]!;
-            v[at(k, i + 1)] = s * v[at(k, i)]! + c * h;
-            v[at(k, i)] = c * v[at(k, i)]! - s * h;
+            h = vt[rj + k]!;
+            vt[rj + k] = s * vt[ri + k]! + c * h;
+            vt[ri + k] = c * vt[ri + k]! - s * h;
           }
         }
         p = (-s * s2 * c3 * el1 * e[l]!) / dl1;

@@ -17,6 +17,7 @@ import type { Tensor } from '../../io/dtypes.js';
 import type { KroneckerPartial } from '../../engine/engine.js';
 import type { KroneckerGeometry } from '../../layers/layer.js';
 import { kroneckerGeometry } from '../../layers/registry.js';
+import { matmul, transpose } from '../../linalg/dense.js';
 import { symmetricEigen, type SymmetricEigen } from '../../linalg/eigen.js';
 import type { LayerBlock, TensorLayout } from '../../model/layout.js';
 import type { Network } from '../../model/network.js';
@@ -129,25 +130,6 @@ export function diagonalTensors(f: DiagonalFactor, layout: TensorLayout, dtype: 
   for (const e of layout.entries.filter((e) => e.offset >= f.slice.offset && e.offset < f.slice.offset + f.slice.size)) {
     out.set(e.name, { dtype, shape: e.shape, data: cast(f.values.subarray(e.offset - f.slice.offset, e.offset - f.slice.offset + e.size), dtype) });
   }
-}
-
-/** X Y for X [r, k], Y [k, c], row-major. */
-function matmul(x: Float64Array, y: Float64Array, r: number, k: number, c: number): Float64Array {
-  const out = new Float64Array(r * c);
-  for (let i = 0; i < r; i++) {
-    for (let j = 0; j < k; j++) {
-      const xij = x[i * k + j]!;
-      if (xij === 0) continue;
-      for (let l = 0; l < c; l++) out[i * c + l]! += xij * y[j * c + l]!;
-    }
-  }
-  return out;
-}
-
-function transpose(x: Float64Array, r: number, c: number): Float64Array {
-  const out = new Float64Array(r * c);
-  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[j * r + i] = x[i * c + j]!;
-  return out;
 }
 
 /**
