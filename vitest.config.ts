@@ -21,5 +21,8 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // No first-use search of matmul shapes, and no reading of this machine's tuning cache: every test
+    // runs the adapter kind's defaults (the tuning tests set their own cache and turn this back on).
+    env: { FISHER_GPU_TUNING: 'off' },
   },
 });

@@ -1,4 +1,5 @@
 /** The benchmark's table (stdout) and the numbers behind it. */
+import { describeMatmulConfig } from '../kernels/matmul.js';
 import type { BenchReport, BenchRow } from './run.js';
 
 const G = 1e9;
@@ -44,7 +45,7 @@ export function benchTable(report: BenchReport): string {
   return [
     `device: ${report.adapter.summary}`,
     `peaks: ${(report.peaks.flops / G).toFixed(1)} GFLOP/s (vec4 FMA), ${(report.peaks.bandwidth / G).toFixed(1)} GB/s (copy), timed by ${report.peaks.timedBy}`,
-    `matmul shapes (each product takes the one predicted fastest): ${report.matmulShapes.map(({ config: c, gflops }) => `${c.tm}×${c.tn} blocks, workgroup ${c.wgM}×${c.wgN}${c.subgroups ? ', subgroup-shared rows' : ''}${gflops > 1 ? ` (${gflops.toFixed(1)} GFLOP/s in tuning)` : ''}`).join('; ')}`,
+    `matmul shapes (each product takes the one predicted fastest): ${report.matmulShapes.map(({ config: c, gflops }) => `${describeMatmulConfig(c)}${gflops > 1 ? ` (${gflops.toFixed(1)} GFLOP/s in tuning)` : ''}`).join('; ')}`,
     '',
     ...lines,
     ...(notes.length ? ['', 'peers ran with:', ...notes] : []),

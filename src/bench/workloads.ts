@@ -11,6 +11,9 @@ import { walkLayers } from '../layers/registry.js';
 import { architectureSpec, type Architecture } from '../model/architectures.js';
 import { parseSpec } from '../model/spec.js';
 import { OVERSAMPLING } from '../fisher/structures/lowrank.js';
+import { kernelWork, type KernelOp, type WorkModel } from '../kernels/work.js';
+
+export { kernelWork, type KernelOp, type WorkModel };
 
 export interface FisherWorkload {
   type: 'fisher';
@@ -28,7 +31,6 @@ export interface FisherWorkload {
 /** The structures the benchmark times. */
 export type BenchStructure = 'diag' | 'full' | 'block' | 'kfac' | 'ekfac' | 'lowrank';
 
-export type KernelOp = 'forward' | 'backward' | 'squared_gradient' | 'gram';
 
 /** One matrix kernel alone: a layer of `inputs` → `outputs` over a batch, or the Gram of a [batch, P] block. */
 export interface KernelWorkload {
@@ -42,11 +44,6 @@ export interface KernelWorkload {
 
 export type Workload = FisherWorkload | KernelWorkload;
 
-export interface WorkModel {
-  flops: number;
-  bytes: number;
-}
-
 const F32 = 4;
 
 /** Layers (in, out) of an MLP of the given widths. */
@@ -58,19 +55,6 @@ export function parameterCount(widths: readonly number[]): number {
   return layers(widths).reduce((s, [i, o]) => s + o * (i + 1), 0);
 }
 
-/** Work of one matrix kernel. For the Gram, `inputs` is P and only the upper triangle is computed. */
-export function kernelWork(op: KernelOp, batch: number, inputs: number, outputs: number): WorkModel {
-  switch (op) {
-    case 'forward': // Z = X Wᵀ + b, Y = act(Z)
-      return { flops: 2 * batch * inputs * outputs, bytes: F32 * (batch * inputs + outputs * (inputs + 1) + 2 * batch * outputs) };
-    case 'backward': // δ' = (δ W) ⊙ act'(Z')
-      return { flops: 2 * batch * inputs * outputs, bytes: F32 * (batch * outputs + outputs * inputs + 2 * batch * inputs) };
-    case 'squared_gradient': // (δ²)ᵀ [a², 1]
-      return { flops: 2 * batch * outputs * (inputs + 1), bytes: F32 * (batch * outputs + batch * inputs + outputs * (inputs + 1)) };
-    case 'gram': // G ᵀG, upper triangle: P(P+1)/2 dot products of length batch
-      return { flops: batch * inputs * (inputs + 1), bytes: F32 * (batch * inputs + inputs * inputs) };
-  }
-}
 
 /**
  * Work of a Fisher computation on an image network, counting the products

@@ -32,7 +32,7 @@ export async function bench(args: BenchArgs): Promise<void> {
       log(`tuning the matmul kernel on ${gpu.describe()}`);
       const { ranked, defaultGflops } = await tune(gpu, args.quick ? 'quick' : 'full', log);
       const best = ranked[0]!;
-      const file = await saveTuning(gpu, { matmul: best.config, gflops: best.gflops, defaultGflops, ranked, date: new Date().toISOString() });
+      const file = await saveTuning(gpu, { matmul: best.config, gflops: best.gflops, defaultGflops, ranked, date: new Date().toISOString(), search: 'bench --tune' });
       process.stdout.write(
         `tuned: ${JSON.stringify(best.config)} at ${best.gflops.toFixed(1)} GFLOP/s (the default: ${defaultGflops.toFixed(1)}), stored in ${file}\n`,
       );

@@ -9,6 +9,7 @@ import { Dataset } from '../model/data.js';
 import { InputError } from '../layers/errors.js';
 import { Network } from '../model/network.js';
 import { diskFree, hostBudget } from './plan.js';
+import { Profile } from './profile.js';
 import { progressBar } from './progress.js';
 
 export interface ComputeArgs {
@@ -30,6 +31,10 @@ export interface ComputeArgs {
   dtype: FileDtype;
   shard?: { index: number; count: number };
   quiet: boolean;
+  /** Search the matmul shapes on the first use of an adapter (`--no-tune`: the defaults of its kind). */
+  tune: boolean;
+  /** Print where the whole process's time went. */
+  profile: boolean;
 }
 
 export async function compute(args: ComputeArgs): Promise<void> {
@@ -37,14 +42,19 @@ export async function compute(args: ComputeArgs): Promise<void> {
   await access(dirname(resolve(args.out)), constants.W_OK).catch(() => {
     throw new InputError(`--out ${args.out}: directory ${dirname(resolve(args.out))} does not exist or is not writable`);
   });
+  const profile = new Profile(args.profile);
   const model = await Network.load(args.model, args.weights);
+  profile.mark('reading the model and weights');
   const data = await Dataset.load(args.data, model);
-  const { engine, device, fallback } = await selectEngine(args.backend);
+  profile.mark('reading the data');
+  const { engine, device, fallback } = await selectEngine(args.backend, { tune: args.tune, say: (line) => process.stderr.write(`${line}\n`) });
+  profile.mark('opening the device (and the first use\'s search)');
   if (fallback) process.stderr.write(`fisher: warning: ${fallback}; computing on the CPU reference path instead (slow)\n`);
   const bar = progressBar(`${args.kind} ${args.structure}`, { quiet: args.quiet });
   try {
+    const disk = await diskFree(dirname(resolve(args.out)));
     const t0 = performance.now();
-    const F = await fisher(engine, model, data, {
+    const run = () => fisher(engine, model, data, {
       kind: args.kind,
       structure: args.structure,
       reduction: args.reduction,
@@ -53,7 +63,7 @@ export async function compute(args: ComputeArgs): Promise<void> {
       ...(args.passes === undefined ? {} : { passes: args.passes }),
       ...(args.batchSize === undefined ? {} : { batchSize: args.batchSize }),
       // The device budget where given; the host's: the budget, else the free memory now.
-      memoryBudget: { ...(args.memoryBudget === undefined ? {} : { device: args.memoryBudget }), host: hostBudget(args.memoryBudget), disk: await diskFree(dirname(resolve(args.out))) },
+      memoryBudget: { ...(args.memoryBudget === undefined ? {} : { device: args.memoryBudget }), host: hostBudget(args.memoryBudget), disk },
       // A full Fisher beyond host memory goes straight into the output file, tile by tile (float32).
       ...(args.dtype === 'F32' ? { spill: args.out } : {}),
       ...(args.samples === undefined ? {} : { samples: args.samples }),
@@ -61,9 +71,17 @@ export async function compute(args: ComputeArgs): Promise<void> {
       ...(args.shard === undefined ? {} : { shard: args.shard }),
       onProgress: (done, total) => bar.update(done, total),
     });
+    // Under --profile the passes are timed on the device (timestamp queries), to split the computing.
+    const { result: F, gpuSeconds } = args.profile && device ? await device.timed(run) : { result: await run(), gpuSeconds: undefined };
     const seconds = (performance.now() - t0) / 1000;
     bar.stop();
+    profile.mark('computing');
+    if (gpuSeconds !== undefined) {
+      profile.detail('the kernels on the device (timestamp queries)', gpuSeconds);
+      profile.detail('the rest: pipelines and their first-dispatch compiles, uploads, read-backs, host float64 sums', seconds - gpuSeconds);
+    }
     await F.save(args.out, { dtype: args.dtype });
+    profile.mark('writing the output');
     if (!args.quiet) {
       process.stdout.write(
         `wrote ${args.out}: ${args.kind} ${args.structure} Fisher, ${F.info.shard ? `shard ${F.info.shard.index}/${F.info.shard.count}, N = ${F.info.n} of ${data.n}` : `N = ${data.n}`}, P = ${model.parameterCount}, ` +
@@ -81,4 +99,6 @@ export async function compute(args: ComputeArgs): Promise<void> {
     engine.dispose();
     device?.dispose();
   }
+  profile.mark('releasing the device');
+  profile.write();
 }

@@ -29,6 +29,7 @@ export interface DemoArgs {
   methods: Method[];
   seed: number;
   backend: BackendChoice;
+  tune: boolean;
   outDir: string;
   out?: string;
   plot?: string;
@@ -59,7 +60,7 @@ export async function demo(args: DemoArgs): Promise<void> {
   const plotPath = args.plot ?? join(args.outDir, 'accuracy.svg');
   for (const p of [jsonPath, plotPath]) await mkdir(dirname(p), { recursive: true });
 
-  const { engine, device, fallback } = await selectEngine(args.backend);
+  const { engine, device, fallback } = await selectEngine(args.backend, { tune: args.tune, say: (line) => process.stderr.write(`${line}\n`) });
   if (fallback) process.stderr.write(`fisher: warning: ${fallback}; running on the CPU reference path instead (very slow)\n`);
   let bar: Progress | undefined;
   let barLabel = '';

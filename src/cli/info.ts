@@ -1,7 +1,8 @@
 /** `fisher info`: the adapter, its limits and features. */
-import { matmulShapesFor, tuningCacheFile } from '../engine/tuning.js';
+import { adapterKind } from '../engine/autotune.js';
+import { isTuned, matmulShapesFor, tuningCacheFile } from '../engine/tuning.js';
 import { openDevice } from '../gpu/device.js';
-import { DEFAULT_MATMUL_CONFIG } from '../kernels/matmul.js';
+import { describeMatmulConfig } from '../kernels/matmul.js';
 
 export async function info(args: { json: boolean }): Promise<void> {
   const gpu = await openDevice();
@@ -9,9 +10,10 @@ export async function info(args: { json: boolean }): Promise<void> {
     const a = gpu.adapter;
     const shapes = matmulShapesFor(gpu);
     const matmul = shapes[0]!.config;
-    const tuned = JSON.stringify(matmul) !== JSON.stringify(DEFAULT_MATMUL_CONFIG);
+    const tuned = isTuned(gpu);
+    const kind = adapterKind(gpu);
     if (args.json) {
-      process.stdout.write(`${JSON.stringify({ ...a, matmul, matmulShapes: shapes, tuned, tuningCache: tuningCacheFile() }, null, 2)}\n`);
+      process.stdout.write(`${JSON.stringify({ ...a, kind, matmul, matmulShapes: shapes, tuned, tuningCache: tuningCacheFile() }, null, 2)}\n`);
       return;
     }
     const lines = [
@@ -21,7 +23,8 @@ export async function info(args: { json: boolean }): Promise<void> {
       `device:       ${a.device || '-'}`,
       `features:     ${a.features.join(', ')}`,
       `subgroups:    ${a.subgroupMinSize ? `${a.subgroupMinSize}…${a.subgroupMaxSize} lanes` : '-'}`,
-      `matmul:       ${matmul.tm}×${matmul.tn} blocks, workgroup ${matmul.wgM}×${matmul.wgN}${matmul.subgroups ? ', subgroup-shared rows' : ''} (${tuned ? `tuned, from ${tuningCacheFile()}` : 'default; `fisher bench --tune` tunes it'})${shapes.length > 1 ? `; products too small for its tile choose from ${shapes.length - 1} smaller shapes` : ''}`,
+      `kind:         ${kind === 'cpu' ? 'CPU-SIMD driver' : 'GPU'}`,
+      `matmul:       ${describeMatmulConfig(matmul)} (${tuned ? `tuned, from ${tuningCacheFile()}` : `the default for a ${kind === 'cpu' ? 'CPU-SIMD driver' : 'GPU'}; the first fisher compute searches, \`fisher bench --tune\` further`})${shapes.length > 1 ? `; products too small for its tile choose from ${shapes.length - 1} smaller shapes` : ''}`,
       'limits:',
       ...Object.entries(a.limits).map(([k, v]) => `  ${k.padEnd(36)} ${v}`),
     ];

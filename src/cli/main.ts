@@ -122,6 +122,8 @@ export function program(): Command {
     .option('--memory-budget <bytes>', 'most device memory for the work and host memory for the result (e.g. 2G; default: 512M of device memory, the free host memory); refused before any work if it cannot fit', byteCount)
     .addOption(backendOption())
     .option('--shard <i/k>', 'only the i-th of k contiguous shards of the data (1-based); `fisher merge` combines the k outputs', shardSpec)
+    .option('--no-tune', 'on the first use of an adapter, skip the short search of matmul shapes (the defaults of its kind; FISHER_GPU_TUNING=off does the same)')
+    .option('--profile', 'print where the whole process\'s time went (start-up, reading, device, computing, writing) on stderr', false)
     .addOption(dtypeOption())
     .option('--quiet', 'no progress bar, no summary', false)
     .action(compute);
@@ -267,6 +269,7 @@ export function program(): Command {
     .option('--methods <list>', 'methods to compare, of none, l2, ewc', methodList, d.methods)
     .option('--seed <s>', 'seed of the split, the permutations, the initial weights and the shuffling', nonNegativeInt, d.seed)
     .addOption(backendOption())
+    .option('--no-tune', 'on the first use of an adapter, skip the short search of matmul shapes (the defaults of its kind; FISHER_GPU_TUNING=off does the same)')
     .option('--out-dir <dir>', 'where the JSON record and the plot go', 'results/ewc')
     .option('--out <file>', 'the JSON record (default: OUT_DIR/results.json)')
     .option('--plot <file>', 'the SVG plot (default: OUT_DIR/accuracy.svg)')

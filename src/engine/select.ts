@@ -7,6 +7,7 @@ import { NoAdapterError } from '../gpu/errors.js';
 import { CpuEngine } from './cpu.js';
 import type { Engine } from './engine.js';
 import { GpuEngine } from './gpu.js';
+import { ensureTuned } from './tuning.js';
 
 export type BackendChoice = 'auto' | 'gpu' | 'cpu';
 
@@ -18,10 +19,18 @@ export interface SelectedEngine {
   fallback: string | undefined;
 }
 
-export async function selectEngine(choice: BackendChoice): Promise<SelectedEngine> {
+export interface SelectOptions {
+  /** Search the matmul shapes first if this adapter has none cached (ensureTuned; default false). */
+  tune?: boolean;
+  /** Hears the one line the search says. */
+  say?: (line: string) => void;
+}
+
+export async function selectEngine(choice: BackendChoice, options: SelectOptions = {}): Promise<SelectedEngine> {
   if (choice === 'cpu') return { engine: new CpuEngine(), device: undefined, fallback: undefined };
   try {
     const device = await openDevice();
+    if (options.tune) await ensureTuned(device, options.say);
     return { engine: new GpuEngine(device), device, fallback: undefined };
   } catch (e) {
     if (choice === 'auto' && e instanceof NoAdapterError) return { engine: new CpuEngine(), device: undefined, fallback: e.message };

@@ -1,12 +1,14 @@
 /**
- * The per-adapter tuning cache: the matmul shape `fisher bench --tune` found
- * fastest on an adapter, stored in a small JSON file keyed by the adapter's
- * description and read when an engine starts (safe defaults where there is
- * none, or where the stored shape no longer fits the device).
+ * The per-adapter tuning cache: the matmul shapes found fastest on an
+ * adapter (by the short search of its first use, `ensureTuned`, or by
+ * `fisher bench --tune`), stored in a small JSON file keyed by the
+ * adapter's description and read when an engine starts. Without an entry,
+ * or where the stored shape no longer fits the device, the defaults of the
+ * adapter's kind (autotune.ts).
  *
  * File: $FISHER_GPU_CACHE_DIR/tuning.json, by default
  * $XDG_CACHE_HOME/fisher-gpu or ~/.cache/fisher-gpu. FISHER_GPU_TUNING=off
- * ignores it.
+ * neither reads it nor searches: the plain default shape on every adapter.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -14,7 +16,8 @@ import { join } from 'node:path';
 import type { GpuDevice } from '../gpu/device.js';
 import { trace } from '../gpu/trace.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { DEFAULT_MATMUL_CONFIG, matmulConfigProblem, tileOf, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
+import { DEFAULT_MATMUL_CONFIG, describeMatmulConfig, matmulConfigProblem, readMatmulConfig, tileOf, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
+import { defaultShapesFor, quickCandidates, searchShapes } from './autotune.js';
 
 export interface TuningEntry {
   matmul: MatmulConfig;
@@ -24,6 +27,8 @@ export interface TuningEntry {
   /** Every candidate scored, best first (absent in caches written before it was kept). */
   ranked?: MatmulShape[];
   date: string;
+  /** Which search found it: the short one of first use, or `fisher bench --tune`. */
+  search?: 'first use' | 'bench --tune';
 }
 
 /**
@@ -73,24 +78,58 @@ function readCache(): Record<string, TuningEntry> {
  * usable tuning: the default alone.
  */
 export function matmulShapesFor(gpu: GpuDevice): MatmulShape[] {
-  const fallback = [{ config: DEFAULT_MATMUL_CONFIG, gflops: 1 }];
-  if (typeof process === 'undefined' || process.env['FISHER_GPU_TUNING'] === 'off') return fallback;
+  // Off: the one plain shape every adapter runs, the reproducible baseline (the tests run it).
+  if (tuningOff()) return [{ config: DEFAULT_MATMUL_CONFIG, gflops: 1 }];
+  const fallback = defaultShapesFor(gpu);
   const entry = readCache()[adapterKey(gpu)];
   if (!entry) return fallback;
-  const config = { ...DEFAULT_MATMUL_CONFIG, ...entry.matmul };
-  const problem = matmulConfigProblem(config, gpu);
-  if (problem) {
-    trace(`ignoring the tuned matmul shape ${JSON.stringify(config)}: ${problem}`);
+  const config = readMatmulConfig(entry.matmul);
+  const problem = config ? matmulConfigProblem(config, gpu) : 'not a matmul configuration';
+  if (!config || problem) {
+    trace(`ignoring the tuned matmul shape ${JSON.stringify(entry.matmul)}: ${problem}`);
     return fallback;
   }
   const tuned = { config, gflops: entry.gflops };
-  const others: MatmulShape[] = entry.ranked?.length
-    ? entry.ranked.filter((r) => !matmulConfigProblem(r.config, gpu))
-    : entry.defaultGflops > 0
-      ? [{ config: DEFAULT_MATMUL_CONFIG, gflops: entry.defaultGflops }]
-      : [];
+  const ranked = (entry.ranked ?? []).flatMap((r) => {
+    const c = readMatmulConfig(r.config);
+    return c && !matmulConfigProblem(c, gpu) ? [{ config: c, gflops: r.gflops }] : [];
+  });
+  const others: MatmulShape[] = ranked.length ? ranked : entry.defaultGflops > 0 ? [{ config: fallback[fallback.length - 1]!.config, gflops: entry.defaultGflops }] : [];
   const same = (a: MatmulConfig) => JSON.stringify(a) === JSON.stringify(config);
   return [tuned, ...paretoShapes([tuned, ...others]).filter((s) => !same(s.config))];
+}
+
+function tuningOff(): boolean {
+  return typeof process === 'undefined' || process.env['FISHER_GPU_TUNING'] === 'off';
+}
+
+/** Whether this device's shapes come from the tuning cache. */
+export function isTuned(gpu: GpuDevice): boolean {
+  return !tuningOff() && readCache()[adapterKey(gpu)] !== undefined;
+}
+
+/** The short search's budget: candidates are scored until it has passed (each takes seconds on lavapipe, mostly compiling). */
+export const FIRST_USE_BUDGET_SECONDS = 8;
+
+/**
+ * The first time fisher-gpu meets an adapter (no entry in the cache, and
+ * FISHER_GPU_TUNING is not `off`): a short search of the kind's candidates
+ * on small problems, stored in the cache, said in one line to `say`
+ * (stderr in the command line). Later runs read the cache. Returns the
+ * entry stored, or undefined where nothing was searched.
+ */
+export async function ensureTuned(gpu: GpuDevice, say: (line: string) => void = () => undefined): Promise<TuningEntry | undefined> {
+  if (tuningOff() || readCache()[adapterKey(gpu)]) return undefined;
+  // One product per candidate (the diagonal's reduction): each product's first dispatch compiles, seconds on lavapipe.
+  const r = await searchShapes(gpu, quickCandidates(gpu), 'probe', { budgetSeconds: FIRST_USE_BUDGET_SECONDS, repeats: 2, products: ['squared_gradient'] });
+  const best = r.ranked[0]!;
+  // The winner alone: one shape for every product, so a cold run compiles each kernel once (seconds each on lavapipe).
+  const entry: TuningEntry = { matmul: best.config, gflops: best.gflops, defaultGflops: r.defaultGflops, ranked: [best], date: new Date().toISOString(), search: 'first use' };
+  const file = await saveTuning(gpu, entry);
+  say(
+    `fisher: first use of ${gpu.adapter.description}: chose ${describeMatmulConfig(best.config)} for the matrix kernels (${best.gflops.toFixed(1)} GFLOP/s on a small product; ${r.ranked.length} shape${r.ranked.length === 1 ? '' : 's'} tried in ${r.seconds.toFixed(1)} s), cached in ${file}; "fisher bench --tune" searches further, FISHER_GPU_TUNING=off skips this`,
+  );
+  return entry;
 }
 
 /** The primary (tuned, else default) matmul shape for this device. */

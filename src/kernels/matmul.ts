@@ -11,8 +11,59 @@ import { ACTIVATION_WGSL } from './activation.js';
 import type { ConvGeometry } from './conv2d.js';
 import { groups } from './dispatch.js';
 import plainBlock from '../../shaders/matmul_block.wgsl';
+import sharedBlock from '../../shaders/matmul_block_shared.wgsl';
 import subgroupBlock from '../../shaders/matmul_block_subgroup.wgsl';
 import entries from '../../shaders/matmul.wgsl';
+
+/**
+ * The block cores matmul.wgsl is composed with: how an invocation's TM × TN
+ * block of C gets its operands. `plain`: each invocation loads its own
+ * (shaped for CPU-SIMD drivers such as lavapipe); `subgroup`: the lanes of
+ * a subgroup share A's rows by shuffles; `shared`: the workgroup loads
+ * tiles of A and B into workgroup memory together (shaped for discrete
+ * GPUs). A core is its WGSL file and one entry here.
+ */
+export type MatmulCore = 'plain' | 'subgroup' | 'shared';
+
+interface CoreSpec {
+  source: string;
+  /** The pipeline family (names its kernels in errors and traces). */
+  family: string;
+  /** Why a configuration cannot run with this core (beyond the block limits every core has). */
+  problem?: (config: MatmulConfig, gpu?: GpuDevice) => string | undefined;
+}
+
+const CORES: Record<MatmulCore, CoreSpec> = {
+  plain: { source: plainBlock, family: 'matmul' },
+  subgroup: {
+    source: subgroupBlock,
+    family: 'matmul/subgroups',
+    problem: (config, gpu) => {
+      if (config.tm % config.wgN !== 0) return `with subgroups, tm (${config.tm}) must be a multiple of wgN (${config.wgN})`;
+      if (!gpu) return undefined;
+      if (!gpu.device.features.has('subgroups')) return 'the device has no subgroups feature';
+      const { subgroupMinSize: min, subgroupMaxSize: max } = gpu.adapter;
+      if (min !== config.wgN || max !== config.wgN) return `subgroups of ${min}…${max} lanes, the core needs exactly wgN = ${config.wgN}`;
+      return undefined;
+    },
+  },
+  shared: {
+    source: sharedBlock,
+    family: 'matmul/shared',
+    problem: (config, gpu) => {
+      const bytes = sharedTileBytes(config);
+      if (gpu && bytes > gpu.limits.maxComputeWorkgroupStorageSize) return `its tiles take ${bytes} bytes of workgroup memory, more than the device's ${gpu.limits.maxComputeWorkgroupStorageSize}`;
+      return undefined;
+    },
+  },
+};
+
+export const MATMUL_CORES = Object.keys(CORES) as MatmulCore[];
+
+/** Workgroup memory of the shared core's tiles: A [wgM·tm, TILE_K] and B [TILE_K, wgN·tn], float32, and a flag. */
+export function sharedTileBytes(config: MatmulConfig): number {
+  return 4 * u32Constant(sharedBlock, 'TILE_K') * (config.wgM * config.tm + config.wgN * config.tn) + 4;
+}
 
 /** The shape choices of the blocked kernel (its overrides, and which block core). */
 export interface MatmulConfig {
@@ -22,12 +73,31 @@ export interface MatmulConfig {
   /** Invocations per workgroup along m and n. */
   wgM: number;
   wgN: number;
-  /** Share A's rows across a subgroup of wgN lanes (needs the `subgroups` feature with subgroups of exactly wgN). */
-  subgroups: boolean;
+  core: MatmulCore;
 }
 
-// Measured on lavapipe: 8×8 blocks do 1.6–1.8× the FLOP/s of 4×4. `fisher bench --tune` finds better per adapter.
-export const DEFAULT_MATMUL_CONFIG: MatmulConfig = { tm: 8, tn: 8, wgM: 8, wgN: 8, subgroups: false };
+/**
+ * A configuration as stored (tuning caches and bench results before the
+ * `core` field said `subgroups: true | false`), or undefined where it is
+ * not one.
+ */
+export function readMatmulConfig(raw: unknown): MatmulConfig | undefined {
+  if (typeof raw !== 'object' || raw === null) return undefined;
+  const r = raw as Record<string, unknown>;
+  const [tm, tn, wgM, wgN] = [r['tm'], r['tn'], r['wgM'], r['wgN']];
+  if (![tm, tn, wgM, wgN].every((x) => typeof x === 'number')) return undefined;
+  const core = typeof r['core'] === 'string' ? r['core'] : r['subgroups'] === true ? 'subgroup' : 'plain';
+  if (!(core in CORES)) return undefined;
+  return { tm: tm as number, tn: tn as number, wgM: wgM as number, wgN: wgN as number, core: core as MatmulCore };
+}
+
+/** A configuration in words: blocks, workgroup, core. */
+export function describeMatmulConfig(c: MatmulConfig): string {
+  return `${c.tm}×${c.tn} blocks, workgroup ${c.wgM}×${c.wgN}${c.core === 'subgroup' ? ', subgroup-shared rows' : c.core === 'shared' ? ', workgroup-shared tiles' : ''}`;
+}
+
+// Measured on lavapipe: 8×8 blocks do 1.6–1.8× the FLOP/s of 4×4. Adapters never tuned get defaults by their kind (tuning.ts).
+export const DEFAULT_MATMUL_CONFIG: MatmulConfig = { tm: 8, tn: 8, wgM: 8, wgN: 8, core: 'plain' };
 
 /** A configuration with the rate it reached in tuning: what the choice between shapes weighs. */
 export interface MatmulShape {
@@ -63,31 +133,26 @@ export function fastestShape(shapes: readonly MatmulShape[], m: number, n: numbe
   return best;
 }
 
-/** The composed module of a configuration: the block core (its `enable` first), the activations, the entry points. */
-export function matmulWgsl(subgroups: boolean): string {
-  return `${subgroups ? subgroupBlock : plainBlock}\n${ACTIVATION_WGSL}\n${entries}`;
+/** The composed module of a core: the block core (its `enable` first), the activations, the entry points. */
+export function matmulWgsl(core: MatmulCore): string {
+  return `${CORES[core].source}\n${ACTIVATION_WGSL}\n${entries}`;
 }
 
-/** The plain composition (the bindings are the same in both). */
-export const MATMUL_WGSL = matmulWgsl(false);
+/** The plain composition (the bindings are the same in all). */
+export const MATMUL_WGSL = matmulWgsl('plain');
 
 /** Why a configuration cannot run on `gpu`, or undefined if it can. Limits come from the block cores' constants. */
 export function matmulConfigProblem(config: MatmulConfig, gpu?: GpuDevice): string | undefined {
   for (const k of ['tm', 'tn', 'wgM', 'wgN'] as const) {
     if (!Number.isInteger(config[k]) || config[k] < 1) return `${k} = ${config[k]} must be a positive integer`;
   }
-  const core = config.subgroups ? subgroupBlock : plainBlock;
-  const rows = u32Constant(core, 'BLOCK_ROWS');
-  const cols = u32Constant(core, 'BLOCK_COLS');
+  const spec = CORES[config.core];
+  if (!spec) return `core "${String(config.core)}" is none of ${MATMUL_CORES.join(', ')}`;
+  const rows = u32Constant(spec.source, 'BLOCK_ROWS');
+  const cols = u32Constant(spec.source, 'BLOCK_COLS');
   if (config.tm > rows || config.tn > cols) return `blocks are at most ${rows}×${cols} with this core, got ${config.tm}×${config.tn}`;
-  if (config.subgroups) {
-    if (config.tm % config.wgN !== 0) return `with subgroups, tm (${config.tm}) must be a multiple of wgN (${config.wgN})`;
-    if (gpu) {
-      if (!gpu.device.features.has('subgroups')) return 'the device has no subgroups feature';
-      const { subgroupMinSize: min, subgroupMaxSize: max } = gpu.adapter;
-      if (min !== config.wgN || max !== config.wgN) return `subgroups of ${min}…${max} lanes, the core needs exactly wgN = ${config.wgN}`;
-    }
-  }
+  const problem = spec.problem?.(config, gpu);
+  if (problem) return problem;
   if (gpu && config.wgM * config.wgN > gpu.limits.maxComputeInvocationsPerWorkgroup) return `${config.wgM * config.wgN} invocations per workgroup exceed the device's limit`;
   return undefined;
 }
@@ -194,8 +259,8 @@ export interface ParameterReduction {
  * tile would mostly pad.
  */
 const NARROW_CONFIGS: readonly MatmulConfig[] = [
-  { tm: 8, tn: 8, wgM: 64, wgN: 1, subgroups: false },
-  { tm: 8, tn: 8, wgM: 32, wgN: 2, subgroups: false },
+  { tm: 8, tn: 8, wgM: 64, wgN: 1, core: 'plain' },
+  { tm: 8, tn: 8, wgM: 32, wgN: 2, core: 'plain' },
 ];
 
 export class Matmul {
@@ -242,8 +307,8 @@ export class Matmul {
     const k = this.#kernels.get(key);
     if (!k) {
       const build = this.gpu.kernel({
-        family: c.subgroups ? 'matmul/subgroups' : 'matmul',
-        source: matmulWgsl(c.subgroups),
+        family: CORES[c.core].family,
+        source: matmulWgsl(c.core),
         entry,
         overrides: { TM: c.tm, TN: c.tn, WG_M: c.wgM, WG_N: c.wgN, ACTIVATION: activation, STORE_Z: storeZ },
       });

@@ -10,10 +10,11 @@ import { tfUnsupported } from '../../src/bench/tf-network.js';
 import { findTorch, torchPeer } from '../../src/bench/torch.js';
 import { caseModel, NETWORK_CASES } from '../helpers/cases.js';
 import { randomData } from '../helpers/fixtures.js';
-import { candidates, score } from '../../src/bench/tune.js';
+import { candidates, gridCandidates, loadsPerFma, SCORED } from '../../src/bench/tune.js';
+import { adapterKind, defaultShapesFor, quickCandidates, scoreShape } from '../../src/engine/autotune.js';
 import { fisherWork, fullSuite, kernelWork, parameterCount, quickSuite } from '../../src/bench/workloads.js';
-import { matmulConfigFor, matmulShapesFor, paretoShapes, saveTuning } from '../../src/engine/tuning.js';
-import { DEFAULT_MATMUL_CONFIG, matmulConfigProblem } from '../../src/kernels/matmul.js';
+import { ensureTuned, FIRST_USE_BUDGET_SECONDS, isTuned, matmulConfigFor, matmulShapesFor, paretoShapes, saveTuning } from '../../src/engine/tuning.js';
+import { DEFAULT_MATMUL_CONFIG, matmulConfigProblem, type MatmulConfig } from '../../src/kernels/matmul.js';
 import { CpuEngine } from '../../src/engine/cpu.js';
 import { fisher } from '../../src/fisher/estimate.js';
 import { Dataset } from '../../src/model/data.js';
@@ -79,40 +80,74 @@ describe('tuning', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('offers only shapes the device can run, and scores one', async () => {
+  it('prunes the grid by the cost model to a few candidates the device can run, the default among them, and scores one', async () => {
     const all = candidates(gpu());
-    expect(all.length).toBeGreaterThan(0);
-    for (const c of all) expect(matmulConfigProblem(c, gpu())).toBeUndefined();
-    expect(await score(gpu(), DEFAULT_MATMUL_CONFIG, 'quick')).toBeGreaterThan(0);
+    expect(all.length).toBeGreaterThan(3);
+    expect(all.length).toBeLessThanOrEqual(SCORED + 1);
+    expect(all).toContainEqual(DEFAULT_MATMUL_CONFIG);
+    for (const c of [...all, ...quickCandidates(gpu())]) expect(matmulConfigProblem(c, gpu())).toBeUndefined();
+    // The survivors are the grid's cheapest by loads per FMA.
+    const kind = adapterKind(gpu());
+    const cut = Math.max(...all.filter((c) => JSON.stringify(c) !== JSON.stringify(DEFAULT_MATMUL_CONFIG)).map((c) => loadsPerFma(c, kind)));
+    expect(gridCandidates(gpu()).filter((c) => loadsPerFma(c, kind) < cut).every((c) => all.some((a) => JSON.stringify(a) === JSON.stringify(c)))).toBe(true);
+    expect(await scoreShape(gpu(), DEFAULT_MATMUL_CONFIG, 'probe', 1)).toBeGreaterThan(0);
   });
 
-  it('stores the winner per adapter and the engine reads it back; a shape that does not fit is ignored', async () => {
-    expect(matmulConfigFor(gpu())).toEqual(DEFAULT_MATMUL_CONFIG);
-    const tuned = { tm: 4, tn: 8, wgM: 4, wgN: 8, subgroups: false };
+  it('an adapter never tuned gets its kind\'s defaults: lavapipe is a CPU-SIMD driver', async () => {
+    await rm(join(dir, 'tuning.json'), { force: true });
+    expect(adapterKind(gpu()) === 'cpu').toBe(/llvmpipe|swiftshader/i.test(gpu().adapter.description));
+    expect(matmulShapesFor(gpu())).toEqual(defaultShapesFor(gpu()));
+    for (const s of defaultShapesFor(gpu())) expect(matmulConfigProblem(s.config, gpu())).toBeUndefined();
+  });
+
+  it('stores the winner per adapter and the engine reads it back; a shape that does not fit is ignored; an old cache still reads', async () => {
+    const defaults = defaultShapesFor(gpu());
+    const tuned = { tm: 4, tn: 8, wgM: 4, wgN: 8, core: 'plain' as const };
     await saveTuning(gpu(), { matmul: tuned, gflops: 2, defaultGflops: 1, date: 'now' });
     expect(matmulConfigFor(gpu())).toEqual(tuned);
+    expect(isTuned(gpu())).toBe(true);
     process.env['FISHER_GPU_TUNING'] = 'off';
-    expect(matmulConfigFor(gpu())).toEqual(DEFAULT_MATMUL_CONFIG);
+    expect(matmulShapesFor(gpu())).toEqual([{ config: DEFAULT_MATMUL_CONFIG, gflops: 1 }]);
     delete process.env['FISHER_GPU_TUNING'];
-    await saveTuning(gpu(), { matmul: { tm: 99, tn: 8, wgM: 1, wgN: 8, subgroups: false }, gflops: 2, defaultGflops: 1, date: 'now' });
-    expect(matmulConfigFor(gpu())).toEqual(DEFAULT_MATMUL_CONFIG);
+    await saveTuning(gpu(), { matmul: { tm: 99, tn: 8, wgM: 1, wgN: 8, core: 'plain' as const }, gflops: 2, defaultGflops: 1, date: 'now' });
+    expect(matmulShapesFor(gpu())).toEqual(defaults);
+    // Before the core field, caches said subgroups: true | false.
+    const old = { tm: 8, tn: 8, wgM: 4, wgN: 8, subgroups: false } as unknown as MatmulConfig;
+    await saveTuning(gpu(), { matmul: old, gflops: 2, defaultGflops: 1, date: 'then' });
+    expect(matmulConfigFor(gpu())).toEqual({ tm: 8, tn: 8, wgM: 4, wgN: 8, core: 'plain' });
   });
 
   it('offers the tuned shape first, then the scored shapes on the front of tile against rate that fit the device', async () => {
-    const tuned = { config: { tm: 8, tn: 8, wgM: 8, wgN: 8, subgroups: false }, gflops: 20 };
-    const smaller = { config: { tm: 4, tn: 4, wgM: 8, wgN: 8, subgroups: false }, gflops: 12 };
-    const dominated = { config: { tm: 8, tn: 4, wgM: 8, wgN: 8, subgroups: false }, gflops: 11 };
-    const unfit = { config: { tm: 99, tn: 8, wgM: 1, wgN: 8, subgroups: false }, gflops: 50 };
+    const tuned = { config: { tm: 8, tn: 8, wgM: 8, wgN: 8, core: 'plain' as const }, gflops: 20 };
+    const smaller = { config: { tm: 4, tn: 4, wgM: 8, wgN: 8, core: 'plain' as const }, gflops: 12 };
+    const dominated = { config: { tm: 8, tn: 4, wgM: 8, wgN: 8, core: 'plain' as const }, gflops: 11 };
+    const unfit = { config: { tm: 99, tn: 8, wgM: 1, wgN: 8, core: 'plain' as const }, gflops: 50 };
     await saveTuning(gpu(), { matmul: tuned.config, gflops: 20, defaultGflops: 20, ranked: [unfit, tuned, smaller, dominated], date: 'now' });
     expect(matmulShapesFor(gpu())).toEqual([tuned, smaller]);
-    // A cache written before the scores were kept: the tuned shape and the default.
-    await saveTuning(gpu(), { matmul: smaller.config, gflops: 12, defaultGflops: 20, date: 'now' });
-    expect(matmulShapesFor(gpu())).toEqual([smaller, { config: DEFAULT_MATMUL_CONFIG, gflops: 20 }]);
+  });
+
+  it('the first use of an adapter searches a few shapes within its budget, caches them and says so in one line; later uses read the cache', async () => {
+    await rm(join(dir, 'tuning.json'), { force: true });
+    const said: string[] = [];
+    const t0 = performance.now();
+    const entry = await ensureTuned(gpu(), (line) => said.push(line));
+    const seconds = (performance.now() - t0) / 1000;
+    expect(entry?.search).toBe('first use');
+    expect(said).toEqual([expect.stringMatching(/^fisher: first use of .*: chose .* cached in .*FISHER_GPU_TUNING=off skips this$/)]);
+    // The budget bounds when the last candidate starts; one candidate takes a few seconds on lavapipe.
+    expect(seconds).toBeLessThan(FIRST_USE_BUDGET_SECONDS + 15);
+    expect(matmulConfigFor(gpu())).toEqual(entry!.matmul);
+    expect(await ensureTuned(gpu(), (line) => said.push(line))).toBeUndefined();
+    expect(said).toHaveLength(1);
+    process.env['FISHER_GPU_TUNING'] = 'off';
+    await rm(join(dir, 'tuning.json'), { force: true });
+    expect(await ensureTuned(gpu())).toBeUndefined();
+    delete process.env['FISHER_GPU_TUNING'];
   });
 });
 
 describe('shapes to choose from', () => {
-  const shape = (tm: number, wgM: number, gflops: number) => ({ config: { tm, tn: 8, wgM, wgN: 8, subgroups: true }, gflops });
+  const shape = (tm: number, wgM: number, gflops: number) => ({ config: { tm, tn: 8, wgM, wgN: 8, core: 'subgroup' as const }, gflops });
   it('keeps the front of tile size against rate: a shape survives only if no smaller tile is as fast', () => {
     const tall = shape(32, 8, 35); // 256 × 64
     const half = shape(32, 4, 33); // 128 × 64: smaller, slower: kept

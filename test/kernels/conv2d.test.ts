@@ -19,9 +19,10 @@ const gpu = useGpu();
 
 const CONFIGS: MatmulConfig[] = [
   DEFAULT_MATMUL_CONFIG,
-  { tm: 3, tn: 5, wgM: 7, wgN: 3, subgroups: false },
-  { tm: 8, tn: 8, wgM: 4, wgN: 8, subgroups: true },
-  { tm: 40, tn: 8, wgM: 1, wgN: 8, subgroups: true },
+  { tm: 3, tn: 5, wgM: 7, wgN: 3, core: 'plain' },
+  { tm: 8, tn: 8, wgM: 4, wgN: 8, core: 'subgroup' },
+  { tm: 40, tn: 8, wgM: 1, wgN: 8, core: 'subgroup' },
+  { tm: 3, tn: 5, wgM: 7, wgN: 3, core: 'shared' },
 ];
 
 const GEOMETRIES: Record<string, unknown>[] = [

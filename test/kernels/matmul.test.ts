@@ -10,6 +10,7 @@ import { entryInfo } from '../../src/gpu/reflect.js';
 import { activationCode } from '../../src/kernels/activation.js';
 import { DEFAULT_MATMUL_CONFIG, fastestShape, Matmul, matmulConfigProblem, MATMUL_WGSL, type MatmulConfig, type MatmulShape } from '../../src/kernels/matmul.js';
 import { ACTIVATIONS, ACTIVATION_NAMES } from '../../src/layers/activations.js';
+import { defaultShapesFor, quickCandidates } from '../../src/engine/autotune.js';
 import { Rng } from '../../src/model/random.js';
 import { expectClose, f32Tolerance } from '../helpers/compare.js';
 import { useGpu } from '../helpers/gpu.js';
@@ -19,12 +20,14 @@ const gpu = useGpu();
 // Plain cores, and subgroup cores (these run where the adapter's subgroups have exactly wgN lanes, as lavapipe's 8).
 const CONFIGS: MatmulConfig[] = [
   DEFAULT_MATMUL_CONFIG,
-  { tm: 1, tn: 1, wgM: 4, wgN: 16, subgroups: false },
-  { tm: 8, tn: 8, wgM: 2, wgN: 8, subgroups: false },
-  { tm: 3, tn: 5, wgM: 7, wgN: 3, subgroups: false },
-  { tm: 8, tn: 8, wgM: 4, wgN: 8, subgroups: true },
-  { tm: 40, tn: 8, wgM: 1, wgN: 8, subgroups: true },
-  { tm: 16, tn: 3, wgM: 3, wgN: 8, subgroups: true },
+  { tm: 1, tn: 1, wgM: 4, wgN: 16, core: 'plain' },
+  { tm: 8, tn: 8, wgM: 2, wgN: 8, core: 'plain' },
+  { tm: 3, tn: 5, wgM: 7, wgN: 3, core: 'plain' },
+  { tm: 8, tn: 8, wgM: 4, wgN: 8, core: 'subgroup' },
+  { tm: 40, tn: 8, wgM: 1, wgN: 8, core: 'subgroup' },
+  { tm: 16, tn: 3, wgM: 3, wgN: 8, core: 'subgroup' },
+  { tm: 4, tn: 4, wgM: 16, wgN: 16, core: 'shared' },
+  { tm: 3, tn: 5, wgM: 7, wgN: 3, core: 'shared' },
 ];
 
 /** Skips a subgroup configuration on an adapter whose subgroups do not fit it, saying so. */
@@ -179,7 +182,7 @@ describe.each(CONFIGS)('matmul %o', (config) => {
 
 // The dense products of the device Cholesky, at offsets and row strides inside larger buffers.
 // A plain core, an awkward one and a subgroup core (each product compiles per shape: a few suffice).
-describe.each([CONFIGS[0]!, CONFIGS[3]!, CONFIGS[4]!])('product and upper_update %o', (config) => {
+describe.each([CONFIGS[0]!, CONFIGS[3]!, CONFIGS[4]!, CONFIGS[8]!])('product and upper_update %o', (config) => {
   it.for([
     [1, 1, 1],
     [7, 5, 3],
@@ -246,9 +249,11 @@ describe('every shape fisher bench --tune may choose', () => {
       gRef.push(s);
     }
     const [bx, bt] = [await upload(x, 'x'), await upload(theta, 'θ')];
-    const candidates = (await import('../../src/bench/tune.js')).candidates(gpu());
-    expect(candidates.length).toBeGreaterThan(10);
-    for (const config of candidates) {
+    // What `fisher bench --tune` scores, what the first use searches, and the kind's defaults.
+    const shapes = [...(await import('../../src/bench/tune.js')).candidates(gpu()), ...quickCandidates(gpu()), ...defaultShapesFor(gpu()).map((s) => s.config)];
+    const unique = [...new Map(shapes.map((c) => [JSON.stringify(c), c])).values()];
+    expect(unique.length).toBeGreaterThan(4);
+    for (const config of unique) {
       const mm = await Matmul.create(gpu(), config);
       const [bz, by, bf] = [await nanBuffer(m * n, 'z'), await nanBuffer(m * n, 'y'), await nanBuffer(k * k, 'F')];
       await gpu().step('candidate', (s) => {
@@ -278,8 +283,8 @@ describe('matmul wrapper', () => {
   });
 
   it('rejects blocks larger than the kernel holds', async () => {
-    await expect(Matmul.create(gpu(), { tm: 9, tn: 1, wgM: 1, wgN: 1, subgroups: false })).rejects.toThrow(/at most 8×8/);
-    await expect(Matmul.create(gpu(), { tm: 12, tn: 1, wgM: 1, wgN: 8, subgroups: true })).rejects.toThrow(/multiple of wgN/);
+    await expect(Matmul.create(gpu(), { tm: 9, tn: 1, wgM: 1, wgN: 1, core: 'plain' })).rejects.toThrow(/at most 8×8/);
+    await expect(Matmul.create(gpu(), { tm: 12, tn: 1, wgM: 1, wgN: 8, core: 'subgroup' })).rejects.toThrow(/multiple of wgN/);
   });
 
   it('a buffer of the wrong usage is a validation error naming the step, kernel and sizes', async () => {
@@ -299,7 +304,7 @@ describe('matmul wrapper', () => {
 });
 
 describe('choosing a shape per product', () => {
-  const tall: MatmulShape = { config: { tm: 32, tn: 8, wgM: 8, wgN: 8, subgroups: true }, gflops: 35 };
+  const tall: MatmulShape = { config: { tm: 32, tn: 8, wgM: 8, wgN: 8, core: 'subgroup' }, gflops: 35 };
   const small: MatmulShape = { config: DEFAULT_MATMUL_CONFIG, gflops: 14 };
 
   it('predicts each shape by the padded work over its rate', () => {
