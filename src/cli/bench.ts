@@ -11,10 +11,13 @@ import { tune } from '../bench/tune.js';
 import { saveTuning } from '../engine/tuning.js';
 import { openDevice } from '../gpu/device.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { measureWholeProcess } from './whole-process.js';
 
 export interface BenchArgs {
   quick: boolean;
   tune: boolean;
+  /** Also time `fisher compute` as whole processes (`fresh`: the first with an empty tuning cache). */
+  wholeProcess?: boolean | 'fresh';
   json?: string;
   plot?: string;
   cpuBudget: number;
@@ -60,8 +63,14 @@ export async function bench(args: BenchArgs): Promise<void> {
       log,
     });
     process.stdout.write(`${benchTable(report)}\n`);
+    const whole = args.wholeProcess ? await measureWholeProcess({ fresh: args.wholeProcess === 'fresh', log }) : undefined;
+    if (whole) {
+      process.stdout.write(
+        `\nwhole process, fisher compute (${whole.workload}): first run ${whole.first.toFixed(2)} s${whole.fresh ? ' (a first use: the search included)' : ''}, then ${whole.median.toFixed(2)} s (median of ${whole.runs.length - 1})\n`,
+      );
+    }
     for (const [path, text] of [
-      [args.json, () => `${JSON.stringify(report, null, 2)}\n`],
+      [args.json, () => `${JSON.stringify(whole ? { ...report, wholeProcess: whole } : report, null, 2)}\n`],
       [args.plot, () => rooflineSvg(report)],
     ] as const) {
       if (!path) continue;

@@ -286,6 +286,14 @@ export function program(): Command {
     .option('--filter <text>', 'only workloads whose name contains this')
     .option('--cpu-budget <seconds>', 'run the CPU path peer where it is estimated to finish within this', positiveNumber, 30)
     .option('--peers <list>', `peers to run, of ${PEER_NAMES.join(', ')} (default: cpu with --quick, else all)`, peerList)
+    .addOption(
+      new Option('--whole-process [fresh]', 'also time `fisher compute` of 784-256-256-10 (N = 10⁴) as whole processes: the first run, then the median of three (fresh: the first with an empty tuning cache, its first-use search included)').argParser(
+        (v: string) => {
+          if (v !== 'fresh') throw new InvalidArgumentError('the only value is "fresh"');
+          return 'fresh';
+        },
+      ),
+    )
     .action(bench);
 
   cmd

@@ -230,6 +230,31 @@ describe('fisher', () => {
     expect(await readFile(join(dir, 'bench', 'roofline.svg'), 'utf8')).toMatch(/^<svg/);
   });
 
+  it('bench --whole-process: fisher compute of the issue\'s workload timed as whole processes', async () => {
+    const r = await fisher('bench', '--quick', '--filter', 'no-such-workload', '--whole-process', '--json', 'bench/whole.json');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/whole process, fisher compute \(diag empirical 784-256-256-10 N=10,000\): first run [\d.]+ s, then [\d.]+ s \(median of 3\)/);
+    const report = JSON.parse(await readFile(join(dir, 'bench', 'whole.json'), 'utf8'));
+    expect(report.wholeProcess.runs).toHaveLength(4);
+    expect(report.wholeProcess.median).toBeGreaterThan(0);
+  });
+
+  it('compute --profile: where the whole process went; the first use of an adapter searches once and says so; --no-tune skips it', async () => {
+    const r = await fisher('compute', ...files, '--out', 'profiled.safetensors', '--profile');
+    expect(r.code, r.stderr).toBe(0);
+    for (const phase of ['profile of the whole process', 'start-up: Node and the modules', 'reading the data', 'opening the device', 'computing', 'the kernels on the device', 'writing the output']) expect(r.stderr).toContain(phase);
+    // The tests turn tuning off; with it on and an empty cache of its own, the first run searches.
+    const cache = { FISHER_GPU_TUNING: 'on', FISHER_GPU_CACHE_DIR: join(dir, 'first-use-cache') };
+    const skipped = await fisherWith(cache, 'compute', ...files, '--out', 'untuned.safetensors', '--no-tune');
+    expect(skipped.code, skipped.stderr).toBe(0);
+    expect(skipped.stderr).not.toMatch(/first use/);
+    const first = await fisherWith(cache, 'compute', ...files, '--out', 'first.safetensors');
+    expect(first.code, first.stderr).toBe(0);
+    expect(ours(first.stderr)).toEqual([expect.stringMatching(/^fisher: first use of .*: chose .* for the matrix kernels .* cached in .*first-use-cache\/tuning\.json/)]);
+    const second = await fisherWith(cache, 'compute', ...files, '--out', 'second.safetensors');
+    expect(ours(second.stderr)).toEqual([]);
+  });
+
   it('without an adapter: --backend auto falls back to the CPU with a warning, --backend gpu fails with one line', async () => {
     // A Vulkan loader pointed at no driver: Dawn finds no adapter.
     const noGpu = { VK_ICD_FILENAMES: join(dir, 'no-such-icd.json') };
