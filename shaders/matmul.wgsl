@@ -37,7 +37,6 @@ override WG_M: u32 = 8u;   // invocations per workgroup along m
 override WG_N: u32 = 8u;   // invocations per workgroup along n
 override TM: u32 = 4u;     // rows of C per invocation, 1 ≤ TM ≤ BLOCK_ROWS of the core
 override TN: u32 = 4u;     // columns of C per invocation, 1 ≤ TN ≤ BLOCK_COLS
-override ACTIVATION: u32 = 0u;  // an ACT_* code of activation.wgsl
 override STORE_Z: bool = true;   // linear_forward: store Z beside Y = act(Z)
 
 struct Dims {
@@ -52,6 +51,10 @@ struct Dims {
   c_offset: u32,       // where a parameter-shaped result's weight goes (gram: the tile's first element)
   c_bias_offset: u32,  // where its bias goes
   ldc: u32,            // row stride of c (product, upper_update)
+  // The ACT_* code of activation.wgsl the forward forms apply and the backward forms differentiate.
+  // A uniform, not an override: one pipeline serves every activation (each pipeline compiles for
+  // seconds on lavapipe, at its first dispatch).
+  activation: u32,
   scale: f32,          // weight_gradient's factor (1/batch for a mean)
   has_bias: u32,       // 1: the layer has a bias (the ONE forms' last column, the bias add)
   // The convolution of the conv_* entries: input [conv_c, conv_h, conv_w] and output
@@ -175,7 +178,7 @@ fn linear_forward(inv: Invocation) {
         let at = (o.x + i) * dims.n + o.y + j;
         let z = blk.v[i * BLOCK_COLS + j] + select(0.0, b[dims.bias_offset + o.y + j], dims.has_bias != 0u);
         if (STORE_Z) { c[at] = z; }
-        c_act[at] = activate(ACTIVATION, z);
+        c_act[at] = activate(dims.activation, z);
       }
     }
   }
@@ -189,7 +192,7 @@ fn linear_backward(inv: Invocation) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
         let at = (o.x + i) * dims.n + o.y + j;
-        c[at] = blk.v[i * BLOCK_COLS + j] * activate_derivative(ACTIVATION, z_in[at]);
+        c[at] = blk.v[i * BLOCK_COLS + j] * activate_derivative(dims.activation, z_in[at]);
       }
     }
   }
@@ -284,7 +287,7 @@ fn conv_forward(inv: Invocation) {
         let at = ((m / pixels) * dims.n + o.y + j) * pixels + m % pixels;
         let z = blk.v[i * BLOCK_COLS + j] + select(0.0, b[dims.bias_offset + o.y + j], dims.has_bias != 0u);
         if (STORE_Z) { c[at] = z; }
-        c_act[at] = activate(ACTIVATION, z);
+        c_act[at] = activate(dims.activation, z);
       }
     }
   }
@@ -304,7 +307,7 @@ fn conv_input_gradient(inv: Invocation) {
       if (in_range(o, i, j)) {
         let m = o.x + i;
         let at = ((m / pixels) * dims.n + o.y + j) * pixels + m % pixels;
-        c[at] = blk.v[i * BLOCK_COLS + j] * activate_derivative(ACTIVATION, z_in[at]);
+        c[at] = blk.v[i * BLOCK_COLS + j] * activate_derivative(dims.activation, z_in[at]);
       }
     }
   }

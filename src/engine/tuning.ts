@@ -109,7 +109,7 @@ export function isTuned(gpu: GpuDevice): boolean {
 }
 
 /** The short search's budget: candidates are scored until it has passed (each takes seconds on lavapipe, mostly compiling). */
-export const FIRST_USE_BUDGET_SECONDS = 8;
+export const FIRST_USE_BUDGET_SECONDS = 5;
 
 /**
  * The first time fisher-gpu meets an adapter (no entry in the cache, and

@@ -194,6 +194,7 @@ interface Dims {
   c_offset?: number;
   c_bias_offset?: number;
   ldc?: number;
+  activation?: number;
   scale?: number;
   has_bias?: number;
   conv?: ConvGeometry;
@@ -210,6 +211,7 @@ function dims(d: Dims): Record<string, number> {
     c_offset: d.c_offset ?? 0,
     c_bias_offset: d.c_bias_offset ?? 0,
     ldc: d.ldc ?? 0,
+    activation: d.activation ?? 0,
     scale: d.scale ?? 1,
     has_bias: d.has_bias ?? 1,
     ...(conv ? convDims(conv) : NO_CONV),
@@ -303,20 +305,21 @@ export class Matmul {
     const shape = shapes.length === 1 ? 0 : fastestShape(shapes, d.m, d.n);
     const c = shapes[shape]!.config;
     // By position in its list (the products' or the convolutions', which begins with the products'): no string work per dispatch.
-    const key = `${shapes === this.shapes ? 'p' : 'c'}${shape}/${entry}/${activation}/${storeZ}`;
+    // The activation is a uniform: one pipeline per shape, entry and STORE_Z serves them all.
+    const key = `${shapes === this.shapes ? 'p' : 'c'}${shape}/${entry}/${storeZ}`;
     const k = this.#kernels.get(key);
     if (!k) {
       const build = this.gpu.kernel({
         family: CORES[c.core].family,
         source: matmulWgsl(c.core),
         entry,
-        overrides: { TM: c.tm, TN: c.tn, WG_M: c.wgM, WG_N: c.wgN, ACTIVATION: activation, STORE_Z: storeZ },
+        overrides: { TM: c.tm, TN: c.tn, WG_M: c.wgM, WG_N: c.wgN, STORE_Z: storeZ },
       });
       step.awaitBuild(build.then((built) => this.#kernels.set(key, built)));
       return;
     }
     const tile = tileOf(c);
-    k.encode(step.pass, step, buffers, dims(d), [groups(d.n, tile.cols), groups(d.m, tile.rows)]);
+    k.encode(step.pass, step, buffers, dims({ ...d, activation }), [groups(d.n, tile.cols), groups(d.m, tile.rows)]);
   }
 
   /**
