@@ -75,7 +75,7 @@ function readCache(): Record<string, TuningEntry> {
  * against rate (paretoShapes; in a cache without the scores, the default),
  * each with its measured rate. Each product picks the one predicted fastest
  * for its size; pipelines are built only for the shapes picked. Without a
- * usable tuning: the default alone.
+ * usable tuning: the defaults of the adapter's kind (autotune.ts).
  */
 export function matmulShapesFor(gpu: GpuDevice): MatmulShape[] {
   // Off: the one plain shape every adapter runs, the reproducible baseline (the tests run it).
