@@ -36,7 +36,9 @@ export { Rng } from './model/random.js';
 export type { Engine, LoadedModel, Backend } from './engine/engine.js';
 export { CpuEngine } from './engine/cpu.js';
 export { GpuEngine } from './engine/gpu.js';
-export type { MatmulConfig, MatmulShape } from './kernels/matmul.js';
+export { MATMUL_CORES, type MatmulConfig, type MatmulCore, type MatmulShape } from './kernels/matmul.js';
+export { ensureTuned, matmulShapesFor, type TuningEntry } from './engine/tuning.js';
+export { adapterKind, defaultShapesFor, type AdapterKind } from './engine/autotune.js';
 export { selectEngine, type BackendChoice } from './engine/select.js';
 export { fisher } from './fisher/estimate.js';
 export {
