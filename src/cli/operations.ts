@@ -8,8 +8,8 @@ import { writeSafetensors } from '../io/safetensors.js';
 import { InputError } from '../layers/errors.js';
 import { loadFisher } from '../fisher/load.js';
 import { fisherWeightedMerge } from '../fisher/merging.js';
-import { DEVICE_SOLVE_MIN_SIZE, factorsOnDevice, solveOnDevice } from '../fisher/device-solve.js';
-import { fisherMetadata, type FileDtype, type FisherMatrix, type SolveMethod, type SolveReport } from '../fisher/result.js';
+import { DEVICE_SOLVE_MIN_SIZE, solveOnDevice } from '../fisher/device-solve.js';
+import { fisherMetadata, hasDenseBlocks, type FileDtype, type FisherMatrix, type SolveMethod, type SolveReport } from '../fisher/result.js';
 import type { BackendChoice } from '../engine/select.js';
 import { openDevice, type GpuDevice } from '../gpu/device.js';
 import { NoAdapterError } from '../gpu/errors.js';
@@ -47,7 +47,7 @@ export async function mvCommand(a: { fisher: string; vector: string; out: string
  */
 async function solveDevice(backend: BackendChoice, F: FisherMatrix, method: SolveMethod): Promise<GpuDevice | undefined> {
   if (backend === 'cpu') return undefined;
-  const dense = factorsOnDevice(F) && method === 'exact';
+  const dense = hasDenseBlocks(F) && method === 'exact';
   if (backend === 'gpu' && !dense) {
     throw new InputError(`--backend gpu factors full and block Fishers with --method exact; ${method === 'exact' ? `a ${F.info.structure} Fisher's exact solve runs through its factors on the host` : `--method ${method} runs on the host`} (use --backend auto or cpu)`);
   }

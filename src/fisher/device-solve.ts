@@ -39,7 +39,7 @@ import { InputError } from '../layers/errors.js';
 import { choleskyFactor, choleskyLogdet, choleskySolveFactored, lowerInverse, NotPositiveDefiniteError } from '../linalg/cholesky.js';
 import { transpose } from '../linalg/dense.js';
 import { dot } from '../linalg/orthonormal.js';
-import { checkDamping, checkLength, hasDenseBlocks, type DenseBlock, type DenseBlocks, type FisherMatrix, type SolveReport } from './result.js';
+import { checkDamping, checkLength, hasDenseBlocks, type DenseBlock, type FisherMatrix, type SolveReport } from './result.js';
 import { StoredFisher } from './structures/spill.js';
 import { retryFloor } from './structures/full.js';
 
@@ -169,11 +169,6 @@ export class DenseCholesky {
     const r = Float64Array.from(fx, (v, i) => g[i]! - v - this.damping * x[i]!);
     return { r, relative: norm === 0 ? Math.sqrt(dot(r, r)) : Math.sqrt(dot(r, r)) / norm };
   }
-}
-
-/** Whether a Fisher can be factored by `choleskyOnDevice`: full and block, in memory or in a file. */
-export function factorsOnDevice(f: FisherMatrix): f is FisherMatrix & DenseBlocks {
-  return hasDenseBlocks(f);
 }
 
 /**
