@@ -226,6 +226,18 @@ fn squared_gradient(inv: Invocation) {
   store_parameters(o, block_product(o.x, o.y, A_KM_SQUARED, B_KN_SQUARED_ONE, lane_of(inv)), 1.0);
 }
 
+// The block into c, row-major from c_offset with row stride `ld`, or (subtract) taken from what is there.
+fn store_block(o: vec2u, blk: Block, ld: u32, subtract: bool) {
+  for (var i = 0u; i < TM; i++) {
+    for (var j = 0u; j < TN; j++) {
+      if (in_range(o, i, j)) {
+        let at = dims.c_offset + (o.x + i) * ld + o.y + j;
+        if (subtract) { c[at] = c[at] - blk.v[i * BLOCK_COLS + j]; } else { c[at] = blk.v[i * BLOCK_COLS + j]; }
+      }
+    }
+  }
+}
+
 // F is symmetric: a block wholly below the diagonal (its first row, in F's
 // numbering, past its last column) is neither computed nor stored; the host
 // mirrors the upper triangle. Half the work.
@@ -233,24 +245,14 @@ fn squared_gradient(inv: Invocation) {
 fn gram(inv: Invocation) {
   let o = block_origin(inv.id);
   if (block_skippable(dims.a_offset + o.x >= dims.b_offset + o.y + TN)) { return; }
-  let blk = block_product(o.x, o.y, A_KM, B_KN, lane_of(inv));
-  for (var i = 0u; i < TM; i++) {
-    for (var j = 0u; j < TN; j++) {
-      if (in_range(o, i, j)) { c[dims.c_offset + (o.x + i) * dims.n + o.y + j] = blk.v[i * BLOCK_COLS + j]; }
-    }
-  }
+  store_block(o, block_product(o.x, o.y, A_KM, B_KN, lane_of(inv)), dims.n, false);
 }
 
 // C = A B: a blocked Cholesky's panel, U12 = U11⁻ᵀ A12 (A = L11⁻¹, small).
 @compute @workgroup_size(WG_N, WG_M)
 fn product(inv: Invocation) {
   let o = block_origin(inv.id);
-  let blk = block_product(o.x, o.y, A_MK, B_KN, lane_of(inv));
-  for (var i = 0u; i < TM; i++) {
-    for (var j = 0u; j < TN; j++) {
-      if (in_range(o, i, j)) { c[dims.c_offset + (o.x + i) * dims.ldc + o.y + j] = blk.v[i * BLOCK_COLS + j]; }
-    }
-  }
+  store_block(o, block_product(o.x, o.y, A_MK, B_KN, lane_of(inv)), dims.ldc, false);
 }
 
 // C −= Aᵀ B for square C, the trailing update A22 −= U12ᵀ U12 of a blocked
@@ -261,15 +263,7 @@ fn product(inv: Invocation) {
 fn upper_update(inv: Invocation) {
   let o = block_origin(inv.id);
   if (block_skippable(o.x >= o.y + TN)) { return; }
-  let blk = block_product(o.x, o.y, A_KM, B_KN, lane_of(inv));
-  for (var i = 0u; i < TM; i++) {
-    for (var j = 0u; j < TN; j++) {
-      if (in_range(o, i, j)) {
-        let at = dims.c_offset + (o.x + i) * dims.ldc + o.y + j;
-        c[at] = c[at] - blk.v[i * BLOCK_COLS + j];
-      }
-    }
-  }
+  store_block(o, block_product(o.x, o.y, A_KM, B_KN, lane_of(inv)), dims.ldc, true);
 }
 
 // The convolution as implicit products (groups = 1): rows are output pixels

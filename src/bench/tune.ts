@@ -9,7 +9,7 @@
  */
 import { adapterKind, scoreShape, searchShapes, type ScoreSize } from '../engine/autotune.js';
 import type { GpuDevice } from '../gpu/device.js';
-import { DEFAULT_MATMUL_CONFIG, matmulConfigProblem, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
+import { DEFAULT_MATMUL_CONFIG, matmulConfigProblem, sameMatmulConfig, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 
 export interface TuneResult {
   config: MatmulConfig;
@@ -60,8 +60,7 @@ export function candidates(gpu: GpuDevice): MatmulConfig[] {
   const tile = (c: MatmulConfig) => c.tm * c.wgM * c.tn * c.wgN;
   const ranked = gridCandidates(gpu).sort((a, b) => loadsPerFma(a, kind) - loadsPerFma(b, kind) || tile(b) - tile(a));
   const chosen = ranked.slice(0, SCORED);
-  const same = (a: MatmulConfig, b: MatmulConfig) => JSON.stringify(a) === JSON.stringify(b);
-  if (!chosen.some((c) => same(c, DEFAULT_MATMUL_CONFIG))) chosen.push(DEFAULT_MATMUL_CONFIG);
+  if (!chosen.some((c) => sameMatmulConfig(c, DEFAULT_MATMUL_CONFIG))) chosen.push(DEFAULT_MATMUL_CONFIG);
   return chosen;
 }
 
@@ -85,7 +84,6 @@ export async function tune(gpu: GpuDevice, size: 'quick' | 'full', log: (line: s
   // The others keep their quick scores, scaled by how the finalists' scores moved (the full problems run at other rates).
   const ratio = rescored.reduce((s, r) => s + r.gflops, 0) / finalists.reduce((s, r) => s + r.gflops, 0);
   const rest = first.ranked.slice(FINALISTS).map((r) => ({ config: r.config, gflops: r.gflops * ratio }));
-  const isDefault = (c: MatmulConfig) => JSON.stringify(c) === JSON.stringify(DEFAULT_MATMUL_CONFIG);
   const ranked = [...rescored, ...rest];
-  return { ranked, defaultGflops: ranked.find((r) => isDefault(r.config))?.gflops ?? first.defaultGflops * ratio };
+  return { ranked, defaultGflops: ranked.find((r) => sameMatmulConfig(r.config, DEFAULT_MATMUL_CONFIG))?.gflops ?? first.defaultGflops * ratio };
 }

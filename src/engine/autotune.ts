@@ -11,7 +11,7 @@
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
 import { activationCode } from '../kernels/activation.js';
-import { DEFAULT_MATMUL_CONFIG, Matmul, matmulConfigProblem, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
+import { DEFAULT_MATMUL_CONFIG, Matmul, matmulConfigProblem, sameMatmulConfig, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { kernelWork } from '../kernels/work.js';
 import { Rng } from '../model/random.js';
 
@@ -177,7 +177,6 @@ export async function searchShapes(
     ranked.push({ config, gflops });
   }
   ranked.sort((a, b) => b.gflops - a.gflops);
-  const isDefault = (c: MatmulConfig) => JSON.stringify(c) === JSON.stringify(DEFAULT_MATMUL_CONFIG);
-  const d = ranked.find((r) => isDefault(r.config));
+  const d = ranked.find((r) => sameMatmulConfig(r.config, DEFAULT_MATMUL_CONFIG));
   return { ranked, defaultGflops: d?.gflops ?? 0, seconds: elapsed() };
 }

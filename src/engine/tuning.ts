@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import type { GpuDevice } from '../gpu/device.js';
 import { trace } from '../gpu/trace.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { DEFAULT_MATMUL_CONFIG, describeMatmulConfig, matmulConfigProblem, readMatmulConfig, tileOf, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
+import { DEFAULT_MATMUL_CONFIG, describeMatmulConfig, matmulConfigProblem, readMatmulConfig, sameMatmulConfig, tileOf, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { defaultShapesFor, quickCandidates, searchShapes } from './autotune.js';
 
 export interface TuningEntry {
@@ -95,8 +95,7 @@ export function matmulShapesFor(gpu: GpuDevice): MatmulShape[] {
     return c && !matmulConfigProblem(c, gpu) ? [{ config: c, gflops: r.gflops }] : [];
   });
   const others: MatmulShape[] = ranked.length ? ranked : entry.defaultGflops > 0 ? [{ config: fallback[fallback.length - 1]!.config, gflops: entry.defaultGflops }] : [];
-  const same = (a: MatmulConfig) => JSON.stringify(a) === JSON.stringify(config);
-  return [tuned, ...paretoShapes([tuned, ...others]).filter((s) => !same(s.config))];
+  return [tuned, ...paretoShapes([tuned, ...others]).filter((s) => !sameMatmulConfig(s.config, config))];
 }
 
 function tuningOff(): boolean {

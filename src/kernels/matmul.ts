@@ -91,6 +91,11 @@ export function readMatmulConfig(raw: unknown): MatmulConfig | undefined {
   return { tm: tm as number, tn: tn as number, wgM: wgM as number, wgN: wgN as number, core: core as MatmulCore };
 }
 
+/** Whether two configurations are the same shape. */
+export function sameMatmulConfig(a: MatmulConfig, b: MatmulConfig): boolean {
+  return a.tm === b.tm && a.tn === b.tn && a.wgM === b.wgM && a.wgN === b.wgN && a.core === b.core;
+}
+
 /** A configuration in words: blocks, workgroup, core. */
 export function describeMatmulConfig(c: MatmulConfig): string {
   return `${c.tm}×${c.tn} blocks, workgroup ${c.wgM}×${c.wgN}${c.core === 'subgroup' ? ', subgroup-shared rows' : c.core === 'shared' ? ', workgroup-shared tiles' : ''}`;
