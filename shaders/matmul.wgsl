@@ -37,7 +37,6 @@ override WG_M: u32 = 8u;   // invocations per workgroup along m
 override WG_N: u32 = 8u;   // invocations per workgroup along n
 override TM: u32 = 4u;     // rows of C per invocation, 1 ≤ TM ≤ BLOCK_ROWS of the core
 override TN: u32 = 4u;     // columns of C per invocation, 1 ≤ TN ≤ BLOCK_COLS
-override STORE_Z: bool = true;   // linear_forward: store Z beside Y = act(Z)
 
 struct Dims {
   m: u32,              // rows of C
@@ -55,6 +54,9 @@ struct Dims {
   // A uniform, not an override: one pipeline serves every activation (each pipeline compiles for
   // seconds on lavapipe, at its first dispatch).
   activation: u32,
+  // linear_forward, conv_forward: 1 stores Z beside Y = act(Z) (the backward pass reads it), 0 only Y.
+  // A uniform like the activation, so both forms share one pipeline.
+  store_z: u32,
   scale: f32,          // weight_gradient's factor (1/batch for a mean)
   has_bias: u32,       // 1: the layer has a bias (the ONE forms' last column, the bias add)
   // The convolution of the conv_* entries: input [conv_c, conv_h, conv_w] and output
@@ -171,13 +173,13 @@ fn in_range(o: vec2u, i: u32, j: u32) -> bool {
 @compute @workgroup_size(WG_N, WG_M)
 fn linear_forward(inv: Invocation) {
   let o = block_origin(inv.id);
-  let blk = block_product(o.x, o.y, A_MK, B_NK, lane_of(inv));
+  var blk = block_product(o.x, o.y, A_MK, B_NK, lane_of(inv));
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
         let at = (o.x + i) * dims.n + o.y + j;
-        let z = blk.v[i * BLOCK_COLS + j] + select(0.0, b[dims.bias_offset + o.y + j], dims.has_bias != 0u);
-        if (STORE_Z) { c[at] = z; }
+        let z = block_at(&blk, i, j) + select(0.0, b[dims.bias_offset + o.y + j], dims.has_bias != 0u);
+        if (dims.store_z != 0u) { c[at] = z; }
         c_act[at] = activate(dims.activation, z);
       }
     }
@@ -187,12 +189,12 @@ fn linear_forward(inv: Invocation) {
 @compute @workgroup_size(WG_N, WG_M)
 fn linear_backward(inv: Invocation) {
   let o = block_origin(inv.id);
-  let blk = block_product(o.x, o.y, A_MK, B_KN, lane_of(inv));
+  var blk = block_product(o.x, o.y, A_MK, B_KN, lane_of(inv));
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
         let at = (o.x + i) * dims.n + o.y + j;
-        c[at] = blk.v[i * BLOCK_COLS + j] * activate_derivative(dims.activation, z_in[at]);
+        c[at] = block_at(&blk, i, j) * activate_derivative(dims.activation, z_in[at]);
       }
     }
   }
@@ -200,7 +202,7 @@ fn linear_backward(inv: Invocation) {
 
 // Stores C [out, in + has_bias] into θ's layout: column n < in is W[m, n],
 // the last (with a bias) is b[m].
-fn store_parameters(o: vec2u, blk: Block, scale: f32) {
+fn store_parameters(o: vec2u, blk: ptr<function, Block>, scale: f32) {
   let inputs = dims.n - dims.has_bias;
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
@@ -208,7 +210,7 @@ fn store_parameters(o: vec2u, blk: Block, scale: f32) {
         let m = o.x + i;
         let n = o.y + j;
         let at = select(dims.c_offset + m * inputs + n, dims.c_bias_offset + m, n == inputs);
-        c[at] = blk.v[i * BLOCK_COLS + j] * scale;
+        c[at] = block_at(blk, i, j) * scale;
       }
     }
   }
@@ -217,22 +219,24 @@ fn store_parameters(o: vec2u, blk: Block, scale: f32) {
 @compute @workgroup_size(WG_N, WG_M)
 fn weight_gradient(inv: Invocation) {
   let o = block_origin(inv.id);
-  store_parameters(o, block_product(o.x, o.y, A_KM, B_KN_ONE, lane_of(inv)), dims.scale);
+  var blk = block_product(o.x, o.y, A_KM, B_KN_ONE, lane_of(inv));
+  store_parameters(o, &blk, dims.scale);
 }
 
 @compute @workgroup_size(WG_N, WG_M)
 fn squared_gradient(inv: Invocation) {
   let o = block_origin(inv.id);
-  store_parameters(o, block_product(o.x, o.y, A_KM_SQUARED, B_KN_SQUARED_ONE, lane_of(inv)), 1.0);
+  var blk = block_product(o.x, o.y, A_KM_SQUARED, B_KN_SQUARED_ONE, lane_of(inv));
+  store_parameters(o, &blk, 1.0);
 }
 
 // The block into c, row-major from c_offset with row stride `ld`, or (subtract) taken from what is there.
-fn store_block(o: vec2u, blk: Block, ld: u32, subtract: bool) {
+fn store_block(o: vec2u, blk: ptr<function, Block>, ld: u32, subtract: bool) {
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
         let at = dims.c_offset + (o.x + i) * ld + o.y + j;
-        if (subtract) { c[at] = c[at] - blk.v[i * BLOCK_COLS + j]; } else { c[at] = blk.v[i * BLOCK_COLS + j]; }
+        if (subtract) { c[at] = c[at] - block_at(blk, i, j); } else { c[at] = block_at(blk, i, j); }
       }
     }
   }
@@ -245,14 +249,16 @@ fn store_block(o: vec2u, blk: Block, ld: u32, subtract: bool) {
 fn gram(inv: Invocation) {
   let o = block_origin(inv.id);
   if (block_skippable(dims.a_offset + o.x >= dims.b_offset + o.y + TN)) { return; }
-  store_block(o, block_product(o.x, o.y, A_KM, B_KN, lane_of(inv)), dims.n, false);
+  var blk = block_product(o.x, o.y, A_KM, B_KN, lane_of(inv));
+  store_block(o, &blk, dims.n, false);
 }
 
 // C = A B: a blocked Cholesky's panel, U12 = U11⁻ᵀ A12 (A = L11⁻¹, small).
 @compute @workgroup_size(WG_N, WG_M)
 fn product(inv: Invocation) {
   let o = block_origin(inv.id);
-  store_block(o, block_product(o.x, o.y, A_MK, B_KN, lane_of(inv)), dims.ldc, false);
+  var blk = block_product(o.x, o.y, A_MK, B_KN, lane_of(inv));
+  store_block(o, &blk, dims.ldc, false);
 }
 
 // C −= Aᵀ B for square C, the trailing update A22 −= U12ᵀ U12 of a blocked
@@ -263,7 +269,8 @@ fn product(inv: Invocation) {
 fn upper_update(inv: Invocation) {
   let o = block_origin(inv.id);
   if (block_skippable(o.x >= o.y + TN)) { return; }
-  store_block(o, block_product(o.x, o.y, A_KM, B_KN, lane_of(inv)), dims.ldc, true);
+  var blk = block_product(o.x, o.y, A_KM, B_KN, lane_of(inv));
+  store_block(o, &blk, dims.ldc, true);
 }
 
 // The convolution as implicit products (groups = 1): rows are output pixels
@@ -272,15 +279,15 @@ fn upper_update(inv: Invocation) {
 @compute @workgroup_size(WG_N, WG_M)
 fn conv_forward(inv: Invocation) {
   let o = block_origin(inv.id);
-  let blk = block_product(o.x, o.y, A_IM2COL, B_NK, lane_of(inv));
+  var blk = block_product(o.x, o.y, A_IM2COL, B_NK, lane_of(inv));
   let pixels = dims.conv_oh * dims.conv_ow;
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
         let m = o.x + i;
         let at = ((m / pixels) * dims.n + o.y + j) * pixels + m % pixels;
-        let z = blk.v[i * BLOCK_COLS + j] + select(0.0, b[dims.bias_offset + o.y + j], dims.has_bias != 0u);
-        if (STORE_Z) { c[at] = z; }
+        let z = block_at(&blk, i, j) + select(0.0, b[dims.bias_offset + o.y + j], dims.has_bias != 0u);
+        if (dims.store_z != 0u) { c[at] = z; }
         c_act[at] = activate(dims.activation, z);
       }
     }
@@ -294,14 +301,14 @@ fn conv_forward(inv: Invocation) {
 @compute @workgroup_size(WG_N, WG_M)
 fn conv_input_gradient(inv: Invocation) {
   let o = block_origin(inv.id);
-  let blk = block_product(o.x, o.y, A_COL2IM, B_CONV_T, lane_of(inv));
+  var blk = block_product(o.x, o.y, A_COL2IM, B_CONV_T, lane_of(inv));
   let pixels = dims.conv_h * dims.conv_w;
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
         let m = o.x + i;
         let at = ((m / pixels) * dims.n + o.y + j) * pixels + m % pixels;
-        c[at] = blk.v[i * BLOCK_COLS + j] * activate_derivative(dims.activation, z_in[at]);
+        c[at] = block_at(&blk, i, j) * activate_derivative(dims.activation, z_in[at]);
       }
     }
   }

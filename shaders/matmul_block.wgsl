@@ -18,6 +18,11 @@ struct Block {
   v: array<f32, 64>,  // BLOCK_ROWS × BLOCK_COLS, [i·BLOCK_COLS + j] = C[row0 + i, col0 + j]
 }
 
+// C[row0 + i, col0 + j] of a block.
+fn block_at(blk: ptr<function, Block>, i: u32, j: u32) -> f32 {
+  return (*blk).v[i * BLOCK_COLS + j];
+}
+
 // Whether the caller may skip the block (no lanes to coordinate with here).
 fn block_skippable(skip: bool) -> bool {
   return skip;

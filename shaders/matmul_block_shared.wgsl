@@ -29,6 +29,11 @@ struct Block {
   v: array<f32, 64>,  // BLOCK_ROWS × BLOCK_COLS, [i·BLOCK_COLS + j] = C[row0 + i, col0 + j]
 }
 
+// C[row0 + i, col0 + j] of a block.
+fn block_at(blk: ptr<function, Block>, i: u32, j: u32) -> f32 {
+  return (*blk).v[i * BLOCK_COLS + j];
+}
+
 var<workgroup> tile_a: array<f32, WG_M * TM * TILE_K>;  // [r · TILE_K + kk] = A(tile row r, k0 + kk)
 var<workgroup> tile_b: array<f32, TILE_K * WG_N * TN>;  // [kk · BN + c] = B(k0 + kk, tile column c)
 var<workgroup> any_work: u32;

@@ -28,8 +28,16 @@ fn lane_of(inv: Invocation) -> u32 {
 const BLOCK_ROWS: u32 = 64u;
 const BLOCK_COLS: u32 = 8u;
 
+// The accumulators themselves, as two vec4s per row: returned as they are,
+// not copied into a scalar array (a copy of this size costs the driver's
+// compiler seconds).
 struct Block {
-  v: array<f32, 512>,  // BLOCK_ROWS × BLOCK_COLS, [i·BLOCK_COLS + j] = C[row0 + i, col0 + j]
+  v: array<vec4f, 128>,  // BLOCK_ROWS × BLOCK_COLS / 4, [2·i + h] = C[row0 + i, col0 + 4h … 4h + 3]
+}
+
+// C[row0 + i, col0 + j] of a block.
+fn block_at(blk: ptr<function, Block>, i: u32, j: u32) -> f32 {
+  return (*blk).v[2u * i + j / 4u][j % 4u];
 }
 
 // A block may be skipped only when the whole subgroup skips it.
@@ -41,7 +49,7 @@ fn block_skippable(skip: bool) -> bool {
 // per row: small enough a loop body for the compiler to unroll fully.
 fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> Block {
   if (!subgroupAll(row0 == subgroupBroadcastFirst(row0))) { return unshared_block_product(row0, col0, a_form, b_form); }
-  var acc: array<vec4f, 128>;  // [2·i + h] = C[row0 + i, col0 + 4h … 4h + 3]
+  var acc: array<vec4f, 128>;  // as Block.v
   var cols: array<u32, BLOCK_COLS>;
   for (var j = 0u; j < BLOCK_COLS; j++) { cols[j] = min(col0 + min(j, TN - 1u), dims.n - 1u); }
   for (var k = 0u; k < dims.k; k++) {
@@ -56,13 +64,10 @@ fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> B
       }
     }
   }
+  // Copied out, so that the accumulators stay apart from the block the
+  // entry points index (the compiler keeps them in registers).
   var out: Block;
-  for (var i = 0u; i < TM; i++) {
-    for (var j = 0u; j < 4u; j++) {
-      out.v[i * BLOCK_COLS + j] = acc[2u * i][j];
-      out.v[i * BLOCK_COLS + 4u + j] = acc[2u * i + 1u][j];
-    }
-  }
+  for (var i = 0u; i < 2u * TM; i++) { out.v[i] = acc[i]; }
   return out;
 }
 
@@ -79,7 +84,7 @@ fn unshared_block_product(row0: u32, col0: u32, a_form: u32, b_form: u32) -> Blo
     let c = min(col0 + j, dims.n - 1u);
     var acc = 0.0;
     for (var k = 0u; k < dims.k; k++) { acc = fma(load_a(a_form, r, k), load_b(b_form, k, c), acc); }
-    out.v[i * BLOCK_COLS + j] = acc;
+    out.v[2u * i + j / 4u][j % 4u] = acc;
   }
   return out;
 }

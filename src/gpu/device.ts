@@ -170,7 +170,10 @@ export class GpuDevice {
       this.#modules.set(spec.source, module);
     }
     try {
-      return await ComputeKernel.create(this.device, module, spec);
+      const t0 = TRACE_ENABLED ? performance.now() : 0;
+      const kernel = await ComputeKernel.create(this.device, module, spec);
+      if (TRACE_ENABLED) trace(`pipeline ${spec.family}.${spec.entry} ${JSON.stringify(spec.overrides ?? {})} built in ${(performance.now() - t0).toFixed(1)} ms`);
+      return kernel;
     } catch (e) {
       throw new ShaderError(`${spec.family}.${spec.entry} ${JSON.stringify(spec.overrides ?? {})}: pipeline creation failed: ${(e as Error).message}`);
     }

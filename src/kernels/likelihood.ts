@@ -5,10 +5,9 @@
  * LIK_* constants.
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
-import type { ComputeKernel } from '../gpu/kernel.js';
 import { u32Constant } from '../gpu/reflect.js';
 import { groups } from './dispatch.js';
-import { WG } from './family.js';
+import { KernelFamily, WG } from './family.js';
 import source from '../../shaders/likelihood.wgsl';
 
 export const LIKELIHOOD_WGSL: string = source;
@@ -24,13 +23,17 @@ export type HeadLabels = { kind: 'data' } | { kind: 'sampled'; seed: number; dra
 const ENTRIES = { data: 'output_gradient', sampled: 'sampled_output_gradient', factor: 'factor_output_gradient' } as const;
 
 export class LikelihoodHead {
-  private constructor(readonly kernels: Record<HeadLabels['kind'], ComputeKernel>) {}
+  readonly #family: KernelFamily;
+  readonly #code: number;
 
+  private constructor(gpu: GpuDevice, type: string) {
+    this.#family = new KernelFamily(gpu, 'likelihood', source);
+    this.#code = likelihoodCode(type);
+  }
+
+  /** The head of likelihood `type`; each entry's pipeline is built when a step first needs it. */
   static async create(gpu: GpuDevice, type: string): Promise<LikelihoodHead> {
-    const built = await Promise.all(
-      Object.values(ENTRIES).map((entry) => gpu.kernel({ family: 'likelihood', source, entry, overrides: { WG, LIKELIHOOD: likelihoodCode(type) } })),
-    );
-    return new LikelihoodHead({ data: built[0]!, sampled: built[1]!, factor: built[2]! });
+    return new LikelihoodHead(gpu, type);
   }
 
   /** δ [batch, outputs] from f [batch, outputs] and, for data labels, targets [batch, targetWidth]. */
@@ -41,9 +44,10 @@ export class LikelihoodHead {
     const labels = p.labels ?? { kind: 'data' };
     const buffers: Record<string, GPUBuffer> = { f: p.f, delta: p.delta };
     if (labels.kind === 'data') buffers['targets'] = p.targets;
-    this.kernels[labels.kind].encode(
-      step.pass,
+    this.#family.dispatch(
       step,
+      ENTRIES[labels.kind],
+      { LIKELIHOOD: this.#code },
       buffers,
       {
         n: p.batch,

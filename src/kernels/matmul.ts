@@ -200,6 +200,8 @@ interface Dims {
   c_bias_offset?: number;
   ldc?: number;
   activation?: number;
+  /** linear_forward, conv_forward: 1 stores Z beside Y. */
+  store_z?: number;
   scale?: number;
   has_bias?: number;
   conv?: ConvGeometry;
@@ -217,6 +219,7 @@ function dims(d: Dims): Record<string, number> {
     c_bias_offset: d.c_bias_offset ?? 0,
     ldc: d.ldc ?? 0,
     activation: d.activation ?? 0,
+    store_z: d.store_z ?? 0,
     scale: d.scale ?? 1,
     has_bias: d.has_bias ?? 1,
     ...(conv ? convDims(conv) : NO_CONV),
@@ -306,19 +309,19 @@ export class Matmul {
     return new Matmul(gpu, list);
   }
 
-  #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims, storeZ = true, shapes = this.shapes): void {
+  #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims, shapes = this.shapes): void {
     const shape = shapes.length === 1 ? 0 : fastestShape(shapes, d.m, d.n);
     const c = shapes[shape]!.config;
     // By position in its list (the products' or the convolutions', which begins with the products'): no string work per dispatch.
-    // The activation is a uniform: one pipeline per shape, entry and STORE_Z serves them all.
-    const key = `${shapes === this.shapes ? 'p' : 'c'}${shape}/${entry}/${storeZ}`;
+    // The activation and store_z are uniforms: one pipeline per shape and entry serves every layer.
+    const key = `${shapes === this.shapes ? 'p' : 'c'}${shape}/${entry}`;
     const k = this.#kernels.get(key);
     if (!k) {
       const build = this.gpu.kernel({
         family: CORES[c.core].family,
         source: matmulWgsl(c.core),
         entry,
-        overrides: { TM: c.tm, TN: c.tn, WG_M: c.wgM, WG_N: c.wgN, STORE_Z: storeZ },
+        overrides: { TM: c.tm, TN: c.tn, WG_M: c.wgM, WG_N: c.wgN },
       });
       step.awaitBuild(build.then((built) => this.#kernels.set(key, built)));
       return;
@@ -352,8 +355,8 @@ export class Matmul {
         b_offset: p.layer.weightOffset,
         bias_offset: p.layer.biasOffset ?? 0,
         has_bias: p.layer.biasOffset === undefined ? 0 : 1,
+        store_z: p.z === undefined ? 0 : 1,
       },
-      p.z !== undefined,
     );
   }
 
@@ -431,9 +434,9 @@ export class Matmul {
         b_offset: p.layer.weightOffset,
         bias_offset: p.layer.biasOffset ?? 0,
         has_bias: p.layer.biasOffset === undefined ? 0 : 1,
+        store_z: p.z === undefined ? 0 : 1,
         conv: g,
       },
-      p.z !== undefined,
       this.#convShapes,
     );
   }
@@ -450,7 +453,6 @@ export class Matmul {
       p.activation,
       { a: p.delta, b: p.theta, z_in: p.zBelow, c: p.dx },
       { m: p.batch * g.h * g.w, n: g.cIn, k: g.cOut * g.kernel[0] * g.kernel[1], lda: 0, ldb: 0, b_offset: p.layer.weightOffset, conv: g },
-      true,
       this.#convShapes,
     );
   }

@@ -3,9 +3,7 @@
  * quadratic penalty's gradient added on the device.
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
-import type { ComputeKernel } from '../gpu/kernel.js';
-import { grid } from './dispatch.js';
-import { WG } from './family.js';
+import { KernelFamily } from './family.js';
 import source from '../../shaders/optimizer.wgsl';
 
 export const OPTIMIZER_WGSL: string = source;
@@ -31,17 +29,15 @@ export interface OptimizerBuffers {
 }
 
 export class Optimizer {
-  private constructor(
-    readonly gpu: GpuDevice,
-    readonly sgd: ComputeKernel,
-    readonly adam: ComputeKernel,
-  ) {}
+  readonly #family: KernelFamily;
 
+  private constructor(gpu: GpuDevice) {
+    this.#family = new KernelFamily(gpu, 'optimizer', source);
+  }
+
+  /** The optimiser steps; each pipeline is built when a step first needs it (a Fisher run needs none). */
   static async create(gpu: GpuDevice): Promise<Optimizer> {
-    const [sgd, adam] = await Promise.all(
-      (['sgd_step', 'adam_step'] as const).map((entry) => gpu.kernel({ family: 'optimizer', source, entry, overrides: { WG } })),
-    );
-    return new Optimizer(gpu, sgd!, adam!);
+    return new Optimizer(gpu);
   }
 
   /** One step of `type` over the P parameters. SGD leaves moment2 untouched. */
@@ -54,9 +50,10 @@ export class Optimizer {
       moment1: b.moment1,
     };
     if (type === 'adam') buffers['moment2'] = b.moment2;
-    (type === 'sgd' ? this.sgd : this.adam).encode(
-      step.pass,
+    this.#family.dispatch1d(
       step,
+      type === 'sgd' ? 'sgd_step' : 'adam_step',
+      {},
       buffers,
       {
         p,
@@ -68,7 +65,7 @@ export class Optimizer {
         correction1: h.correction1,
         correction2: h.correction2,
       },
-      grid(p, WG, this.gpu.limits.maxComputeWorkgroupsPerDimension),
+      p,
     );
   }
 }
