@@ -1,5 +1,6 @@
 // Builds the package: dist/index.js (library), dist/cli.js (the `fisher`
-// command) and dist/types (declarations). WGSL files are embedded as text, so
+// command), dist/peer-process.js (a peer's whole process, for `fisher
+// bench`) and dist/types (declarations). WGSL files are embedded as text, so
 // the built package carries the very files the tests load.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
@@ -31,6 +32,8 @@ export async function buildAll({ declarations = true, outDir = join(root, 'dist'
     banner: { js: '#!/usr/bin/env node' },
   });
   chmodSync(join(outDir, 'cli.js'), 0o755);
+  // A peer's whole process for `fisher bench --whole-process`: its own entry, so it does not load the command line.
+  await build({ ...common, entryPoints: [join(root, 'src/bench/peer-process.ts')], outfile: join(outDir, 'peer-process.js') });
   if (declarations) {
     execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
   }

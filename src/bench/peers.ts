@@ -64,14 +64,18 @@ interface Tf extends TfOps {
 
 let tfLoaded: Promise<Tf> | undefined;
 
-/** WebGPU peers look for navigator.gpu when they load: hand them this process's Dawn instance. */
-function provideNavigator(gpu: GpuDevice): void {
+/**
+ * The peers look for navigator (jax-js reads it as it starts) and
+ * navigator.gpu when they load: hand them this process's Dawn instance, or
+ * (none) a navigator without a GPU, which leaves them WebAssembly and CPU.
+ */
+function provideNavigator(gpu: GPU | undefined): void {
   const g = globalThis as { navigator?: unknown };
-  if (!g.navigator) Object.defineProperty(globalThis, 'navigator', { value: { gpu: gpu.gpu, userAgent: 'node' }, configurable: true });
+  if (!g.navigator) Object.defineProperty(globalThis, 'navigator', { value: gpu ? { gpu, userAgent: 'node' } : { userAgent: 'node' }, configurable: true });
 }
 
 /** Loads TF.js from bench/peers with its WebGPU backend on our Dawn instance. */
-function loadTf(gpu: GpuDevice, dir: string): Promise<Tf> {
+function loadTf(gpu: GPU | undefined, dir: string): Promise<Tf> {
   tfLoaded ??= (async () => {
     provideNavigator(gpu);
     const require = createRequire(join(dir, 'package.json'));
@@ -179,7 +183,7 @@ export function tfjsPerSamplePeer(gpu: GpuDevice, dir: string, budgetSeconds: nu
       if (unsupported) return { skipped: unsupported };
       if (model.spec.likelihood.type !== 'categorical') return { skipped: 'written for a categorical likelihood' };
       if (w.kind !== 'empirical' || w.structure !== 'diag') return { skipped: 'written for the empirical diagonal only' };
-      const tf = await loadTf(gpu, dir);
+      const tf = await loadTf(gpu.gpu, dir);
       if (!(await tf.setBackend('webgpu'))) return { skipped: 'TF.js could not start its webgpu backend' };
       await tf.ready();
       const probe = Math.min(20, data.n);
@@ -204,7 +208,7 @@ export function tfjsPeer(gpu: GpuDevice, backend: 'webgpu' | 'cpu', dir: string)
       if (w.kind !== 'empirical') return { skipped: 'the TF.js formulation here computes the empirical kind only' };
       if (w.structure !== 'diag' && w.structure !== 'full') return { skipped: 'the TF.js formulation here computes diag and full only' };
       if (backend === 'cpu' && w.n * model.parameterCount > 2e9) return { skipped: 'too slow on the TF.js CPU backend for this size' };
-      const tf = await loadTf(gpu, dir);
+      const tf = await loadTf(gpu.gpu, dir);
       if (!(await tf.setBackend(backend))) return { skipped: `TF.js could not start its ${backend} backend` };
       await tf.ready();
       // A whole warm-up run first: TF.js compiles a pipeline per shape on its first call (reported apart).
@@ -251,7 +255,7 @@ interface Jax {
 
 let jaxLoaded: Promise<{ jax: Jax; devices: string[] }> | undefined;
 
-function loadJax(gpu: GpuDevice, dir: string): Promise<{ jax: Jax; devices: string[] }> {
+function loadJax(gpu: GPU | undefined, dir: string): Promise<{ jax: Jax; devices: string[] }> {
   jaxLoaded ??= (async () => {
     provideNavigator(gpu);
     const require = createRequire(join(dir, 'package.json'));
@@ -349,7 +353,7 @@ export function jaxPeer(gpu: GpuDevice, device: 'wasm' | 'webgpu', dir: string, 
       if (w.kind !== 'empirical' || w.structure !== 'diag') return { skipped: 'written for the empirical diagonal only' };
       const estimate = workOf(w).flops / 1e9;
       if (formulation === 'vmap' && estimate > budgetSeconds) return { skipped: `estimated ${estimate.toFixed(0)} s at 1 GFLOP/s, over the ${budgetSeconds} s budget` };
-      const { jax, devices } = await loadJax(gpu, dir);
+      const { jax, devices } = await loadJax(gpu.gpu, dir);
       if (!devices.includes(device)) return { skipped: `jax-js has no ${device} device here (it found ${devices.join(', ')})` };
       jax.defaultDevice(device);
       const binding = gpu.limits.maxStorageBufferBindingSize;
@@ -362,4 +366,37 @@ export function jaxPeer(gpu: GpuDevice, device: 'wasm' | 'webgpu', dir: string, 
       return { values, seconds: (performance.now() - t0) / 1000, warmup };
     },
   };
+}
+
+/** The peers timed as whole processes (peer-process.ts): the issue's comparison, jax-js on WebAssembly and TF.js on WebGPU, batched. */
+export const PEER_PROCESSES = {
+  'jax-wasm': 'jax-js WebAssembly (batched)',
+  'tfjs-webgpu': 'TF.js WebGPU (batched)',
+} as const;
+
+export type PeerProcess = keyof typeof PEER_PROCESSES;
+
+/**
+ * jax-js's batched diagonal, computed once in a process of its own (the
+ * first call: jax-js's compiles included), for the whole-process timing
+ * (peer-process.ts). `gpu`: Dawn's instance, for the webgpu device.
+ */
+export async function jaxOnce(model: Network, data: Dataset, device: 'wasm' | 'webgpu', gpu?: GPU): Promise<Float32Array> {
+  const notMlp = mlpLayers(model);
+  if (typeof notMlp === 'string') throw new Error(notMlp);
+  const { jax, devices } = await loadJax(gpu, peersDir());
+  if (!devices.includes(device)) throw new Error(`jax-js has no ${device} device here (it found ${devices.join(', ')})`);
+  jax.defaultDevice(device);
+  return jaxDiagonal(jax, model, data);
+}
+
+/** TF.js's batched diagonal, computed once in a process of its own, on `backend` (webgpu on Dawn's instance `gpu`). */
+export async function tfOnce(model: Network, data: Dataset, backend: 'webgpu' | 'cpu', gpu?: GPU): Promise<Float32Array> {
+  const notMlp = mlpLayers(model);
+  if (typeof notMlp === 'string') throw new Error(notMlp);
+  if (backend === 'webgpu' && !gpu) throw new Error("TF.js's webgpu backend needs Dawn's GPU instance");
+  const tf = await loadTf(gpu, peersDir());
+  if (!(await tf.setBackend(backend))) throw new Error(`TF.js could not start its ${backend} backend`);
+  await tf.ready();
+  return tfFisher(tf, model, data, 'diag');
 }

@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { benchTable } from '../bench/report.js';
 import { rooflineSvg } from '../bench/roofline.js';
-import { installPeers, jaxPeer, tfjsPeer, tfjsPerSamplePeer } from '../bench/peers.js';
+import { installPeers, jaxPeer, PEER_PROCESSES, tfjsPeer, tfjsPerSamplePeer, type PeerProcess } from '../bench/peers.js';
 import { torchPeer } from '../bench/torch.js';
 import { cpuPeer, runBench, type Peer } from '../bench/run.js';
 import { fullSuite, quickSuite } from '../bench/workloads.js';
@@ -11,7 +11,8 @@ import { tune } from '../bench/tune.js';
 import { saveTuning } from '../engine/tuning.js';
 import { openDevice } from '../gpu/device.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { measureWholeProcess } from './whole-process.js';
+import { measureWholeProcess, wholeProcessLines } from './whole-process.js';
+
 
 export interface BenchArgs {
   quick: boolean;
@@ -63,12 +64,10 @@ export async function bench(args: BenchArgs): Promise<void> {
       log,
     });
     process.stdout.write(`${benchTable(report)}\n`);
-    const whole = args.wholeProcess ? await measureWholeProcess({ fresh: args.wholeProcess === 'fresh', log }) : undefined;
-    if (whole) {
-      process.stdout.write(
-        `\nwhole process, fisher compute (${whole.workload}): first run ${whole.first.toFixed(2)} s${whole.fresh ? ' (a first use: the search included)' : ''}, then ${whole.median.toFixed(2)} s (median of ${whole.runs.length - 1})\n`,
-      );
-    }
+    // The peers with a whole-process form, of those asked for.
+    const processPeers = wanted.filter((p): p is PeerProcess => p in PEER_PROCESSES);
+    const whole = args.wholeProcess ? await measureWholeProcess({ fresh: args.wholeProcess === 'fresh', peers: processPeers, log }) : undefined;
+    if (whole) process.stdout.write(`\n${wholeProcessLines(whole).join('\n')}\n`);
     for (const [path, text] of [
       [args.json, () => `${JSON.stringify(whole ? { ...report, wholeProcess: whole } : report, null, 2)}\n`],
       [args.plot, () => rooflineSvg(report)],

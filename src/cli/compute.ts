@@ -77,8 +77,8 @@ export async function compute(args: ComputeArgs): Promise<void> {
     bar.stop();
     profile.mark('computing');
     if (gpuSeconds !== undefined) {
-      profile.detail('the kernels on the device (timestamp queries)', gpuSeconds);
-      profile.detail('the rest: pipelines and their first-dispatch compiles, uploads, read-backs, host float64 sums', seconds - gpuSeconds);
+      profile.detail('the passes on the device (timestamp queries: the kernels, and lavapipe\'s compile at first dispatch)', gpuSeconds);
+      profile.detail('the rest: pipeline builds, uploads, read-backs, host float64 sums', seconds - gpuSeconds);
     }
     await F.save(args.out, { dtype: args.dtype });
     profile.mark('writing the output');

@@ -5,45 +5,107 @@
  * samples), measured by running this very command as child processes: the
  * first run, then the median of the runs after it. With `fresh`, the first
  * run meets the adapter for the first time (an empty tuning cache of its
- * own), so it includes the first use's search.
+ * own), so it includes the first use's search. The peers named are timed
+ * the same way on the same files, each a process of its own
+ * (src/bench/peer-process.ts: start, load the library, read, compute once,
+ * write), interleaved with ours run by run, so that a slow spell of the
+ * machine falls on both.
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
+import { installPeers, PEER_PROCESSES, type PeerProcess } from '../bench/peers.js';
 
-export interface WholeProcess {
-  workload: string;
+/** Whole-process times of one command: every run, the first, and the median of the runs after it. */
+export interface ProcessTimes {
   /** Seconds of each run, the first first. */
   runs: number[];
   first: number;
-  /** The median of the runs after the first. */
   median: number;
+}
+
+export interface PeerWholeProcess extends Partial<ProcessTimes> {
+  peer: PeerProcess;
+  name: string;
+  /** Why the peer did not run (its process failed), if it did not. */
+  skipped?: string;
+}
+
+export interface WholeProcess extends ProcessTimes {
+  workload: string;
   /** Whether the first run had an empty tuning cache (the first use's search included). */
   fresh: boolean;
+  peers: PeerWholeProcess[];
 }
 
 const run = promisify(execFile);
 
-export async function measureWholeProcess(options: { runs?: number; fresh?: boolean; log?: (line: string) => void } = {}): Promise<WholeProcess> {
+function times(runs: number[]): ProcessTimes {
+  const later = runs.slice(1).sort((a, b) => a - b);
+  const median = later.length ? later[Math.floor((later.length - 1) / 2)]! : runs[0]!;
+  return { runs, first: runs[0]!, median };
+}
+
+async function timed(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const t0 = performance.now();
+  await run(process.execPath, args, { env, maxBuffer: 1 << 24 });
+  return (performance.now() - t0) / 1000;
+}
+
+export async function measureWholeProcess(
+  options: { runs?: number; fresh?: boolean; peers?: readonly PeerProcess[]; log?: (line: string) => void } = {},
+): Promise<WholeProcess> {
   const cli = process.argv[1]!;
+  const peerScript = join(dirname(cli), 'peer-process.js');
   const dir = await mkdtemp(join(tmpdir(), 'fisher-whole-'));
   const env = options.fresh ? { ...process.env, FISHER_GPU_CACHE_DIR: join(dir, 'cache') } : process.env;
+  const log = options.log ?? (() => {});
   try {
     await run(process.execPath, [cli, 'example', '--out-dir', dir, '--widths', '784,256,256,10'], { env });
-    const args = ['compute', '--model', join(dir, 'model.json'), '--weights', join(dir, 'weights.safetensors'), '--data', join(dir, 'data.safetensors'), '--out', join(dir, 'diag.safetensors'), '--quiet'];
+    const files = [join(dir, 'model.json'), join(dir, 'weights.safetensors'), join(dir, 'data.safetensors')];
+    const ours = ['compute', '--model', files[0]!, '--weights', files[1]!, '--data', files[2]!, '--out', join(dir, 'diag.safetensors'), '--quiet'];
+    const peers = options.peers ?? [];
+    if (peers.length > 0) installPeers(log);
     const runs: number[] = [];
+    const peerRuns = new Map<PeerProcess, number[] | string>(peers.map((p) => [p, []]));
     for (let i = 0; i < (options.runs ?? 4); i++) {
-      const t0 = performance.now();
-      await run(process.execPath, [cli, ...args], { env, maxBuffer: 1 << 24 });
-      runs.push((performance.now() - t0) / 1000);
-      options.log?.(`whole process, run ${i + 1}: ${runs[i]!.toFixed(2)} s`);
+      runs.push(await timed([cli, ...ours], env));
+      log(`whole process, run ${i + 1}: fisher compute ${runs[i]!.toFixed(2)} s`);
+      for (const peer of peers) {
+        const done = peerRuns.get(peer)!;
+        if (typeof done === 'string') continue;
+        try {
+          done.push(await timed([peerScript, peer, ...files, join(dir, `${peer}.safetensors`)], process.env));
+          log(`whole process, run ${i + 1}: ${PEER_PROCESSES[peer]} ${done[i]!.toFixed(2)} s`);
+        } catch (e) {
+          const why = ((e as { stderr?: string }).stderr ?? (e as Error).message).trim().split('\n').pop()!;
+          peerRuns.set(peer, why);
+          log(`whole process: ${PEER_PROCESSES[peer]} failed: ${why}`);
+        }
+      }
     }
-    const later = runs.slice(1).sort((a, b) => a - b);
-    const median = later.length ? later[Math.floor((later.length - 1) / 2)]! : runs[0]!;
-    return { workload: 'diag empirical 784-256-256-10 N=10,000', runs, first: runs[0]!, median, fresh: options.fresh ?? false };
+    return {
+      workload: 'diag empirical 784-256-256-10 N=10,000',
+      ...times(runs),
+      fresh: options.fresh ?? false,
+      peers: peers.map((peer) => {
+        const r = peerRuns.get(peer)!;
+        return typeof r === 'string' ? { peer, name: PEER_PROCESSES[peer], skipped: r } : { peer, name: PEER_PROCESSES[peer], ...times(r) };
+      }),
+    };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The whole-process lines of `fisher bench`: ours, then each peer with our speed-up over it. */
+export function wholeProcessLines(w: WholeProcess): string[] {
+  const lines = [`whole process, fisher compute (${w.workload}): first run ${w.first.toFixed(2)} s${w.fresh ? ' (a first use: the search included)' : ''}, then ${w.median.toFixed(2)} s (median of ${w.runs.length - 1})`];
+  for (const p of w.peers) {
+    if (p.skipped !== undefined) lines.push(`whole process, ${p.name}: not run (${p.skipped})`);
+    else lines.push(`whole process, ${p.name}: first run ${p.first!.toFixed(2)} s, then ${p.median!.toFixed(2)} s; fisher compute is ${(p.median! / w.median).toFixed(2)}× as fast`);
+  }
+  return lines;
 }

@@ -104,7 +104,7 @@ export class GpuDevice {
 
   /** Opens the default adapter's device, or throws NoAdapterError saying what to install. */
   static async open(options: OpenDeviceOptions = {}): Promise<GpuDevice> {
-    const gpu = await findGpu();
+    const gpu = await webgpuInstance();
     const adapter = await gpu.requestAdapter(options.powerPreference ? { powerPreference: options.powerPreference } : {});
     if (!adapter) {
       throw new NoAdapterError(
@@ -353,8 +353,12 @@ export class GpuDevice {
   }
 }
 
-/** navigator.gpu where it exists; else Dawn's Node bindings. */
-async function findGpu(): Promise<GPU> {
+/**
+ * The WebGPU entry object: navigator.gpu where it exists; else Dawn's Node
+ * bindings (its GPUBufferUsage and other globals installed as in a
+ * browser). Keep the object for as long as anything made from it lives.
+ */
+export async function webgpuInstance(): Promise<GPU> {
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
   if (nav?.gpu) return nav.gpu;
   let dawn: { create(flags: string[]): GPU; globals: object };

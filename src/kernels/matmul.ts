@@ -309,6 +309,15 @@ export class Matmul {
     return new Matmul(gpu, list);
   }
 
+  /**
+   * @internal For tests only: a Matmul whose shape is not checked against the
+   * device, to run code a valid shape never reaches (the subgroup core's
+   * unshared fallback, with subgroups wider than a workgroup row).
+   */
+  static unchecked(gpu: GpuDevice, config: MatmulConfig): Matmul {
+    return new Matmul(gpu, [{ config, gflops: 1 }]);
+  }
+
   #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims, shapes = this.shapes): void {
     const shape = shapes.length === 1 ? 0 : fastestShape(shapes, d.m, d.n);
     const c = shapes[shape]!.config;

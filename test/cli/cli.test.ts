@@ -242,7 +242,7 @@ describe('fisher', () => {
   it('compute --profile: where the whole process went; the first use of an adapter searches once and says so; --no-tune skips it', async () => {
     const r = await fisher('compute', ...files, '--out', 'profiled.safetensors', '--profile');
     expect(r.code, r.stderr).toBe(0);
-    for (const phase of ['profile of the whole process', 'start-up: Node and the modules', 'reading the data', 'opening the device', 'computing', 'the kernels on the device', 'writing the output']) expect(r.stderr).toContain(phase);
+    for (const phase of ['profile of the whole process', 'start-up: Node and the modules', 'reading the data', 'opening the device', 'computing', 'the passes on the device', 'writing the output']) expect(r.stderr).toContain(phase);
     // The tests turn tuning off; with it on and an empty cache of its own, the first run searches.
     const cache = { FISHER_GPU_TUNING: 'on', FISHER_GPU_CACHE_DIR: join(dir, 'first-use-cache') };
     const first = await fisherWith(cache, 'compute', ...files, '--out', 'first.safetensors');

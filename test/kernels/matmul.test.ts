@@ -180,6 +180,40 @@ describe.each(CONFIGS)('matmul %o', (config) => {
   });
 });
 
+// The subgroup core where a subgroup's lanes own different rows (WGSL does not promise how
+// subgroups form; lavapipe's 8 lanes here span two workgroup rows of 4): its unshared fallback.
+describe('matmul subgroup core, lanes owning different rows', () => {
+  const config: MatmulConfig = { tm: 8, tn: 8, wgM: 4, wgN: 4, core: 'subgroup' };
+  it.for([
+    [31, 33, 17],
+    [65, 63, 64],
+  ] as const)('linear_forward and squared_gradient, m=%i n=%i k=%i', async ([m, n, k], ctx) => {
+    if (!gpu().device.features.has('subgroups') || gpu().adapter.subgroupMaxSize <= config.wgN) ctx.skip('needs subgroups wider than a workgroup row of 4');
+    const mm = Matmul.unchecked(gpu(), config);
+    const rng = new Rng(m + n + k);
+    const x = f64(m * k, rng);
+    const { theta, layer } = packTheta(f64(n * k, rng), f64(n, rng), 2);
+    const [bx, bt, bz, by] = [await upload(x, 'x'), await upload(theta, 'θ'), await nanBuffer(m * n, 'z'), await nanBuffer(m * n, 'y')];
+    await gpu().step('forward', (s) => mm.forward(s, { x: bx, theta: bt, layer, z: bz, y: by, batch: m, inputs: k, outputs: n, activation: activationCode('relu') }));
+    const zRef = forwardReference(x, theta, layer, m, n, k);
+    expectClose(await read(bz, m * n), zRef, { rtol: f32Tolerance(k), atol: f32Tolerance(k) * Math.sqrt(k) }, 'z');
+    expectClose(await read(by, m * n), zRef.map(ACTIVATIONS.relu.f), { rtol: f32Tolerance(k), atol: f32Tolerance(k) * Math.sqrt(k) }, 'relu(z)');
+    // Σ_s δ[s, o]² ā[s, i]² with δ = z [m samples, n outputs] and a = x [m, k].
+    const sLayer = { weightOffset: 0, biasOffset: n * k };
+    const bs = await nanBuffer(n * (k + 1), 'S');
+    await gpu().step('sq', (s) => mm.squaredGradient(s, { delta: bz, a: bx, out: bs, layer: sLayer, batch: m, inputs: k, outputs: n }));
+    const z = await read(bz, m * n);
+    const sRef = new Float64Array(n * (k + 1));
+    for (let o = 0; o < n; o++) for (let i = 0; i <= k; i++) {
+      let acc = 0;
+      for (let s = 0; s < m; s++) acc += z[s * n + o]! ** 2 * (i === k ? 1 : x[s * k + i]! ** 2);
+      sRef[i === k ? sLayer.biasOffset + o : o * k + i] = acc;
+    }
+    expectClose(await read(bs, n * (k + 1)), sRef, { rtol: f32Tolerance(m) }, 'S');
+    for (const b of [bx, bt, bz, by, bs]) gpu().buffers.release(b);
+  });
+});
+
 // The dense products of the device Cholesky, at offsets and row strides inside larger buffers.
 // A plain core, an awkward one and a subgroup core (each product compiles per shape: a few suffice).
 describe.each([CONFIGS[0]!, CONFIGS[3]!, CONFIGS[4]!, CONFIGS[8]!])('product and upper_update %o', (config) => {
