@@ -239,6 +239,17 @@ describe('fisher', () => {
     expect(report.wholeProcess.median).toBeGreaterThan(0);
   });
 
+  // The JavaScript peers are installed by the first `fisher bench` (bench/peers); a fresh clone has none.
+  const peersInstalled = existsSync(join(__dirname, '../../bench/peers/node_modules/@jax-js/jax')) && existsSync(join(__dirname, '../../bench/peers/node_modules/@tensorflow/tfjs-backend-webgpu'));
+  it.skipIf(!peersInstalled).each(['jax-wasm', 'tfjs-webgpu'])('peer-process.js %s: the peer\'s whole process writes the diagonal fisher compute writes (needs bench/peers installed)', async (peer) => {
+    const ours = await fisher('compute', ...files, '--structure', 'diag', '--out', `ours-${peer}.safetensors`, '--quiet');
+    expect(ours.code, ours.stderr).toBe(0);
+    await run(process.execPath, [join(buildDir, 'peer-process.js'), peer, 'ex/model.json', 'ex/weights.safetensors', 'ex/data.safetensors', `${peer}.safetensors`], { cwd: dir });
+    const [mine, theirs] = [await readSafetensors(join(dir, `ours-${peer}.safetensors`)), await readSafetensors(join(dir, `${peer}.safetensors`))];
+    const flat = Float32Array.from([...mine.tensors.values()].flatMap((t) => Array.from(t.data as Float32Array)));
+    expectRelativeError(theirs.tensors.get('diag')!.data as Float32Array, flat, 1e-5, peer);
+  });
+
   it('compute --profile: where the whole process went; the first use of an adapter searches once and says so; --no-tune skips it', async () => {
     const r = await fisher('compute', ...files, '--out', 'profiled.safetensors', '--profile');
     expect(r.code, r.stderr).toBe(0);
