@@ -177,18 +177,28 @@ export function decodeSafetensorsHeader(bytes: Uint8Array, fileLength: number): 
   return { metadata, entries, dataOffset: 8 + headerLen };
 }
 
-/** Parses a whole safetensors file held in memory. */
-export function decodeSafetensors(bytes: Uint8Array): SafetensorsFile {
+/**
+ * Parses a whole safetensors file held in memory. Tensors are copies, or
+ * with `copy: false` views of `bytes` where they start aligned (the caller
+ * hands the bytes over and must not change them).
+ */
+export function decodeSafetensors(bytes: Uint8Array, options: { copy?: boolean } = {}): SafetensorsFile {
   const { metadata, entries, dataOffset } = decodeSafetensorsHeader(bytes, bytes.length);
   const data = bytes.subarray(dataOffset);
 
   const tensors = new Map<string, Tensor>();
   for (const e of entries) {
+    const Ctor = DTYPES[e.dtype].array;
+    const at = data.byteOffset + e.begin;
+    if (options.copy === false && at % Ctor.BYTES_PER_ELEMENT === 0) {
+      // A view of the caller's bytes (they hand them over): no copy of a large dataset.
+      tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: new Ctor(data.buffer as ArrayBuffer, at, numel(e.shape)) });
+      continue;
+    }
     // Copy: the data may start at any byte, and typed arrays need alignment.
     // (Not data.slice: on a Node Buffer that is a view, not a copy.)
     const chunk = new Uint8Array(e.end - e.begin);
     chunk.set(data.subarray(e.begin, e.end));
-    const Ctor = DTYPES[e.dtype].array;
     tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: new Ctor(chunk.buffer, 0, numel(e.shape)) });
   }
   return { tensors, metadata };
@@ -245,7 +255,9 @@ export function encodeSafetensors(tensors: Iterable<[string, Tensor]>, metadata:
 export async function readSafetensors(path: string): Promise<SafetensorsFile> {
   const bytes = await readFile(path);
   try {
-    return decodeSafetensors(bytes);
+    // The bytes are this call's own: tensors that start aligned are views of them, so a dataset
+    // is copied once, from the file into memory, not twice.
+    return decodeSafetensors(bytes, { copy: false });
   } catch (e) {
     if (e instanceof SafetensorsError) throw new SafetensorsError(e.code, `${path}: ${e.message}`);
     throw e;

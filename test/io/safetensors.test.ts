@@ -79,6 +79,23 @@ describe('safetensors', () => {
     expect(Array.from(decodeSafetensors(bytes).tensors.get('a')!.data as Float64Array)).toEqual([1.5, -2.25]);
   });
 
+  it('with copy: false, tensors that start aligned are views of the bytes (a file is copied once), the others copies', () => {
+    // x (F32) starts at data offset 0, 8-aligned; y (F64) at offset 12, not 8-aligned.
+    const header = { x: { dtype: 'F32', shape: [3], data_offsets: [0, 12] }, y: { dtype: 'F64', shape: [1], data_offsets: [12, 20] } };
+    const json = JSON.stringify(header);
+    const bytes = rawFile(json + ' '.repeat((8 - ((8 + json.length) % 8)) % 8), 20);
+    const start = bytes.length - 20;
+    new Float32Array(bytes.buffer, start, 3).set([1, -2, 3.5]);
+    new DataView(bytes.buffer).setFloat64(start + 12, -0.125, true);
+    const viewed = decodeSafetensors(bytes, { copy: false }).tensors;
+    expect(Array.from(viewed.get('x')!.data as Float32Array)).toEqual([1, -2, 3.5]);
+    expect(Array.from(viewed.get('y')!.data as Float64Array)).toEqual([-0.125]);
+    expect(viewed.get('x')!.data.buffer, 'x is a view').toBe(bytes.buffer);
+    expect(viewed.get('y')!.data.buffer, 'y is a copy').not.toBe(bytes.buffer);
+    // The default copies everything: the caller keeps its bytes.
+    expect(decodeSafetensors(bytes).tensors.get('x')!.data.buffer).not.toBe(bytes.buffer);
+  });
+
   const t = (dtype: string, shape: unknown, offsets: unknown) => ({ dtype, shape, data_offsets: offsets });
   const cases: [string, SafetensorsErrorCode, Uint8Array][] = [
     ['a file shorter than 8 bytes', 'HeaderTooSmall', new Uint8Array(5)],
