@@ -28,9 +28,9 @@ fn lane_of(inv: Invocation) -> u32 {
 const BLOCK_ROWS: u32 = 64u;
 const BLOCK_COLS: u32 = 8u;
 
-// The accumulators themselves, as two vec4s per row: returned as they are,
-// not copied into a scalar array (a copy of this size costs the driver's
-// compiler seconds).
+// Two vec4s per row, as the accumulators are held: block_product's copy
+// into it is 2·TM vec4 moves (into 8 scalars per row, it cost lavapipe's
+// compiler about half a second per pipeline).
 struct Block {
   v: array<vec4f, 128>,  // BLOCK_ROWS × BLOCK_COLS / 4, [2·i + h] = C[row0 + i, col0 + 4h … 4h + 3]
 }
@@ -69,7 +69,7 @@ fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> B
   // most 32, so for tall blocks this one stays rolled and acc an array in
   // memory, each FMA a load and a store. That is faster than what its
   // register allocator makes of 256 live accumulators in 16 registers
-  // (32 × 8 blocks: 9–14 GFLOP/s against 5–7 with the copy unrolled).
+  // (32 × 8 blocks, alternated: bench/RESULTS.md, issue 12's second part).
   var out: Block;
   for (var i = 0u; i < 2u * TM; i++) { out.v[i] = acc[i]; }
   return out;
