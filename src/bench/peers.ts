@@ -377,26 +377,23 @@ export const PEER_PROCESSES = {
 export type PeerProcess = keyof typeof PEER_PROCESSES;
 
 /**
- * jax-js's batched diagonal, computed once in a process of its own (the
- * first call: jax-js's compiles included), for the whole-process timing
- * (peer-process.ts). `gpu`: Dawn's instance, for the webgpu device.
+ * A whole-process peer (peer-process.ts), loaded: jax-js's or TF.js's
+ * library required and started on its device (`gpu`: Dawn's instance, for
+ * TF.js's webgpu backend); the function it returns computes the batched
+ * diagonal of `model`, its first call compiling what the peer compiles.
  */
-export async function jaxOnce(model: Network, data: Dataset, device: 'wasm' | 'webgpu', gpu?: GPU): Promise<Float32Array> {
+export async function loadPeerProcess(peer: PeerProcess, model: Network, gpu?: GPU): Promise<(data: Dataset) => Promise<Float32Array>> {
   const notMlp = mlpLayers(model);
   if (typeof notMlp === 'string') throw new Error(notMlp);
-  const { jax, devices } = await loadJax(gpu, peersDir());
-  if (!devices.includes(device)) throw new Error(`jax-js has no ${device} device here (it found ${devices.join(', ')})`);
-  jax.defaultDevice(device);
-  return jaxDiagonal(jax, model, data);
-}
-
-/** TF.js's batched diagonal, computed once in a process of its own, on `backend` (webgpu on Dawn's instance `gpu`). */
-export async function tfOnce(model: Network, data: Dataset, backend: 'webgpu' | 'cpu', gpu?: GPU): Promise<Float32Array> {
-  const notMlp = mlpLayers(model);
-  if (typeof notMlp === 'string') throw new Error(notMlp);
-  if (backend === 'webgpu' && !gpu) throw new Error("TF.js's webgpu backend needs Dawn's GPU instance");
+  if (peer === 'jax-wasm') {
+    const { jax, devices } = await loadJax(undefined, peersDir());
+    if (!devices.includes('wasm')) throw new Error(`jax-js has no wasm device here (it found ${devices.join(', ')})`);
+    jax.defaultDevice('wasm');
+    return (data) => jaxDiagonal(jax, model, data);
+  }
+  if (!gpu) throw new Error("TF.js's webgpu backend needs Dawn's GPU instance");
   const tf = await loadTf(gpu, peersDir());
-  if (!(await tf.setBackend(backend))) throw new Error(`TF.js could not start its ${backend} backend`);
+  if (!(await tf.setBackend('webgpu'))) throw new Error('TF.js could not start its webgpu backend');
   await tf.ready();
-  return tfFisher(tf, model, data, 'diag');
+  return (data) => tfFisher(tf, model, data, 'diag');
 }

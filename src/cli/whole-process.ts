@@ -7,8 +7,8 @@
  * run meets the adapter for the first time (an empty tuning cache of its
  * own), so it includes the first use's search. The peers named are timed
  * the same way on the same files, each a process of its own
- * (src/bench/peer-process.ts: start, load the library, read, compute once,
- * write), interleaved with ours run by run, so that a slow spell of the
+ * (src/bench/peer-process.ts: start, read, load the library, compute once,
+ * write; it reports each phase), interleaved with ours run by run, so that a slow spell of the
  * machine falls on both.
  */
 import { execFile } from 'node:child_process';
@@ -29,6 +29,8 @@ export interface ProcessTimes {
 export interface PeerWholeProcess extends Partial<ProcessTimes> {
   peer: PeerProcess;
   name: string;
+  /** Seconds per phase (start-up, reading, loading the library, computing, writing): the medians over the runs after the first. */
+  phases?: Record<string, number>;
   /** Why the peer did not run (its process failed), if it did not. */
   skipped?: string;
 }
@@ -42,16 +44,20 @@ export interface WholeProcess extends ProcessTimes {
 
 const run = promisify(execFile);
 
-function times(runs: number[]): ProcessTimes {
+/** The median of the runs after the first (the first alone if it is the only one). */
+function laterMedian(runs: readonly number[]): number {
   const later = runs.slice(1).sort((a, b) => a - b);
-  const median = later.length ? later[Math.floor((later.length - 1) / 2)]! : runs[0]!;
-  return { runs, first: runs[0]!, median };
+  return later.length ? later[Math.floor((later.length - 1) / 2)]! : runs[0]!;
 }
 
-async function timed(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+function times(runs: number[]): ProcessTimes {
+  return { runs, first: runs[0]!, median: laterMedian(runs) };
+}
+
+async function timed(args: string[], env: NodeJS.ProcessEnv): Promise<{ seconds: number; stdout: string }> {
   const t0 = performance.now();
-  await run(process.execPath, args, { env, maxBuffer: 1 << 24 });
-  return (performance.now() - t0) / 1000;
+  const { stdout } = await run(process.execPath, args, { env, maxBuffer: 1 << 24 });
+  return { seconds: (performance.now() - t0) / 1000, stdout };
 }
 
 export async function measureWholeProcess(
@@ -69,16 +75,18 @@ export async function measureWholeProcess(
     const peers = options.peers ?? [];
     if (peers.length > 0) installPeers(log);
     const runs: number[] = [];
-    const peerRuns = new Map<PeerProcess, number[] | string>(peers.map((p) => [p, []]));
+    // Per peer its runs, each with its phases (peer-process.js prints them), or why it failed.
+    const peerRuns = new Map<PeerProcess, { seconds: number; phases: [string, number][] }[] | string>(peers.map((p) => [p, []]));
     for (let i = 0; i < (options.runs ?? 4); i++) {
-      runs.push(await timed([cli, ...ours], env));
+      runs.push((await timed([cli, ...ours], env)).seconds);
       log(`whole process, run ${i + 1}: fisher compute ${runs[i]!.toFixed(2)} s`);
       for (const peer of peers) {
         const done = peerRuns.get(peer)!;
         if (typeof done === 'string') continue;
         try {
-          done.push(await timed([peerScript, peer, ...files, join(dir, `${peer}.safetensors`)], process.env));
-          log(`whole process, run ${i + 1}: ${PEER_PROCESSES[peer]} ${done[i]!.toFixed(2)} s`);
+          const { seconds, stdout } = await timed([peerScript, peer, ...files, join(dir, `${peer}.safetensors`)], process.env);
+          done.push({ seconds, phases: (JSON.parse(stdout) as { phases: [string, number][] }).phases });
+          log(`whole process, run ${i + 1}: ${PEER_PROCESSES[peer]} ${seconds.toFixed(2)} s`);
         } catch (e) {
           const why = ((e as { stderr?: string }).stderr ?? (e as Error).message).trim().split('\n').pop()!;
           peerRuns.set(peer, why);
@@ -92,7 +100,9 @@ export async function measureWholeProcess(
       fresh: options.fresh ?? false,
       peers: peers.map((peer) => {
         const r = peerRuns.get(peer)!;
-        return typeof r === 'string' ? { peer, name: PEER_PROCESSES[peer], skipped: r } : { peer, name: PEER_PROCESSES[peer], ...times(r) };
+        if (typeof r === 'string') return { peer, name: PEER_PROCESSES[peer], skipped: r };
+        const phases = Object.fromEntries(r[0]!.phases.map(([name], k) => [name, laterMedian(r.map((run) => run.phases[k]![1]))]));
+        return { peer, name: PEER_PROCESSES[peer], ...times(r.map((run) => run.seconds)), phases };
       }),
     };
   } finally {
@@ -105,7 +115,10 @@ export function wholeProcessLines(w: WholeProcess): string[] {
   const lines = [`whole process, fisher compute (${w.workload}): first run ${w.first.toFixed(2)} s${w.fresh ? ' (a first use: the search included)' : ''}, then ${w.median.toFixed(2)} s (median of ${w.runs.length - 1})`];
   for (const p of w.peers) {
     if (p.skipped !== undefined) lines.push(`whole process, ${p.name}: not run (${p.skipped})`);
-    else lines.push(`whole process, ${p.name}: first run ${p.first!.toFixed(2)} s, then ${p.median!.toFixed(2)} s; fisher compute is ${(p.median! / w.median).toFixed(2)}× as fast`);
+    else {
+      const phases = Object.entries(p.phases ?? {}).map(([name, s]) => `${name} ${s.toFixed(2)} s`).join(', ');
+      lines.push(`whole process, ${p.name}: first run ${p.first!.toFixed(2)} s, then ${p.median!.toFixed(2)} s (${phases}); fisher compute is ${(p.median! / w.median).toFixed(2)}× as fast`);
+    }
   }
   return lines;
 }

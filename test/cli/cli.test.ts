@@ -244,7 +244,10 @@ describe('fisher', () => {
   it.skipIf(!peersInstalled).each(['jax-wasm', 'tfjs-webgpu'])('peer-process.js %s: the peer\'s whole process writes the diagonal fisher compute writes (needs bench/peers installed)', async (peer) => {
     const ours = await fisher('compute', ...files, '--structure', 'diag', '--out', `ours-${peer}.safetensors`, '--quiet');
     expect(ours.code, ours.stderr).toBe(0);
-    await run(process.execPath, [join(buildDir, 'peer-process.js'), peer, 'ex/model.json', 'ex/weights.safetensors', 'ex/data.safetensors', `${peer}.safetensors`], { cwd: dir });
+    const { stdout } = await run(process.execPath, [join(buildDir, 'peer-process.js'), peer, 'ex/model.json', 'ex/weights.safetensors', 'ex/data.safetensors', `${peer}.safetensors`], { cwd: dir });
+    const { phases } = JSON.parse(stdout) as { phases: [string, number][] };
+    expect(phases.map(([name]) => name)).toEqual(['start-up', 'reading', 'loading the library', 'computing', 'writing']);
+    for (const [name, seconds] of phases) expect(seconds, name).toBeGreaterThan(0);
     const [mine, theirs] = [await readSafetensors(join(dir, `ours-${peer}.safetensors`)), await readSafetensors(join(dir, `${peer}.safetensors`))];
     const flat = Float32Array.from([...mine.tensors.values()].flatMap((t) => Array.from(t.data as Float32Array)));
     expectRelativeError(theirs.tensors.get('diag')!.data as Float32Array, flat, 1e-5, peer);
