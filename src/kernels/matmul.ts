@@ -51,6 +51,7 @@ const CORES: Record<MatmulCore, CoreSpec> = {
     source: sharedBlock,
     family: 'matmul/shared',
     problem: (config, gpu) => {
+      if (config.tm % 4 !== 0 || config.tn % 4 !== 0) return `with workgroup-shared tiles (held in vec4s), tm and tn must be multiples of 4, got ${config.tm}×${config.tn}`;
       const bytes = sharedTileBytes(config);
       if (gpu && bytes > gpu.limits.maxComputeWorkgroupStorageSize) return `its tiles take ${bytes} bytes of workgroup memory, more than the device's ${gpu.limits.maxComputeWorkgroupStorageSize}`;
       return undefined;

@@ -22,7 +22,7 @@ const CONFIGS: MatmulConfig[] = [
   { tm: 3, tn: 5, wgM: 7, wgN: 3, core: 'plain' },
   { tm: 8, tn: 8, wgM: 4, wgN: 8, core: 'subgroup' },
   { tm: 40, tn: 8, wgM: 1, wgN: 8, core: 'subgroup' },
-  { tm: 3, tn: 5, wgM: 7, wgN: 3, core: 'shared' },
+  { tm: 8, tn: 4, wgM: 7, wgN: 3, core: 'shared' },
 ];
 
 const GEOMETRIES: Record<string, unknown>[] = [

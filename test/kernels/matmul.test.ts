@@ -27,7 +27,8 @@ const CONFIGS: MatmulConfig[] = [
   { tm: 40, tn: 8, wgM: 1, wgN: 8, core: 'subgroup' },
   { tm: 16, tn: 3, wgM: 3, wgN: 8, core: 'subgroup' },
   { tm: 4, tn: 4, wgM: 16, wgN: 16, core: 'shared' },
-  { tm: 3, tn: 5, wgM: 7, wgN: 3, core: 'shared' },
+  { tm: 8, tn: 4, wgM: 7, wgN: 3, core: 'shared' },
+  { tm: 4, tn: 8, wgM: 3, wgN: 5, core: 'shared' },
 ];
 
 /** Skips a subgroup configuration on an adapter whose subgroups do not fit it, saying so. */
@@ -316,9 +317,10 @@ describe('matmul wrapper', () => {
     ]);
   });
 
-  it('rejects blocks larger than the kernel holds', async () => {
+  it('rejects blocks the core cannot hold', async () => {
     await expect(Matmul.create(gpu(), { tm: 9, tn: 1, wgM: 1, wgN: 1, core: 'plain' })).rejects.toThrow(/at most 8×8/);
     await expect(Matmul.create(gpu(), { tm: 12, tn: 1, wgM: 1, wgN: 8, core: 'subgroup' })).rejects.toThrow(/multiple of wgN/);
+    await expect(Matmul.create(gpu(), { tm: 3, tn: 4, wgM: 8, wgN: 8, core: 'shared' })).rejects.toThrow(/multiples of 4, got 3×4/);
   });
 
   it('a buffer of the wrong usage is a validation error naming the step, kernel and sizes', async () => {
