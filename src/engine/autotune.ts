@@ -138,8 +138,9 @@ export async function scoreShape(gpu: GpuDevice, config: MatmulConfig, size: Sco
           await gpu.step('tune', encode);
           await gpu.finish();
         });
-        // The first run compiles and warms up; it does not count.
-        if (r > 0) best = Math.min(best, gpuSeconds ?? (performance.now() - t0) / 1000);
+        // The first run compiles and warms up; it does not count. A GPU time of 0 (below the
+        // timestamps' resolution, as where a browser quantizes them) falls back to the wall time.
+        if (r > 0) best = Math.min(best, gpuSeconds || (performance.now() - t0) / 1000);
       }
       logSum += Math.log(flops / best / 1e9);
     }

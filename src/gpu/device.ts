@@ -369,8 +369,17 @@ export async function webgpuInstance(): Promise<GPU> {
   }
   // GPUBufferUsage, GPUMapMode, … as globals, as in a browser.
   for (const [k, v] of Object.entries(dawn.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
-  return dawn.create([]);
+  return dawn.create(DAWN_FLAGS);
 }
+
+/**
+ * Dawn rounds timestamp queries down to multiples of 65,536 ns unless told
+ * otherwise (a browser's defence against timing attacks, which a Node
+ * process has no use for). On a real GPU a kernel of this library's
+ * workloads takes tens of microseconds: quantized, the tuner's scores and
+ * the benchmark's GPU times would be 0 or 65.5 µs steps.
+ */
+export const DAWN_FLAGS = ['disable-dawn-features=timestamp_quantization'];
 
 /** Opens a GPU device (Dawn in Node, navigator.gpu in a browser). */
 export function openDevice(options: OpenDeviceOptions = {}): Promise<GpuDevice> {

@@ -38,7 +38,7 @@ export class Probe {
       await this.gpu.step('probe', encode);
       await this.gpu.finish();
     });
-    return gpuSeconds ?? (performance.now() - t0) / 1000;
+    return gpuSeconds || (performance.now() - t0) / 1000;
   }
 
   /** `invocations` × `iterations` rounds of 64 FLOP. */
