@@ -12,6 +12,7 @@
 //   positions_sum        y[offset + (s, j)] = scale · Σ_t x[(s, t, j)]   x [count/ld, rows, ld]
 //   augmented_difference y[(o, i)] = x[offset + θ(o, i)] − pre[θ(o, i)]   into [W | b] [rows, count/rows]
 //   augmented_accumulate y[offset + θ(o, i)] += scale · x[(o, i)]        from [W | b] [rows, count/rows]
+//   compensated_add      (y, comp)[j] += Σ_s x[s·ld + j]   a running total and its compensation (Neumaier)
 //
 // θ(o, i) is where entry (o, i) of a layer's augmented [W | b] sits in its
 // slice of θ: o·ld + i for the weight (i < ld), rows·ld + o for the bias
@@ -38,6 +39,7 @@ struct Dims {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> pre: array<f32>;  // z, the pre-activation (not `z`: activation.wgsl's functions take a z)
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> comp: array<f32>;  // compensated_add: what y's additions rounded away
 
 fn flat(id: vec3u, groups: vec3u) -> u32 {
   return id.x + id.y * groups.x * WG;
@@ -84,6 +86,28 @@ fn column_reduce(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgrou
     acc += select(v, v * v, SQUARE);
   }
   y[dims.offset + j] = dims.scale * acc;
+}
+
+// A running total over batches held on the device, so that batches need no
+// read-back each: y[j] += each row's x[s·ld + j] by Neumaier's compensated
+// summation, the rounding error of each addition collected in comp[j]. The
+// true total is y + comp (the host adds them in float64): float32 sums of
+// thousands of batches then stay as accurate as float64 ones of their
+// partials. One invocation per column.
+@compute @workgroup_size(WG)
+fn compensated_add(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let j = flat(id, nwg);
+  if (j >= dims.count) { return; }
+  var s = y[j];
+  var c = comp[j];
+  for (var r = 0u; r < dims.rows; r++) {
+    let v = x[r * dims.ld + j];
+    let t = s + v;
+    c += select(v - t + s, s - t + v, abs(s) >= abs(v));
+    s = t;
+  }
+  y[j] = s;
+  comp[j] = c;
 }
 
 // Each sample's [rows, ld] matrix transposed: K-FAC's δ rows from a

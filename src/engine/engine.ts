@@ -122,6 +122,16 @@ export interface BatchMemory {
   shared: { perSample: number; fixed: number };
 }
 
+/** A running total of squared-gradient sums (LoadedModel.squaredGradientTotal). */
+export interface SquaredGradientTotal {
+  /** Adds one batch's squaredGradientSum. */
+  add(batch: Dataset, labels?: readonly LabelSource[]): Promise<void>;
+  /** The total so far, [P], float64. */
+  read(): Promise<Float64Array>;
+  /** Frees what the total holds; it cannot be used after. */
+  release(): void;
+}
+
 export interface LoadedModel {
   readonly model: Network;
   /**
@@ -141,6 +151,13 @@ export interface LoadedModel {
    * per label source), [P]: one forward pass, one backward pass per source.
    */
   squaredGradientSum(batch: Dataset, labels?: readonly LabelSource[]): Promise<Float32Array | Float64Array>;
+  /**
+   * Optional: a running total of squaredGradientSum over batches, kept where
+   * it is computed (on the device, with compensation) and read once, so that
+   * no batch waits for a read-back and the host's sums. Engines without it
+   * leave the total to the caller.
+   */
+  squaredGradientTotal?(): SquaredGradientTotal;
   /**
    * Σ_v Σ_n g_{n,v} g_{n,v}ᵀ over the batch, handed over tile by tile of
    * rows: of the whole matrix, or of each diagonal block asked for (`block`);

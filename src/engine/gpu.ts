@@ -28,7 +28,7 @@ import { kroneckerGeometry } from '../layers/registry.js';
 import type { Dataset } from '../model/data.js';
 import { layerOffsets } from '../model/layout.js';
 import type { Network } from '../model/network.js';
-import { DATA_LABELS, type BatchMemory, type BatchOptions, type BatchStructure, type Engine, type GramBlock, type GramTile, type KroneckerBasis, type KroneckerMode, type KroneckerPartial, type LabelSource, type LoadedModel } from './engine.js';
+import { DATA_LABELS, type BatchMemory, type BatchOptions, type BatchStructure, type Engine, type GramBlock, type GramTile, type KroneckerBasis, type KroneckerMode, type KroneckerPartial, type LabelSource, type LoadedModel, type SquaredGradientTotal } from './engine.js';
 import { biasCorrections, penaltyColumns, resolveOptimizer, type DensePenalty, type KroneckerPenalty, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 import { activationCode } from '../kernels/activation.js';
 import { SequenceOp } from './sequence.js';
@@ -178,7 +178,8 @@ export class GpuModel implements LoadedModel {
     const most = (xs: number[]) => Math.max(0, ...xs);
     switch (structure) {
       case 'diag':
-        return { perSample: {}, fixed: { squares: this.#reducePerStep(v) * p } };
+        // A step's squared-gradient rows, and the running total and its compensation (squaredGradientTotal).
+        return { perSample: {}, fixed: { squares: this.#reducePerStep(v) * p, total: p, compensation: p } };
       case 'full':
       case 'block': {
         const sizes = structure === 'full' ? [p] : this.model.layout.layers.map((l) => l.size);
@@ -386,11 +387,36 @@ export class GpuModel implements LoadedModel {
    * sources per step as one binding holds rows of P.
    */
   async #reduce(batch: Dataset, kind: 'sum' | 'squared', labels: readonly LabelSource[], scale: number): Promise<Float32Array | Float64Array> {
+    const p = this.model.parameterCount;
+    const sum = labels.length > 1 ? new Float64Array(p) : undefined;
+    let only: Float32Array | undefined;
+    await this.#reduceSteps(batch, kind, labels, scale, async (out, rows) => {
+      const values = await this.gpu.readF32(out, rows * p * F32);
+      if (!sum) only = values;
+      else for (let k = 0; k < rows; k++) for (let j = 0; j < p; j++) sum[j]! += values[k * p + j]!;
+    });
+    return sum ?? only!;
+  }
+
+  /**
+   * The steps of a θ-shaped reduction: one forward pass, then per step the
+   * backward passes and reductions of as many label sources as one binding
+   * holds rows of P, into `out`. `total` (a running total's buffers) gets
+   * each step's rows added on the device, in the step; `collect` (after
+   * each step) reads them instead.
+   */
+  async #reduceSteps(
+    batch: Dataset,
+    kind: 'sum' | 'squared',
+    labels: readonly LabelSource[],
+    scale: number,
+    collect: ((out: GPUBuffer, rows: number) => Promise<void>) | undefined,
+    total?: { sum: GPUBuffer; compensation: GPUBuffer },
+  ): Promise<void> {
     const buf = await this.#upload(batch, 'diag');
     const p = this.model.parameterCount;
     const perStep = this.#reducePerStep(labels.length);
     const out = await this.gpu.storage(perStep * p * F32, kind === 'sum' ? 'mean gradient' : 'squared-gradient sums');
-    const sum = labels.length > 1 ? new Float64Array(p) : undefined;
     try {
       for (let v0 = 0; v0 < labels.length; v0 += perStep) {
         const some = labels.slice(v0, v0 + perStep);
@@ -400,19 +426,61 @@ export class GpuModel implements LoadedModel {
             this.#encodeBackward(step, buf, batch.n, l);
             this.#encodeParameterReduction(step, buf, batch.n, out, kind, scale, k * p);
           });
+          if (total) this.kernels.elementwise.compensatedAdd(step, { rows: out, ...total, count: p, samples: some.length });
         });
-        const rows = await this.gpu.readF32(out, some.length * p * F32);
-        if (!sum) return rows;
-        for (let k = 0; k < some.length; k++) for (let j = 0; j < p; j++) sum[j]! += rows[k * p + j]!;
+        await collect?.(out, some.length);
       }
-      return sum!;
     } finally {
+      // Released with work still queued on it: the next user's writes are queued after that work.
       this.gpu.buffers.release(out);
     }
   }
 
   squaredGradientSum(batch: Dataset, labels: readonly LabelSource[] = [DATA_LABELS]): Promise<Float32Array | Float64Array> {
     return this.#reduce(batch, 'squared', labels, 1);
+  }
+
+  /**
+   * The squared-gradient sums of many batches summed on the device with
+   * compensation (elementwise.wgsl's compensated_add) and read once: a batch
+   * is submitted without waiting for the one before it to be read back and
+   * summed on the host, so the device does not idle between batches. At
+   * most two batches are queued (the host waits for the one before the last
+   * to finish), which bounds the uploads the driver stages.
+   */
+  squaredGradientTotal(): SquaredGradientTotal {
+    const p = this.model.parameterCount;
+    let held: Promise<{ sum: GPUBuffer; compensation: GPUBuffer }> | undefined;
+    let released = false;
+    let inFlight: Promise<void> | undefined;
+    const zeroed = async (label: string) => this.gpu.storage(p * F32, label, new Float32Array(p));
+    const buffers = () => {
+      if (released) throw new Error('squaredGradientTotal: used after release()');
+      return (held ??= (async () => ({ sum: await zeroed('squared-gradient total'), compensation: await zeroed('squared-gradient total compensation') }))());
+    };
+    return {
+      add: async (batch, labels = [DATA_LABELS]) => {
+        await this.#reduceSteps(batch, 'squared', labels, 1, undefined, await buffers());
+        const before = inFlight;
+        inFlight = this.gpu.finish();
+        await before;
+      },
+      read: async () => {
+        const { sum, compensation } = await buffers();
+        await inFlight;
+        const [s, c] = [await this.gpu.readF32(sum, p * F32), await this.gpu.readF32(compensation, p * F32)];
+        return Float64Array.from(s, (v, j) => v + c[j]!);
+      },
+      release: () => {
+        if (released) return;
+        released = true;
+        inFlight?.catch(() => undefined);
+        void held?.then(({ sum, compensation }) => {
+          this.gpu.buffers.release(sum);
+          this.gpu.buffers.release(compensation);
+        });
+      },
+    };
   }
 
   meanGradient(batch: Dataset): Promise<Float32Array | Float64Array> {

@@ -2,8 +2,8 @@
  * shaders/elementwise.wgsl: activations not fused into a product, their
  * derivatives, the residual sum and its backward, the reduction of
  * per-sample gradient rows over the samples, and the reshapes K-FAC's rows
- * need (a transpose per sample, sums over positions). One invocation per
- * element.
+ * need (a transpose per sample, sums over positions), and running totals
+ * summed on the device with compensation. One invocation per element.
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
 import { ACTIVATION_WGSL } from './activation.js';
@@ -58,6 +58,15 @@ export class Elementwise {
       dims(p.columns, { rows: p.samples, ld: p.ld, offset: p.offset, scale: p.scale }),
       p.columns,
     );
+  }
+
+  /**
+   * A running total on the device: (sum, compensation)[j] += rows[s·count + j]
+   * for each s < samples, by Neumaier's compensated summation. The total is
+   * sum + compensation, added in float64 by whoever reads them.
+   */
+  compensatedAdd(step: Step, p: { rows: GPUBuffer; sum: GPUBuffer; compensation: GPUBuffer; count: number; samples: number }): void {
+    this.#family.dispatch1d(step, 'compensated_add', {}, { x: p.rows, y: p.sum, comp: p.compensation }, dims(p.count, { rows: p.samples, ld: p.count }), p.count);
   }
 
   /** Each of `batch` [rows, cols] matrices of x transposed into y from element `offset`. */

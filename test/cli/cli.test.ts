@@ -398,7 +398,7 @@ describe('fisher', () => {
       const r = await fisher('compute', ...files, '--memory-budget', '512', '--out', 'budget.safetensors');
       expect(r.code).toBe(1);
       expect(ours(r.stderr)).toEqual([
-        expect.stringMatching(/^fisher: error: structure "diag" does not fit: host: its sums and result take [\d.]+ KiB, more than the 512 B available; device \(diag pass\): a batch of one needs \d+ B \(\d+ B fixed, \d+ B per sample\), more than the 512 B budget; no structure fits this budget$/),
+        expect.stringMatching(/^fisher: error: structure "diag" does not fit: host: its sums and result take [\d.]+ KiB, more than the 512 B available; device \(diag pass\): a batch of one needs [\d.]+ (?:B|KiB) \([\d.]+ (?:B|KiB) fixed, [\d.]+ (?:B|KiB) per sample\), more than the 512 B budget; no structure fits this budget$/),
       ]);
       expect(existsSync(join(dir, 'budget.safetensors'))).toBe(false);
       expect((await fisher('compute', ...files, '--memory-budget', 'lots', '--out', 'x.safetensors')).code).toBe(2);

@@ -19,6 +19,7 @@ import {
   type FisherInfo,
   type FisherMatrix,
 } from '../result.js';
+import type { SquaredGradientTotal } from '../../engine/engine.js';
 import { kindScale, type StructureType } from './structure.js';
 
 /** (value + damping)⁻¹ g for one parameter; a clear error where that is not positive. */
@@ -109,11 +110,29 @@ export const diag: StructureType = {
   hostBytes: (model) => 3 * 8 * model.parameterCount,
   start(model) {
     const acc = new CompensatedSum(model.parameterCount);
+    // Where the engine keeps a running total (the GPU's, summed on the device), the batches go there and it is read once.
+    let total: SquaredGradientTotal | undefined;
     return {
       async add(loaded, batch, labels) {
-        acc.add(await loaded.squaredGradientSum(batch, labels));
+        if (loaded.squaredGradientTotal) {
+          total ??= loaded.squaredGradientTotal();
+          await total.add(batch, labels);
+        } else {
+          acc.add(await loaded.squaredGradientSum(batch, labels));
+        }
       },
-      result: (info) => new DiagonalFisher(info, model.layout, acc.result(kindScale(info))),
+      async result(info) {
+        if (total) {
+          acc.add(await total.read());
+          total.release();
+          total = undefined;
+        }
+        return new DiagonalFisher(info, model.layout, acc.result(kindScale(info)));
+      },
+      async abort() {
+        total?.release();
+        total = undefined;
+      },
     };
   },
   load: async (file) => new DiagonalFisher(file.info, file.layout, await file.parameterValues()),

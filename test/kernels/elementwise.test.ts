@@ -1,0 +1,49 @@
+/** elementwise.wgsl's running total: compensated_add against float64 sums. */
+import { describe, expect, it } from 'vitest';
+import { Elementwise } from '../../src/kernels/elementwise.js';
+import { Rng } from '../../src/model/random.js';
+import { useGpu } from '../helpers/gpu.js';
+
+const gpu = useGpu();
+
+/** Adds each [samples, count] block of `blocks` into a zeroed total on the device, one step each; returns sum and compensation. */
+async function total(count: number, blocks: Float32Array[], samples: number): Promise<{ sum: Float32Array; compensation: Float32Array }> {
+  const kernel = new Elementwise(gpu());
+  const zero = new Float32Array(count);
+  const [sum, compensation] = [await gpu().storage(count * 4, 'sum', zero), await gpu().storage(count * 4, 'compensation', zero)];
+  const rows = await gpu().storage(samples * count * 4, 'rows');
+  for (const block of blocks) {
+    gpu().write(rows, block);
+    await gpu().step('add', (s) => kernel.compensatedAdd(s, { rows, sum, compensation, count, samples }));
+  }
+  const out = { sum: await gpu().readF32(sum, count * 4), compensation: await gpu().readF32(compensation, count * 4) };
+  for (const b of [sum, compensation, rows]) gpu().buffers.release(b);
+  return out;
+}
+
+describe('compensated_add: a running total on the device', () => {
+  it('keeps what float32 additions round away: 2^25 then 3000 ones is 2^25 + 3000 exactly', async () => {
+    // At 2^25 float32 steps by 4, so every +1 rounds away in a plain float32 sum.
+    const first = new Float32Array([2 ** 25, 0, 0, 0, 0]);
+    const blocks = [first, ...Array.from({ length: 30 }, () => new Float32Array(100 * 5).fill(1))];
+    const padded = blocks.map((b) => (b.length === 5 ? Float32Array.from({ length: 100 * 5 }, (_, k) => (k < 5 ? b[k]! : 0)) : b));
+    const { sum, compensation } = await total(5, padded, 100);
+    expect(sum[0]).toBe(2 ** 25); // the plain float32 sum lost the ones
+    expect(sum[0]! + compensation[0]!).toBe(2 ** 25 + 3000);
+    expect(Array.from(sum.subarray(1), (s, j) => s + compensation[j + 1]!)).toEqual([3000, 3000, 3000, 3000]);
+  });
+
+  it('over many batches of positive values of mixed scale, matches the float64 sum to float32 rounding of the total', async () => {
+    const count = 37;
+    const samples = 3;
+    const rng = new Rng(5);
+    const blocks = Array.from({ length: 40 }, (_, b) => Float32Array.from(rng.normals(samples * count), (v) => v * v * 10 ** ((b % 7) - 3)));
+    const exact = new Float64Array(count);
+    for (const block of blocks) for (let k = 0; k < block.length; k++) exact[k % count]! += block[k]!;
+    const { sum, compensation } = await total(count, blocks, samples);
+    for (let j = 0; j < count; j++) {
+      const got = sum[j]! + compensation[j]!;
+      expect(Math.abs(got - exact[j]!)).toBeLessThanOrEqual(2 ** -23 * exact[j]!);
+    }
+  });
+});
