@@ -69,6 +69,8 @@ export function quickCandidates(gpu: GpuDevice): MatmulConfig[] {
         ]
       : [
           { tm: 4, tn: 4, wgM: 16, wgN: 16, core: 'shared' },
+          // 128 × 128 tiles of 8 × 8 blocks over 256 invocations: the classic SIMT SGEMM shape.
+          { tm: 8, tn: 8, wgM: 16, wgN: 16, core: 'shared' },
           { tm: 8, tn: 8, wgM: 8, wgN: 8, core: 'shared' },
           { tm: 8, tn: 4, wgM: 8, wgN: 16, core: 'shared' },
           { tm: 4, tn: 4, wgM: 8, wgN: 8, core: 'shared' },
@@ -93,6 +95,17 @@ const SIZES: Record<ScoreSize, [batch: number, inputs: number, outputs: number, 
 /** The products a score is taken over. */
 export type ScoredProduct = 'forward' | 'squared_gradient' | 'gram';
 export const SCORED_PRODUCTS: readonly ScoredProduct[] = ['forward', 'squared_gradient', 'gram'];
+
+/**
+ * What the first use of an adapter scores its candidates on. On a CPU-SIMD
+ * driver each candidate's pipelines compile for seconds, so one small
+ * product (the diagonal's reduction) per candidate. On a GPU they compile
+ * in milliseconds, and a small product there times the launch and a few
+ * workgroups, not the kernel: the full problems, every scored product.
+ */
+export function firstUseProblems(gpu: GpuDevice): { size: ScoreSize; products: readonly ScoredProduct[] } {
+  return adapterKind(gpu) === 'cpu' ? { size: 'probe', products: ['squared_gradient'] } : { size: 'full', products: SCORED_PRODUCTS };
+}
 
 /**
  * Scores one configuration: the geometric mean of the FLOP/s of the

@@ -17,7 +17,7 @@ import type { GpuDevice } from '../gpu/device.js';
 import { trace } from '../gpu/trace.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { DEFAULT_MATMUL_CONFIG, describeMatmulConfig, matmulConfigProblem, readMatmulConfig, sameMatmulConfig, tileOf, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
-import { defaultShapesFor, quickCandidates, searchShapes } from './autotune.js';
+import { defaultShapesFor, firstUseProblems, quickCandidates, searchShapes } from './autotune.js';
 
 export interface TuningEntry {
   matmul: MatmulConfig;
@@ -119,14 +119,14 @@ export const FIRST_USE_BUDGET_SECONDS = 5;
  */
 export async function ensureTuned(gpu: GpuDevice, say: (line: string) => void = () => undefined): Promise<TuningEntry | undefined> {
   if (tuningOff() || readCache()[adapterKey(gpu)]) return undefined;
-  // One product per candidate (the diagonal's reduction): each product's first dispatch compiles, seconds on lavapipe.
-  const r = await searchShapes(gpu, quickCandidates(gpu), 'probe', { budgetSeconds: FIRST_USE_BUDGET_SECONDS, repeats: 2, products: ['squared_gradient'] });
+  const { size, products } = firstUseProblems(gpu);
+  const r = await searchShapes(gpu, quickCandidates(gpu), size, { budgetSeconds: FIRST_USE_BUDGET_SECONDS, repeats: 2, products });
   const best = r.ranked[0]!;
   // The winner alone: one shape for every product, so a cold run compiles each kernel once (seconds each on lavapipe).
   const entry: TuningEntry = { matmul: best.config, gflops: best.gflops, defaultGflops: r.defaultGflops, ranked: [best], date: new Date().toISOString(), search: 'first use' };
   const file = await saveTuning(gpu, entry);
   say(
-    `fisher: first use of ${gpu.adapter.description}: chose ${describeMatmulConfig(best.config)} for the matrix kernels (${best.gflops.toFixed(1)} GFLOP/s on a small product; ${r.ranked.length} shape${r.ranked.length === 1 ? '' : 's'} tried in ${r.seconds.toFixed(1)} s), cached in ${file}; "fisher bench --tune" searches further, FISHER_GPU_TUNING=off skips this`,
+    `fisher: first use of ${gpu.adapter.description}: chose ${describeMatmulConfig(best.config)} for the matrix kernels (${best.gflops.toFixed(1)} GFLOP/s on ${size === 'probe' ? 'a small product' : 'the full products'}; ${r.ranked.length} shape${r.ranked.length === 1 ? '' : 's'} tried in ${r.seconds.toFixed(1)} s), cached in ${file}; "fisher bench --tune" searches further, FISHER_GPU_TUNING=off skips this`,
   );
   return entry;
 }

@@ -11,7 +11,7 @@ import { findTorch, torchPeer } from '../../src/bench/torch.js';
 import { caseModel, NETWORK_CASES } from '../helpers/cases.js';
 import { randomData } from '../helpers/fixtures.js';
 import { candidates, gridCandidates, loadsPerFma, SCORED } from '../../src/bench/tune.js';
-import { adapterKind, defaultShapesFor, quickCandidates, scoreShape } from '../../src/engine/autotune.js';
+import { adapterKind, defaultShapesFor, firstUseProblems, quickCandidates, SCORED_PRODUCTS, scoreShape } from '../../src/engine/autotune.js';
 import { fisherWork, fullSuite, kernelWork, parameterCount, quickSuite } from '../../src/bench/workloads.js';
 import { ensureTuned, FIRST_USE_BUDGET_SECONDS, isTuned, matmulConfigFor, matmulShapesFor, paretoShapes, saveTuning } from '../../src/engine/tuning.js';
 import { DEFAULT_MATMUL_CONFIG, matmulConfigProblem, type MatmulConfig } from '../../src/kernels/matmul.js';
@@ -22,6 +22,7 @@ import { Network } from '../../src/model/network.js';
 import { Rng } from '../../src/model/random.js';
 import { mlpSpec } from '../../src/model/spec.js';
 import { useGpu } from '../helpers/gpu.js';
+import type { GpuDevice } from '../../src/gpu/device.js';
 
 const gpu = useGpu();
 
@@ -98,6 +99,13 @@ describe('tuning', () => {
     expect(adapterKind(gpu()) === 'cpu').toBe(/llvmpipe|swiftshader/i.test(gpu().adapter.description));
     expect(matmulShapesFor(gpu())).toEqual(defaultShapesFor(gpu()));
     for (const s of defaultShapesFor(gpu())) expect(matmulConfigProblem(s.config, gpu())).toBeUndefined();
+  });
+
+  it('the first use scores one small product on a CPU-SIMD driver (compiles take seconds) and the full products on a GPU (small ones time the launch)', () => {
+    const as = (description: string) => ({ adapter: { description, vendor: '', architecture: '', device: '' } }) as unknown as GpuDevice;
+    expect(firstUseProblems(as('llvmpipe (LLVM 15.0.6, 256 bits)'))).toEqual({ size: 'probe', products: ['squared_gradient'] });
+    expect(firstUseProblems(as('NVIDIA H200'))).toEqual({ size: 'full', products: SCORED_PRODUCTS });
+    expect(firstUseProblems(gpu()).size).toBe(adapterKind(gpu()) === 'cpu' ? 'probe' : 'full');
   });
 
   it('stores the winner per adapter and the engine reads it back; a shape that does not fit is ignored; an old cache still reads', async () => {
