@@ -475,10 +475,14 @@ export class GpuModel implements LoadedModel {
         if (released) return;
         released = true;
         inFlight?.catch(() => undefined);
-        void held?.then(({ sum, compensation }) => {
-          this.gpu.buffers.release(sum);
-          this.gpu.buffers.release(compensation);
-        });
+        // (An allocation that failed has already thrown from add.)
+        held?.then(
+          ({ sum, compensation }) => {
+            this.gpu.buffers.release(sum);
+            this.gpu.buffers.release(compensation);
+          },
+          () => undefined,
+        );
       },
     };
   }

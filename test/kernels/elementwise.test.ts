@@ -24,10 +24,11 @@ async function total(count: number, blocks: Float32Array[], samples: number): Pr
 describe('compensated_add: a running total on the device', () => {
   it('keeps what float32 additions round away: 2^25 then 3000 ones is 2^25 + 3000 exactly', async () => {
     // At 2^25 float32 steps by 4, so every +1 rounds away in a plain float32 sum.
-    const first = new Float32Array([2 ** 25, 0, 0, 0, 0]);
+    // 31 batches of 100 rows of 5 columns: the first holds 2^25 in column 0 and zeros; the other 30, ones.
+    const first = new Float32Array(100 * 5);
+    first[0] = 2 ** 25;
     const blocks = [first, ...Array.from({ length: 30 }, () => new Float32Array(100 * 5).fill(1))];
-    const padded = blocks.map((b) => (b.length === 5 ? Float32Array.from({ length: 100 * 5 }, (_, k) => (k < 5 ? b[k]! : 0)) : b));
-    const { sum, compensation } = await total(5, padded, 100);
+    const { sum, compensation } = await total(5, blocks, 100);
     expect(sum[0]).toBe(2 ** 25); // the plain float32 sum lost the ones
     expect(sum[0]! + compensation[0]!).toBe(2 ** 25 + 3000);
     expect(Array.from(sum.subarray(1), (s, j) => s + compensation[j + 1]!)).toEqual([3000, 3000, 3000, 3000]);
