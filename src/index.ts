@@ -33,7 +33,7 @@ export { ACTIVATION_NAMES, type ActivationName } from './layers/activations.js';
 export { LIKELIHOOD_TYPES, type LikelihoodSpec, type LikelihoodType } from './model/likelihoods.js';
 export { parameterLayout, tensorLayout, type ParameterLayout, type TensorLayout, type ParameterEntry, type LayerBlock } from './model/layout.js';
 export { Rng } from './model/random.js';
-export type { Engine, LoadedModel, Backend } from './engine/engine.js';
+export type { Engine, LoadedModel, SquaredGradientTotal, Backend } from './engine/engine.js';
 export { CpuEngine } from './engine/cpu.js';
 export { GpuEngine } from './engine/gpu.js';
 export { MATMUL_CORES, type MatmulConfig, type MatmulCore, type MatmulShape } from './kernels/matmul.js';
