@@ -97,6 +97,29 @@ describe('streaming and cross-checks', () => {
     expectClose(sum.diagonal(), diag.diagonal().map((v) => v * data.n), { rtol: 1e-12 }, 'sum vs N·mean');
   });
 
+  it('the GPU\'s running total of squared-gradient sums equals the batches\' sums added on the host, and gives its buffers back', async () => {
+    const loaded = await new GpuEngine(gpu()).load(model);
+    try {
+      const batches = [data.slice(0, 40), data.slice(40, 41), data.slice(41, 97)];
+      const host = new Float64Array(model.parameterCount);
+      for (const b of batches) (await loaded.squaredGradientSum(b)).forEach((v, j) => (host[j]! += v));
+      const total = loaded.squaredGradientTotal!();
+      for (const b of batches) await total.add(b);
+      expectRelativeError(await total.read(), host, 1e-6, 'device total against host sums');
+      total.release();
+      await expect(total.add(batches[0]!)).rejects.toThrow(/after release/);
+      // A second total takes the first one's buffers from the pool.
+      const created = gpu().buffers.stats().created;
+      const again = loaded.squaredGradientTotal!();
+      await again.add(batches[0]!);
+      await again.read();
+      again.release();
+      expect(gpu().buffers.stats().created).toBe(created);
+    } finally {
+      loaded.release();
+    }
+  });
+
   it('stays within 1e-5 of float64 over 20,000 samples in many batches', async () => {
     const small = randomModel([5, 6, 3], 'sigmoid', { type: 'categorical' }, 4);
     const big = randomData(small, 20_000, 5);
