@@ -22,13 +22,15 @@
 // Each invocation owns a TM × TN block of C and keeps it in registers: per
 // step of k it needs TM values of A and TN of B for TM·TN FMAs, instead of 2
 // loads per FMA of a one-thread-per-output kernel. The block product itself
-// comes from one of two cores the host composes this file with:
-// matmul_block.wgsl (every invocation loads its own operands) or
+// comes from one of the cores the host composes this file with, chosen per
+// adapter: matmul_block.wgsl (every invocation loads its own operands),
 // matmul_block_subgroup.wgsl (the lanes of a subgroup share the block's rows
-// of A, each lane loading a few and broadcasting them), chosen per adapter.
-// Entry points take the core's Invocation (the builtins it needs: the
-// subgroup core adds the lane within the subgroup, which WGSL promises only
-// as subgroup_invocation_id).
+// of A, each lane loading a few and broadcasting them) or
+// matmul_block_shared.wgsl (workgroup-shared tiles). Entry points take the
+// core's Invocation (the builtins it needs: the subgroup core adds the lane
+// within the subgroup, which WGSL promises only as subgroup_invocation_id)
+// and store the block's block_rows() rows (TM; the core says whether the
+// compiler may see it as a constant).
 // Out-of-range rows and columns load a clamped (valid) address and are not
 // stored, so the inner loop has no branches. Block and workgroup sizes are
 // overrides, set by the host at pipeline creation.
@@ -174,7 +176,7 @@ fn in_range(o: vec2u, i: u32, j: u32) -> bool {
 fn linear_forward(inv: Invocation) {
   let o = block_origin(inv.id);
   var blk = block_product(o.x, o.y, A_MK, B_NK, lane_of(inv));
-  for (var i = 0u; i < TM; i++) {
+  for (var i = 0u; i < block_rows(); i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
         let at = (o.x + i) * dims.n + o.y + j;
@@ -190,7 +192,7 @@ fn linear_forward(inv: Invocation) {
 fn linear_backward(inv: Invocation) {
   let o = block_origin(inv.id);
   var blk = block_product(o.x, o.y, A_MK, B_KN, lane_of(inv));
-  for (var i = 0u; i < TM; i++) {
+  for (var i = 0u; i < block_rows(); i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
         let at = (o.x + i) * dims.n + o.y + j;
@@ -204,7 +206,7 @@ fn linear_backward(inv: Invocation) {
 // the last (with a bias) is b[m].
 fn store_parameters(o: vec2u, blk: ptr<function, Block>, scale: f32) {
   let inputs = dims.n - dims.has_bias;
-  for (var i = 0u; i < TM; i++) {
+  for (var i = 0u; i < block_rows(); i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
         let m = o.x + i;
@@ -232,7 +234,7 @@ fn squared_gradient(inv: Invocation) {
 
 // The block into c, row-major from c_offset with row stride `ld`, or (subtract) taken from what is there.
 fn store_block(o: vec2u, blk: ptr<function, Block>, ld: u32, subtract: bool) {
-  for (var i = 0u; i < TM; i++) {
+  for (var i = 0u; i < block_rows(); i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
         let at = dims.c_offset + (o.x + i) * ld + o.y + j;
@@ -281,7 +283,7 @@ fn conv_forward(inv: Invocation) {
   let o = block_origin(inv.id);
   var blk = block_product(o.x, o.y, A_IM2COL, B_NK, lane_of(inv));
   let pixels = dims.conv_oh * dims.conv_ow;
-  for (var i = 0u; i < TM; i++) {
+  for (var i = 0u; i < block_rows(); i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
         let m = o.x + i;
@@ -303,7 +305,7 @@ fn conv_input_gradient(inv: Invocation) {
   let o = block_origin(inv.id);
   var blk = block_product(o.x, o.y, A_COL2IM, B_CONV_T, lane_of(inv));
   let pixels = dims.conv_h * dims.conv_w;
-  for (var i = 0u; i < TM; i++) {
+  for (var i = 0u; i < block_rows(); i++) {
     for (var j = 0u; j < TN; j++) {
       if (in_range(o, i, j)) {
         let m = o.x + i;

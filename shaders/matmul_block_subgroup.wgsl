@@ -1,20 +1,24 @@
 enable subgroups;
-// Broadcasts after a subgroup-uniform early return (gram's skipped blocks)
+// Shuffles after a subgroup-uniform early return (gram's skipped blocks)
 // are well defined: the whole subgroup returns or none of it.
 diagnostic(off, subgroup_uniformity);
 
 // The block product of matmul.wgsl with the rows of A shared across a
-// subgroup. The host uses this core only where subgroups have exactly WG_N
-// lanes, as many as a workgroup row; where the lanes of a subgroup own the
-// same TM rows (they do when a subgroup is a workgroup row, as drivers form
-// them), at each step of k the lane numbered l (subgroup_invocation_id)
+// subgroup: at each step of k the lane numbered l (subgroup_invocation_id)
 // loads rows l, l + WG_N, … of the block and the others receive them by
-// subgroupShuffle. WGSL does not promise how invocations form subgroups, so a
-// subgroup whose lanes own different rows computes its blocks unshared. A lane then
-// loads TM / WG_N values of A instead of TM, which lets blocks grow tall (on
-// a CPU-SIMD driver such as lavapipe, per-lane loads are the bottleneck).
-// Composed before matmul.wgsl, whose dims, load_a, load_b, TM, TN and WG_N
-// it uses. TM must be a multiple of WG_N.
+// subgroupShuffle. A lane so loads TM / WG_N values of A instead of TM,
+// which lets blocks grow tall (on a CPU-SIMD driver such as lavapipe,
+// per-lane loads are the bottleneck).
+//
+// This needs each subgroup to be one workgroup row: WG_N lanes that own the
+// same rows. WGSL does not promise how invocations form subgroups, so the
+// host checks it on the device (the entry point subgroup_rows below) before
+// it uses a workgroup shape, and uses the core only where subgroups have
+// exactly WG_N lanes. There is no fallback in the kernel for subgroups
+// formed otherwise: any fallback, even one branch in the loop over k, cost
+// lavapipe's compiler 2.5–3.5 s more per pipeline (bench/RESULTS.md).
+// Composed before matmul.wgsl, whose dims, c, load_a, load_b, TM, TN, WG_M
+// and WG_N it uses. TM must be a multiple of WG_N.
 
 struct Invocation {
   @builtin(global_invocation_id) id: vec3u,
@@ -48,7 +52,6 @@ fn block_skippable(skip: bool) -> bool {
 // Columns are held as two vec4s (TN ≤ 8), so the inner step is two vec4 FMAs
 // per row: small enough a loop body for the compiler to unroll fully.
 fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> Block {
-  if (!subgroupAll(row0 == subgroupBroadcastFirst(row0))) { return unshared_block_product(row0, col0, a_form, b_form); }
   var acc: array<vec4f, 128>;  // as Block.v
   var cols: array<u32, BLOCK_COLS>;
   for (var j = 0u; j < BLOCK_COLS; j++) { cols[j] = min(col0 + min(j, TN - 1u), dims.n - 1u); }
@@ -70,33 +73,27 @@ fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> B
   // memory, each FMA a load and a store. That is faster than what its
   // register allocator makes of 256 live accumulators in 16 registers
   // (32 × 8 blocks, alternated: bench/RESULTS.md, issue 12's second part).
+  // Returning acc itself compiles in a third of the time, and ran 25–40%
+  // slower (measured again in issue 12's fourth part).
   var out: Block;
   for (var i = 0u; i < 2u * TM; i++) { out.v[i] = acc[i]; }
   return out;
 }
 
-// The block with every lane loading its own operands: correct however the
-// subgroup is formed, and slow; block_product falls back to it. One loop
-// over the block's elements, kept small: each result goes into the block
-// through a ladder of constant-indexed selects (a store at a computed index
-// into the block cost lavapipe's compiler seconds per pipeline).
-fn unshared_block_product(row0: u32, col0: u32, a_form: u32, b_form: u32) -> Block {
-  var out: Block;
-  let count = TM * TN;
-  for (var e = 0u; e < count; e++) {
-    let i = e / TN;
-    let j = e % TN;
-    let r = min(row0 + i, dims.m - 1u);
-    let c = min(col0 + j, dims.n - 1u);
-    var acc = 0.0;
-    for (var k = 0u; k < dims.k; k++) { acc = fma(load_a(a_form, r, k), load_b(b_form, k, c), acc); }
-    let low = (vec4u(0u, 1u, 2u, 3u) == vec4u(j));
-    let high = (vec4u(4u, 5u, 6u, 7u) == vec4u(j));
-    for (var t = 0u; t < TM; t++) {
-      let here = vec4<bool>(t == i);
-      out.v[2u * t] = select(out.v[2u * t], vec4f(acc), low & here);
-      out.v[2u * t + 1u] = select(out.v[2u * t + 1u], vec4f(acc), high & here);
-    }
-  }
-  return out;
+// The rows the entry points store a block by: TM, as a value the compiler
+// cannot fold (dims.k is never 2³² − 1), so that their loops over the rows
+// stay rolled. Unrolled, 32 rows of stores, each a ladder of bounds tests,
+// cost lavapipe's compiler about a second per pipeline.
+fn block_rows() -> u32 {
+  return select(TM, 0u, dims.k == 0xffffffffu);
+}
+
+// The precondition of block_product, checked by the host once per
+// workgroup shape before it uses the core: c[i] = 1 for each invocation i
+// of the grid whose subgroup has WG_N lanes, all in its workgroup row, else
+// 0. (global_invocation_id's row is the workgroup row within a workgroup.)
+@compute @workgroup_size(WG_N, WG_M)
+fn subgroup_rows(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) groups: vec3u, @builtin(subgroup_size) size: u32) {
+  let row_shared = subgroupAll(id.y == subgroupBroadcastFirst(id.y));
+  c[id.y * groups.x * WG_N + id.x] = select(0.0, 1.0, row_shared && size == WG_N);
 }

@@ -11,7 +11,7 @@
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
 import { activationCode } from '../kernels/activation.js';
-import { DEFAULT_MATMUL_CONFIG, Matmul, matmulConfigProblem, sameMatmulConfig, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
+import { DEFAULT_MATMUL_CONFIG, Matmul, matmulConfigProblem, matmulDeviceProblem, sameMatmulConfig, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { kernelWork } from '../kernels/work.js';
 import { Rng } from '../model/random.js';
 
@@ -186,6 +186,11 @@ export async function searchShapes(
   const ranked: MatmulShape[] = [];
   for (const config of candidates) {
     if (ranked.length > 0 && elapsed() > (options.budgetSeconds ?? Infinity)) break;
+    const problem = await matmulDeviceProblem(config, gpu);
+    if (problem) {
+      options.log?.(`${JSON.stringify(config)}: skipped, ${problem}`);
+      continue;
+    }
     const gflops = await scoreShape(gpu, config, size, options.repeats, options.products);
     options.log?.(`${JSON.stringify(config)}: ${gflops.toFixed(1)} GFLOP/s`);
     ranked.push({ config, gflops });

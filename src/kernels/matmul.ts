@@ -7,6 +7,7 @@
 import type { GpuDevice, Step } from '../gpu/device.js';
 import type { ComputeKernel } from '../gpu/kernel.js';
 import { u32Constant } from '../gpu/reflect.js';
+import { trace } from '../gpu/trace.js';
 import { ACTIVATION_WGSL } from './activation.js';
 import type { ConvGeometry } from './conv2d.js';
 import { groups } from './dispatch.js';
@@ -31,6 +32,8 @@ interface CoreSpec {
   family: string;
   /** Why a configuration cannot run with this core (beyond the block limits every core has). */
   problem?: (config: MatmulConfig, gpu?: GpuDevice) => string | undefined;
+  /** What only a dispatch on the device can tell: why the configuration cannot run there. */
+  deviceProblem?: (config: MatmulConfig, gpu: GpuDevice) => Promise<string | undefined>;
 }
 
 const CORES: Record<MatmulCore, CoreSpec> = {
@@ -46,6 +49,7 @@ const CORES: Record<MatmulCore, CoreSpec> = {
       if (min !== config.wgN || max !== config.wgN) return `subgroups of ${min}…${max} lanes, the core needs exactly wgN = ${config.wgN}`;
       return undefined;
     },
+    deviceProblem: (config, gpu) => subgroupRowsProblem(gpu, config),
   },
   shared: {
     source: sharedBlock,
@@ -58,6 +62,52 @@ const CORES: Record<MatmulCore, CoreSpec> = {
     },
   },
 };
+
+/** Per device, the subgroup check's answer by workgroup shape: one dispatch per shape and device. */
+const subgroupRowChecks = new WeakMap<GpuDevice, Map<string, Promise<string | undefined>>>();
+
+/**
+ * Whether the device forms the subgroups of a `wgM` × `wgN` workgroup as
+ * its rows, which the subgroup core needs and WGSL does not promise: the
+ * core's `subgroup_rows` entry run over a few workgroups. Undefined if it
+ * does, else why not.
+ */
+export function subgroupRowsProblem(gpu: GpuDevice, config: MatmulConfig): Promise<string | undefined> {
+  let byShape = subgroupRowChecks.get(gpu);
+  if (!byShape) subgroupRowChecks.set(gpu, (byShape = new Map()));
+  const key = `${config.wgM}x${config.wgN}`;
+  let answer = byShape.get(key);
+  if (!answer) byShape.set(key, (answer = checkSubgroupRows(gpu, config)));
+  return answer;
+}
+
+/**
+ * @internal For tests: sets the subgroup check's answer for a workgroup
+ * shape on `gpu` as if the device had given it (undefined: it passed), or
+ * with `forget`, drops it so the next use asks the device.
+ */
+export function setSubgroupRowsAnswer(gpu: GpuDevice, config: MatmulConfig, answer: string | undefined, forget = false): void {
+  let byShape = subgroupRowChecks.get(gpu);
+  if (!byShape) subgroupRowChecks.set(gpu, (byShape = new Map()));
+  const key = `${config.wgM}x${config.wgN}`;
+  if (forget) byShape.delete(key);
+  else byShape.set(key, Promise.resolve(answer));
+}
+
+async function checkSubgroupRows(gpu: GpuDevice, config: MatmulConfig): Promise<string | undefined> {
+  const kernel = await gpu.kernel({ family: CORES.subgroup.family, source: matmulWgsl('subgroup'), entry: 'subgroup_rows', overrides: { WG_M: config.wgM, WG_N: config.wgN } });
+  const [gx, gy] = [2, 2];
+  const count = gx * gy * config.wgM * config.wgN;
+  const out = await gpu.storage(count * 4, 'subgroup rows');
+  try {
+    await gpu.step('subgroup rows', (step) => kernel.encode(step.pass, step, { c: out }, {}, [gx, gy]));
+    const rows = await gpu.readF32(out, count * 4);
+    const bad = rows.findIndex((v) => v !== 1);
+    return bad < 0 ? undefined : `the device does not form its subgroups as the rows of a ${config.wgM}×${config.wgN} workgroup (invocation ${bad} of ${count} shares its subgroup across rows)`;
+  } finally {
+    gpu.buffers.release(out);
+  }
+}
 
 export const MATMUL_CORES = Object.keys(CORES) as MatmulCore[];
 
@@ -161,6 +211,11 @@ export function matmulConfigProblem(config: MatmulConfig, gpu?: GpuDevice): stri
   if (problem) return problem;
   if (gpu && config.wgM * config.wgN > gpu.limits.maxComputeInvocationsPerWorkgroup) return `${config.wgM * config.wgN} invocations per workgroup exceed the device's limit`;
   return undefined;
+}
+
+/** Why a configuration cannot run on `gpu`, what only a dispatch there can show included; undefined if it can. */
+export async function matmulDeviceProblem(config: MatmulConfig, gpu: GpuDevice): Promise<string | undefined> {
+  return matmulConfigProblem(config, gpu) ?? (await CORES[config.core].deviceProblem?.(config, gpu));
 }
 
 type Entry = 'linear_forward' | 'linear_backward' | 'weight_gradient' | 'squared_gradient' | 'gram' | 'product' | 'upper_update' | 'conv_forward' | 'conv_input_gradient';
@@ -298,7 +353,11 @@ export class Matmul {
    * Checks the shapes against the device. Pipelines are built when a product
    * first needs one (a shape and entry point a run never uses costs nothing):
    * the step waits for the build and is encoded again. One configuration
-   * means one shape for every product.
+   * means one shape for every product, and a configuration the device
+   * cannot run is an error. Of a list (the tuned or default shapes), those
+   * that only a dispatch shows the device cannot run (subgroups not formed
+   * as workgroup rows) are left out, and the plain default is used where
+   * none is left.
    */
   static async create(gpu: GpuDevice, shapes: MatmulConfig | readonly MatmulShape[] = DEFAULT_MATMUL_CONFIG): Promise<Matmul> {
     const list = asShapes(shapes);
@@ -307,16 +366,12 @@ export class Matmul {
       const problem = matmulConfigProblem(config, gpu);
       if (problem) throw new RangeError(`matmul config ${JSON.stringify(config)}: ${problem}`);
     }
-    return new Matmul(gpu, list);
-  }
-
-  /**
-   * @internal For tests only: a Matmul whose shape is not checked against the
-   * device, to run code a valid shape never reaches (the subgroup core's
-   * unshared fallback, with subgroups wider than a workgroup row).
-   */
-  static unchecked(gpu: GpuDevice, config: MatmulConfig): Matmul {
-    return new Matmul(gpu, [{ config, gflops: 1 }]);
+    const problems = await Promise.all(list.map(({ config }) => CORES[config.core].deviceProblem?.(config, gpu)));
+    const usable = list.filter((_, i) => problems[i] === undefined);
+    if (usable.length === list.length) return new Matmul(gpu, list);
+    if (!Array.isArray(shapes)) throw new RangeError(`matmul config ${JSON.stringify(list[0]!.config)}: ${problems[0]}`);
+    problems.forEach((p, i) => p && trace(`not using the matmul shape ${describeMatmulConfig(list[i]!.config)}: ${p}`));
+    return new Matmul(gpu, usable.length > 0 ? usable : [{ config: DEFAULT_MATMUL_CONFIG, gflops: 1 }]);
   }
 
   #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims, shapes = this.shapes): void {

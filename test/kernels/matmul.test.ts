@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { GpuValidationError } from '../../src/gpu/errors.js';
 import { entryInfo } from '../../src/gpu/reflect.js';
 import { activationCode } from '../../src/kernels/activation.js';
-import { DEFAULT_MATMUL_CONFIG, fastestShape, Matmul, matmulConfigProblem, MATMUL_WGSL, type MatmulConfig, type MatmulShape } from '../../src/kernels/matmul.js';
+import { DEFAULT_MATMUL_CONFIG, fastestShape, Matmul, matmulConfigProblem, MATMUL_WGSL, setSubgroupRowsAnswer, subgroupRowsProblem, type MatmulConfig, type MatmulShape } from '../../src/kernels/matmul.js';
 import { ACTIVATIONS, ACTIVATION_NAMES } from '../../src/layers/activations.js';
 import { defaultShapesFor, quickCandidates } from '../../src/engine/autotune.js';
 import { Rng } from '../../src/model/random.js';
@@ -181,37 +181,37 @@ describe.each(CONFIGS)('matmul %o', (config) => {
   });
 });
 
-// The subgroup core where a subgroup's lanes own different rows (WGSL does not promise how
-// subgroups form; lavapipe's 8 lanes here span two workgroup rows of 4): its unshared fallback.
-describe('matmul subgroup core, lanes owning different rows', () => {
-  const config: MatmulConfig = { tm: 8, tn: 8, wgM: 4, wgN: 4, core: 'subgroup' };
-  it.for([
-    [31, 33, 17],
-    [65, 63, 64],
-  ] as const)('linear_forward and squared_gradient, m=%i n=%i k=%i', async ([m, n, k], ctx) => {
-    if (!gpu().device.features.has('subgroups') || gpu().adapter.subgroupMaxSize <= config.wgN) ctx.skip('needs subgroups wider than a workgroup row of 4');
-    const mm = Matmul.unchecked(gpu(), config);
-    const rng = new Rng(m + n + k);
-    const x = f64(m * k, rng);
-    const { theta, layer } = packTheta(f64(n * k, rng), f64(n, rng), 2);
-    const [bx, bt, bz, by] = [await upload(x, 'x'), await upload(theta, 'θ'), await nanBuffer(m * n, 'z'), await nanBuffer(m * n, 'y')];
-    await gpu().step('forward', (s) => mm.forward(s, { x: bx, theta: bt, layer, z: bz, y: by, batch: m, inputs: k, outputs: n, activation: activationCode('relu') }));
-    const zRef = forwardReference(x, theta, layer, m, n, k);
-    expectClose(await read(bz, m * n), zRef, { rtol: f32Tolerance(k), atol: f32Tolerance(k) * Math.sqrt(k) }, 'z');
-    expectClose(await read(by, m * n), zRef.map(ACTIVATIONS.relu.f), { rtol: f32Tolerance(k), atol: f32Tolerance(k) * Math.sqrt(k) }, 'relu(z)');
-    // Σ_s δ[s, o]² ā[s, i]² with δ = z [m samples, n outputs] and a = x [m, k].
-    const sLayer = { weightOffset: 0, biasOffset: n * k };
-    const bs = await nanBuffer(n * (k + 1), 'S');
-    await gpu().step('sq', (s) => mm.squaredGradient(s, { delta: bz, a: bx, out: bs, layer: sLayer, batch: m, inputs: k, outputs: n }));
-    const z = await read(bz, m * n);
-    const sRef = new Float64Array(n * (k + 1));
-    for (let o = 0; o < n; o++) for (let i = 0; i <= k; i++) {
-      let acc = 0;
-      for (let s = 0; s < m; s++) acc += z[s * n + o]! ** 2 * (i === k ? 1 : x[s * k + i]! ** 2);
-      sRef[i === k ? sLayer.biasOffset + o : o * k + i] = acc;
+// The subgroup core needs each subgroup to be one workgroup row, which WGSL does not promise:
+// the host asks the device (the core's subgroup_rows entry) before it uses a workgroup shape.
+describe('matmul subgroup core, the check that subgroups are workgroup rows', () => {
+  it('passes where subgroups have as many lanes as a row, and fails where they span two rows', async (ctx) => {
+    if (!gpu().device.features.has('subgroups')) ctx.skip('the adapter has no subgroups');
+    const lanes = gpu().adapter.subgroupMaxSize;
+    const rows: MatmulConfig = { tm: lanes, tn: 8, wgM: 2, wgN: lanes, core: 'subgroup' };
+    if (gpu().adapter.subgroupMinSize !== lanes) ctx.skip('subgroups of varying size');
+    expect(await subgroupRowsProblem(gpu(), rows)).toBeUndefined();
+    // Half a subgroup per row: each subgroup spans two workgroup rows.
+    if (lanes < 2) ctx.skip('needs subgroups of at least 2 lanes');
+    const spanning: MatmulConfig = { tm: lanes, tn: 8, wgM: 4, wgN: lanes / 2, core: 'subgroup' };
+    expect(await subgroupRowsProblem(gpu(), spanning)).toMatch(/does not form its subgroups as the rows of a 4×\d+ workgroup/);
+  });
+
+  it('leaves a shape that fails it out of a list, uses the default where none is left, and refuses it alone', async (ctx) => {
+    if (!gpu().device.features.has('subgroups')) ctx.skip('the adapter has no subgroups');
+    const lanes = gpu().adapter.subgroupMaxSize;
+    const tall: MatmulConfig = { tm: 4 * lanes, tn: 8, wgM: 2, wgN: lanes, core: 'subgroup' };
+    if (gpu().adapter.subgroupMinSize !== lanes) ctx.skip('subgroups of varying size');
+    const small: MatmulConfig = { tm: 4, tn: 4, wgM: 8, wgN: 8, core: 'plain' };
+    // As if the device had answered otherwise (lavapipe forms its subgroups as rows).
+    setSubgroupRowsAnswer(gpu(), tall, 'subgroups across rows');
+    try {
+      expect((await Matmul.create(gpu(), [{ config: tall, gflops: 30 }, { config: small, gflops: 10 }])).shapes.map((s) => s.config)).toEqual([small]);
+      expect((await Matmul.create(gpu(), [{ config: tall, gflops: 30 }])).shapes.map((s) => s.config)).toEqual([DEFAULT_MATMUL_CONFIG]);
+      await expect(Matmul.create(gpu(), tall)).rejects.toThrow(/subgroups across rows/);
+    } finally {
+      setSubgroupRowsAnswer(gpu(), tall, undefined, true);
     }
-    expectClose(await read(bs, n * (k + 1)), sRef, { rtol: f32Tolerance(m) }, 'S');
-    for (const b of [bx, bt, bz, by, bs]) gpu().buffers.release(b);
+    expect((await Matmul.create(gpu(), [{ config: tall, gflops: 30 }])).shapes.map((s) => s.config)).toEqual([tall]);
   });
 });
 
