@@ -12,13 +12,13 @@ diagnostic(off, subgroup_uniformity);
 //
 // This needs each subgroup to be one workgroup row: WG_N lanes that own the
 // same rows. WGSL does not promise how invocations form subgroups, so the
-// host checks it on the device (the entry point subgroup_rows below) before
+// host checks it on the device (subgroup_rows.wgsl) before
 // it uses a workgroup shape, and uses the core only where subgroups have
 // exactly WG_N lanes. There is no fallback in the kernel for subgroups
 // formed otherwise: any fallback, even one branch in the loop over k, cost
 // lavapipe's compiler 2.5–3.5 s more per pipeline (bench/RESULTS.md).
-// Composed before matmul.wgsl, whose dims, c, load_a, load_b, TM, TN, WG_M
-// and WG_N it uses. TM must be a multiple of WG_N.
+// Composed before matmul.wgsl, whose dims, load_a, load_b, TM, TN and WG_N
+// it uses. TM must be a multiple of WG_N.
 
 struct Invocation {
   @builtin(global_invocation_id) id: vec3u,
@@ -86,14 +86,4 @@ fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> B
 // cost lavapipe's compiler about a second per pipeline.
 fn block_rows() -> u32 {
   return select(TM, 0u, dims.k == 0xffffffffu);
-}
-
-// The precondition of block_product, checked by the host once per
-// workgroup shape before it uses the core: c[i] = 1 for each invocation i
-// of the grid whose subgroup has WG_N lanes, all in its workgroup row, else
-// 0. (global_invocation_id's row is the workgroup row within a workgroup.)
-@compute @workgroup_size(WG_N, WG_M)
-fn subgroup_rows(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) groups: vec3u, @builtin(subgroup_size) size: u32) {
-  let row_shared = subgroupAll(id.y == subgroupBroadcastFirst(id.y));
-  c[id.y * groups.x * WG_N + id.x] = select(0.0, 1.0, row_shared && size == WG_N);
 }

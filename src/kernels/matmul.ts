@@ -8,6 +8,7 @@ import type { GpuDevice, Step } from '../gpu/device.js';
 import type { ComputeKernel } from '../gpu/kernel.js';
 import { u32Constant } from '../gpu/reflect.js';
 import { trace } from '../gpu/trace.js';
+import { subgroupRowsProblem } from './subgroup_rows.js';
 import { ACTIVATION_WGSL } from './activation.js';
 import type { ConvGeometry } from './conv2d.js';
 import { groups } from './dispatch.js';
@@ -49,7 +50,7 @@ const CORES: Record<MatmulCore, CoreSpec> = {
       if (min !== config.wgN || max !== config.wgN) return `subgroups of ${min}…${max} lanes, the core needs exactly wgN = ${config.wgN}`;
       return undefined;
     },
-    deviceProblem: (config, gpu) => subgroupRowsProblem(gpu, config),
+    deviceProblem: (config, gpu) => subgroupRowsProblem(gpu, config.wgM, config.wgN),
   },
   shared: {
     source: sharedBlock,
@@ -62,52 +63,6 @@ const CORES: Record<MatmulCore, CoreSpec> = {
     },
   },
 };
-
-/** Per device, the subgroup check's answer by workgroup shape: one dispatch per shape and device. */
-const subgroupRowChecks = new WeakMap<GpuDevice, Map<string, Promise<string | undefined>>>();
-
-/**
- * Whether the device forms the subgroups of a `wgM` × `wgN` workgroup as
- * its rows, which the subgroup core needs and WGSL does not promise: the
- * core's `subgroup_rows` entry run over a few workgroups. Undefined if it
- * does, else why not.
- */
-export function subgroupRowsProblem(gpu: GpuDevice, config: MatmulConfig): Promise<string | undefined> {
-  let byShape = subgroupRowChecks.get(gpu);
-  if (!byShape) subgroupRowChecks.set(gpu, (byShape = new Map()));
-  const key = `${config.wgM}x${config.wgN}`;
-  let answer = byShape.get(key);
-  if (!answer) byShape.set(key, (answer = checkSubgroupRows(gpu, config)));
-  return answer;
-}
-
-/**
- * @internal For tests: sets the subgroup check's answer for a workgroup
- * shape on `gpu` as if the device had given it (undefined: it passed), or
- * with `forget`, drops it so the next use asks the device.
- */
-export function setSubgroupRowsAnswer(gpu: GpuDevice, config: MatmulConfig, answer: string | undefined, forget = false): void {
-  let byShape = subgroupRowChecks.get(gpu);
-  if (!byShape) subgroupRowChecks.set(gpu, (byShape = new Map()));
-  const key = `${config.wgM}x${config.wgN}`;
-  if (forget) byShape.delete(key);
-  else byShape.set(key, Promise.resolve(answer));
-}
-
-async function checkSubgroupRows(gpu: GpuDevice, config: MatmulConfig): Promise<string | undefined> {
-  const kernel = await gpu.kernel({ family: CORES.subgroup.family, source: matmulWgsl('subgroup'), entry: 'subgroup_rows', overrides: { WG_M: config.wgM, WG_N: config.wgN } });
-  const [gx, gy] = [2, 2];
-  const count = gx * gy * config.wgM * config.wgN;
-  const out = await gpu.storage(count * 4, 'subgroup rows');
-  try {
-    await gpu.step('subgroup rows', (step) => kernel.encode(step.pass, step, { c: out }, {}, [gx, gy]));
-    const rows = await gpu.readF32(out, count * 4);
-    const bad = rows.findIndex((v) => v !== 1);
-    return bad < 0 ? undefined : `the device does not form its subgroups as the rows of a ${config.wgM}×${config.wgN} workgroup (invocation ${bad} of ${count} shares its subgroup across rows)`;
-  } finally {
-    gpu.buffers.release(out);
-  }
-}
 
 export const MATMUL_CORES = Object.keys(CORES) as MatmulCore[];
 

@@ -8,7 +8,8 @@ import { describe, expect, it } from 'vitest';
 import { GpuValidationError } from '../../src/gpu/errors.js';
 import { entryInfo } from '../../src/gpu/reflect.js';
 import { activationCode } from '../../src/kernels/activation.js';
-import { DEFAULT_MATMUL_CONFIG, fastestShape, Matmul, matmulConfigProblem, MATMUL_WGSL, setSubgroupRowsAnswer, subgroupRowsProblem, type MatmulConfig, type MatmulShape } from '../../src/kernels/matmul.js';
+import { DEFAULT_MATMUL_CONFIG, fastestShape, Matmul, matmulConfigProblem, MATMUL_WGSL, type MatmulConfig, type MatmulShape } from '../../src/kernels/matmul.js';
+import { setSubgroupRowsAnswer, subgroupRowsProblem } from '../../src/kernels/subgroup_rows.js';
 import { ACTIVATIONS, ACTIVATION_NAMES } from '../../src/layers/activations.js';
 import { defaultShapesFor, quickCandidates } from '../../src/engine/autotune.js';
 import { Rng } from '../../src/model/random.js';
@@ -182,18 +183,18 @@ describe.each(CONFIGS)('matmul %o', (config) => {
 });
 
 // The subgroup core needs each subgroup to be one workgroup row, which WGSL does not promise:
-// the host asks the device (the core's subgroup_rows entry) before it uses a workgroup shape.
+// the host asks the device (subgroup_rows.wgsl) before it uses a workgroup shape.
 describe('matmul subgroup core, the check that subgroups are workgroup rows', () => {
   it('passes where subgroups have as many lanes as a row, and fails where they span two rows', async (ctx) => {
     if (!gpu().device.features.has('subgroups')) ctx.skip('the adapter has no subgroups');
     const lanes = gpu().adapter.subgroupMaxSize;
     const rows: MatmulConfig = { tm: lanes, tn: 8, wgM: 2, wgN: lanes, core: 'subgroup' };
     if (gpu().adapter.subgroupMinSize !== lanes) ctx.skip('subgroups of varying size');
-    expect(await subgroupRowsProblem(gpu(), rows)).toBeUndefined();
+    expect(await subgroupRowsProblem(gpu(), rows.wgM, rows.wgN)).toBeUndefined();
     // Half a subgroup per row: each subgroup spans two workgroup rows.
     if (lanes < 2) ctx.skip('needs subgroups of at least 2 lanes');
     const spanning: MatmulConfig = { tm: lanes, tn: 8, wgM: 4, wgN: lanes / 2, core: 'subgroup' };
-    expect(await subgroupRowsProblem(gpu(), spanning)).toMatch(/does not form its subgroups as the rows of a 4×\d+ workgroup/);
+    expect(await subgroupRowsProblem(gpu(), spanning.wgM, spanning.wgN)).toMatch(/does not form its subgroups as the rows of a 4×\d+ workgroup/);
   });
 
   it('leaves a shape that fails it out of a list, uses the default where none is left, and refuses it alone', async (ctx) => {
@@ -203,13 +204,13 @@ describe('matmul subgroup core, the check that subgroups are workgroup rows', ()
     if (gpu().adapter.subgroupMinSize !== lanes) ctx.skip('subgroups of varying size');
     const small: MatmulConfig = { tm: 4, tn: 4, wgM: 8, wgN: 8, core: 'plain' };
     // As if the device had answered otherwise (lavapipe forms its subgroups as rows).
-    setSubgroupRowsAnswer(gpu(), tall, 'subgroups across rows');
+    setSubgroupRowsAnswer(gpu(), tall.wgM, tall.wgN, 'subgroups across rows');
     try {
       expect((await Matmul.create(gpu(), [{ config: tall, gflops: 30 }, { config: small, gflops: 10 }])).shapes.map((s) => s.config)).toEqual([small]);
       expect((await Matmul.create(gpu(), [{ config: tall, gflops: 30 }])).shapes.map((s) => s.config)).toEqual([DEFAULT_MATMUL_CONFIG]);
       await expect(Matmul.create(gpu(), tall)).rejects.toThrow(/subgroups across rows/);
     } finally {
-      setSubgroupRowsAnswer(gpu(), tall, undefined, true);
+      setSubgroupRowsAnswer(gpu(), tall.wgM, tall.wgN, undefined, true);
     }
     expect((await Matmul.create(gpu(), [{ config: tall, gflops: 30 }])).shapes.map((s) => s.config)).toEqual([tall]);
   });

@@ -1,0 +1,54 @@
+/**
+ * shaders/subgroup_rows.wgsl: whether the device forms the subgroups of a
+ * workgroup shape as its rows, which the subgroup core of matmul needs and
+ * WGSL does not promise. Asked once per shape and device; the answer is kept.
+ */
+import type { GpuDevice } from '../gpu/device.js';
+import source from '../../shaders/subgroup_rows.wgsl';
+
+/** Per device, the answer by workgroup shape: one dispatch per shape and device. */
+const answers = new WeakMap<GpuDevice, Map<string, Promise<string | undefined>>>();
+
+function answersOf(gpu: GpuDevice): Map<string, Promise<string | undefined>> {
+  let byShape = answers.get(gpu);
+  if (!byShape) answers.set(gpu, (byShape = new Map()));
+  return byShape;
+}
+
+/**
+ * Whether the device forms the subgroups of a `wgM` × `wgN` workgroup
+ * (wgN invocations a row) as its rows: undefined if it does, else why not.
+ */
+export function subgroupRowsProblem(gpu: GpuDevice, wgM: number, wgN: number): Promise<string | undefined> {
+  const byShape = answersOf(gpu);
+  const key = `${wgM}x${wgN}`;
+  let answer = byShape.get(key);
+  if (!answer) byShape.set(key, (answer = ask(gpu, wgM, wgN)));
+  return answer;
+}
+
+/**
+ * @internal For tests: sets the answer for a workgroup shape on `gpu` as if
+ * the device had given it (undefined: it passed), or with `forget`, drops
+ * it so that the next use asks the device.
+ */
+export function setSubgroupRowsAnswer(gpu: GpuDevice, wgM: number, wgN: number, answer: string | undefined, forget = false): void {
+  const key = `${wgM}x${wgN}`;
+  if (forget) answersOf(gpu).delete(key);
+  else answersOf(gpu).set(key, Promise.resolve(answer));
+}
+
+async function ask(gpu: GpuDevice, wgM: number, wgN: number): Promise<string | undefined> {
+  const kernel = await gpu.kernel({ family: 'subgroup_rows', source, entry: 'rows', overrides: { WG_M: wgM, WG_N: wgN } });
+  const [gx, gy] = [2, 2];
+  const count = gx * gy * wgM * wgN;
+  const out = await gpu.storage(count * 4, 'subgroup rows');
+  try {
+    await gpu.step('subgroup rows', (step) => kernel.encode(step.pass, step, { out }, {}, [gx, gy]));
+    const got = await gpu.readF32(out, count * 4);
+    const bad = got.findIndex((v) => v !== 1);
+    return bad < 0 ? undefined : `the device does not form its subgroups as the rows of a ${wgM}×${wgN} workgroup (invocation ${bad} of ${count} shares its subgroup across rows)`;
+  } finally {
+    gpu.buffers.release(out);
+  }
+}
