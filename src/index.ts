@@ -40,7 +40,7 @@ export { MATMUL_CORES, type MatmulConfig, type MatmulCore, type MatmulShape } fr
 export { ensureTuned, matmulShapesFor, type TuningEntry } from './engine/tuning.js';
 export { adapterKind, defaultShapesFor, type AdapterKind } from './engine/autotune.js';
 export { selectEngine, type BackendChoice } from './engine/select.js';
-export { fisher } from './fisher/estimate.js';
+export { fisher, prepareFisher } from './fisher/estimate.js';
 export {
   KINDS,
   STRUCTURES,

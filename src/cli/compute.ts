@@ -2,8 +2,8 @@
 import { access, constants } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { selectEngine, type BackendChoice } from '../engine/select.js';
-import { fisher } from '../fisher/estimate.js';
-import type { FisherKind, FisherStructure, KfacMode, Reduction } from '../fisher/options.js';
+import { fisher, prepareFisher } from '../fisher/estimate.js';
+import type { FisherKind, FisherOptions, FisherStructure, KfacMode, Reduction } from '../fisher/options.js';
 import type { FileDtype } from '../fisher/result.js';
 import { Dataset } from '../model/data.js';
 import { InputError } from '../layers/errors.js';
@@ -45,32 +45,49 @@ export async function compute(args: ComputeArgs): Promise<void> {
   const profile = new Profile(args.profile);
   const model = await Network.load(args.model, args.weights);
   profile.mark('reading the model and weights');
-  const data = await Dataset.load(args.data, model);
-  profile.mark('reading the data');
-  const { engine, device, fallback } = await selectEngine(args.backend, { tune: args.tune, say: (line) => process.stderr.write(`${line}\n`) });
-  profile.mark('opening the device (and the first use\'s search)');
-  if (fallback) process.stderr.write(`fisher: warning: ${fallback}; computing on the CPU reference path instead (slow)\n`);
+  const disk = await diskFree(dirname(resolve(args.out)));
   const bar = progressBar(`${args.kind} ${args.structure}`, { quiet: args.quiet });
+  const options: FisherOptions = {
+    kind: args.kind,
+    structure: args.structure,
+    reduction: args.reduction,
+    ...(args.kfac === undefined ? {} : { kfac: args.kfac }),
+    ...(args.rank === undefined ? {} : { rank: args.rank }),
+    ...(args.passes === undefined ? {} : { passes: args.passes }),
+    ...(args.batchSize === undefined ? {} : { batchSize: args.batchSize }),
+    // The device budget where given; the host's: the budget, else the free memory now.
+    memoryBudget: { ...(args.memoryBudget === undefined ? {} : { device: args.memoryBudget }), host: hostBudget(args.memoryBudget), disk },
+    // A full Fisher beyond host memory goes straight into the output file, tile by tile (float32).
+    ...(args.dtype === 'F32' ? { spill: args.out } : {}),
+    ...(args.samples === undefined ? {} : { samples: args.samples }),
+    ...(args.seed === undefined ? {} : { seed: args.seed }),
+    ...(args.shard === undefined ? {} : { shard: args.shard }),
+    onProgress: (done, total) => bar.update(done, total),
+  };
+  // While the data is read, the device opens and the run's pipelines are built (prepareFisher).
+  // Errors of either surface in order below: the data's first, then the device's, then the run's own.
+  const opening = selectEngine(args.backend, { tune: args.tune, say: (line) => process.stderr.write(`${line}\n`) });
+  const preparing = opening.then(({ engine }) => prepareFisher(engine, model, options)).catch(() => undefined);
+  let data: Dataset;
   try {
-    const disk = await diskFree(dirname(resolve(args.out)));
+    data = await Dataset.load(args.data, model);
+  } catch (e) {
+    bar.stop();
+    await preparing;
+    const opened = await opening.catch(() => undefined);
+    opened?.engine.dispose();
+    opened?.device?.dispose();
+    throw e;
+  }
+  profile.mark('reading the data, as the device opens and builds the run\'s pipelines');
+  const { engine, device, fallback } = await opening;
+  profile.mark('opening the device: what remained (the first use\'s search included)');
+  await preparing;
+  profile.mark('building the pipelines: what remained (a warm-up batch)');
+  if (fallback) process.stderr.write(`fisher: warning: ${fallback}; computing on the CPU reference path instead (slow)\n`);
+  try {
     const t0 = performance.now();
-    const run = () => fisher(engine, model, data, {
-      kind: args.kind,
-      structure: args.structure,
-      reduction: args.reduction,
-      ...(args.kfac === undefined ? {} : { kfac: args.kfac }),
-      ...(args.rank === undefined ? {} : { rank: args.rank }),
-      ...(args.passes === undefined ? {} : { passes: args.passes }),
-      ...(args.batchSize === undefined ? {} : { batchSize: args.batchSize }),
-      // The device budget where given; the host's: the budget, else the free memory now.
-      memoryBudget: { ...(args.memoryBudget === undefined ? {} : { device: args.memoryBudget }), host: hostBudget(args.memoryBudget), disk },
-      // A full Fisher beyond host memory goes straight into the output file, tile by tile (float32).
-      ...(args.dtype === 'F32' ? { spill: args.out } : {}),
-      ...(args.samples === undefined ? {} : { samples: args.samples }),
-      ...(args.seed === undefined ? {} : { seed: args.seed }),
-      ...(args.shard === undefined ? {} : { shard: args.shard }),
-      onProgress: (done, total) => bar.update(done, total),
-    });
+    const run = () => fisher(engine, model, data, options);
     // Under --profile the passes are timed on the device (timestamp queries), to split the computing.
     const { result: F, gpuSeconds } = args.profile && device ? await device.timed(run) : { result: await run(), gpuSeconds: undefined };
     const seconds = (performance.now() - t0) / 1000;

@@ -96,6 +96,13 @@ export interface Engine {
   describe(): string;
   /** Prepares a model (uploads its weights, plans its buffers). */
   load(model: Network): Promise<LoadedModel>;
+  /**
+   * Rows of a batch that runs the kernels a full batch runs (a GPU builds
+   * its pipelines on first use, and picks each product's shape by its
+   * size: the primary shape's tile height); absent where nothing is
+   * built on first use (the CPU reference).
+   */
+  readonly warmUpRows?: number;
   /** Releases everything the engine holds. */
   dispose(): void;
 }

@@ -20,7 +20,7 @@ import { formatBytes } from '../gpu/bytes.js';
 import type { GpuDevice, Step } from '../gpu/device.js';
 import { GpuLimitError } from '../gpu/errors.js';
 import { LikelihoodHead } from '../kernels/likelihood.js';
-import { asShapes, DEFAULT_MATMUL_CONFIG, Matmul, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
+import { asShapes, DEFAULT_MATMUL_CONFIG, Matmul, tileOf, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { Optimizer } from '../kernels/optimizer.js';
 import { layerKernels, type LayerKernels } from '../layers/kernels.js';
 import type { GpuEnv, KroneckerGeometry, ParameterLeaf } from '../layers/layer.js';
@@ -894,6 +894,11 @@ export class GpuEngine implements Engine {
   /** The primary matmul shape. */
   get config(): MatmulConfig {
     return this.shapes[0]!.config;
+  }
+
+  /** A batch as tall as the primary shape's tile: each product picks its shape as for a full batch. */
+  get warmUpRows(): number {
+    return tileOf(this.config).rows;
   }
 
   describe(): string {

@@ -13,7 +13,7 @@
 import type { GpuDevice } from '../gpu/device.js';
 import { DATA_LABELS, type Engine, type LabelSource } from '../engine/engine.js';
 import { engineFor } from '../engine/select.js';
-import type { Dataset } from '../model/data.js';
+import { Dataset } from '../model/data.js';
 import type { Network } from '../model/network.js';
 import { resolveOptions, type FisherOptions, type ResolvedOptions } from './options.js';
 import type { FisherInfo, FisherMatrix } from './result.js';
@@ -73,6 +73,47 @@ export async function fisher(target: Engine | GpuDevice, model: Network, whole: 
     await run.abort?.();
     throw e;
   } finally {
+    loaded.release();
+  }
+}
+
+/**
+ * Above this much host memory for its sums, a structure is not warmed up:
+ * the warm-up's sums would be held beside the run's (its own first batch
+ * builds the pipelines then).
+ */
+const WARM_UP_HOST_BYTES = 64 * 2 ** 20;
+
+/**
+ * Prepares `target` for `fisher(target, model, data, options)` before the
+ * data is there: runs the same estimation on one synthetic batch (zeros,
+ * target 0) and discards it, so that the pipelines the run will use are
+ * built, and compiled by drivers that compile at first dispatch (lavapipe).
+ * Call it while the data loads (the command line does); the run then finds
+ * them built on the same device. Nothing is done on the CPU reference, or
+ * for a structure whose sums take more than 64 MiB of host memory.
+ */
+export async function prepareFisher(target: Engine | GpuDevice, model: Network, options: FisherOptions = {}): Promise<void> {
+  const engine = engineFor(target);
+  const rows = engine.warmUpRows;
+  if (rows === undefined) return;
+  // Held in memory, over all the data, silent: what a spilled, sharded or watched run runs per batch all the same.
+  const same: FisherOptions = { ...options, batchSize: rows };
+  delete same.spill;
+  delete same.shard;
+  delete same.onProgress;
+  const o = resolveOptions(same);
+  const type = STRUCTURE_TYPES.get(o.structure)!;
+  if (type.hostBytes(model, o) > WARM_UP_HOST_BYTES) return;
+  const batch = new Dataset(new Float32Array(rows * model.inputs), new Float32Array(rows * model.targetWidth), rows, model.inputs, model.targetWidth);
+  batch.check(model, 'the warm-up batch');
+  const info: FisherInfo = { kind: o.kind, structure: o.structure, reduction: o.reduction, n: rows, samples: o.samples, seed: o.seed, backend: engine.backend };
+  const run = type.start(model, o, info);
+  const loaded = await engine.load(model);
+  try {
+    await run.add(loaded, batch, labelSources(o, model, 0));
+  } finally {
+    await run.abort?.();
     loaded.release();
   }
 }

@@ -142,6 +142,11 @@ export class GpuDevice {
     return parts.join(' / ') || 'unknown adapter';
   }
 
+  /** How many pipelines (an entry point with its overrides) have been asked for on this device: each is built once. */
+  get pipelineCount(): number {
+    return this.#kernels.size;
+  }
+
   /** A pipeline for one entry point with its overrides, built once and cached. */
   kernel(spec: KernelSpec): Promise<ComputeKernel> {
     const key = `${spec.family}\u0000${spec.entry}\u0000${JSON.stringify(Object.entries(spec.overrides ?? {}).sort())}\u0000${spec.source}`;
