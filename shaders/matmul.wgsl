@@ -29,8 +29,8 @@
 // matmul_block_shared.wgsl (workgroup-shared tiles). Entry points take the
 // core's Invocation (the builtins it needs: the subgroup core adds the lane
 // within the subgroup, which WGSL promises only as subgroup_invocation_id)
-// and store the block's block_rows() rows (TM; the core says whether the
-// compiler may see it as a constant).
+// and store the block's block_rows() × block_cols() (TM × TN; the core says
+// whether the compiler may see them as constants).
 // Out-of-range rows and columns load a clamped (valid) address and are not
 // stored, so the inner loop has no branches. Block and workgroup sizes are
 // overrides, set by the host at pipeline creation.
@@ -177,7 +177,7 @@ fn linear_forward(inv: Invocation) {
   let o = block_origin(inv.id);
   var blk = block_product(o.x, o.y, A_MK, B_NK, lane_of(inv));
   for (var i = 0u; i < block_rows(); i++) {
-    for (var j = 0u; j < TN; j++) {
+    for (var j = 0u; j < block_cols(); j++) {
       if (in_range(o, i, j)) {
         let at = (o.x + i) * dims.n + o.y + j;
         let z = block_at(&blk, i, j) + select(0.0, b[dims.bias_offset + o.y + j], dims.has_bias != 0u);
@@ -193,7 +193,7 @@ fn linear_backward(inv: Invocation) {
   let o = block_origin(inv.id);
   var blk = block_product(o.x, o.y, A_MK, B_KN, lane_of(inv));
   for (var i = 0u; i < block_rows(); i++) {
-    for (var j = 0u; j < TN; j++) {
+    for (var j = 0u; j < block_cols(); j++) {
       if (in_range(o, i, j)) {
         let at = (o.x + i) * dims.n + o.y + j;
         c[at] = block_at(&blk, i, j) * activate_derivative(dims.activation, z_in[at]);
@@ -207,7 +207,7 @@ fn linear_backward(inv: Invocation) {
 fn store_parameters(o: vec2u, blk: ptr<function, Block>, scale: f32) {
   let inputs = dims.n - dims.has_bias;
   for (var i = 0u; i < block_rows(); i++) {
-    for (var j = 0u; j < TN; j++) {
+    for (var j = 0u; j < block_cols(); j++) {
       if (in_range(o, i, j)) {
         let m = o.x + i;
         let n = o.y + j;
@@ -235,7 +235,7 @@ fn squared_gradient(inv: Invocation) {
 // The block into c, row-major from c_offset with row stride `ld`, or (subtract) taken from what is there.
 fn store_block(o: vec2u, blk: ptr<function, Block>, ld: u32, subtract: bool) {
   for (var i = 0u; i < block_rows(); i++) {
-    for (var j = 0u; j < TN; j++) {
+    for (var j = 0u; j < block_cols(); j++) {
       if (in_range(o, i, j)) {
         let at = dims.c_offset + (o.x + i) * ld + o.y + j;
         if (subtract) { c[at] = c[at] - block_at(blk, i, j); } else { c[at] = block_at(blk, i, j); }
@@ -284,7 +284,7 @@ fn conv_forward(inv: Invocation) {
   var blk = block_product(o.x, o.y, A_IM2COL, B_NK, lane_of(inv));
   let pixels = dims.conv_oh * dims.conv_ow;
   for (var i = 0u; i < block_rows(); i++) {
-    for (var j = 0u; j < TN; j++) {
+    for (var j = 0u; j < block_cols(); j++) {
       if (in_range(o, i, j)) {
         let m = o.x + i;
         let at = ((m / pixels) * dims.n + o.y + j) * pixels + m % pixels;
@@ -306,7 +306,7 @@ fn conv_input_gradient(inv: Invocation) {
   var blk = block_product(o.x, o.y, A_COL2IM, B_CONV_T, lane_of(inv));
   let pixels = dims.conv_h * dims.conv_w;
   for (var i = 0u; i < block_rows(); i++) {
-    for (var j = 0u; j < TN; j++) {
+    for (var j = 0u; j < block_cols(); j++) {
       if (in_range(o, i, j)) {
         let m = o.x + i;
         let at = ((m / pixels) * dims.n + o.y + j) * pixels + m % pixels;

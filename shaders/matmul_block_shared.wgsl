@@ -119,8 +119,12 @@ fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> B
   return Block(acc);
 }
 
-// The rows the entry points store a block by: TM, a constant, so that
-// their loops over the rows unroll and the block stays in registers.
+// The rows and columns the entry points store a block by: TM and TN,
+// constants, so that their loops unroll and the block stays in registers.
 fn block_rows() -> u32 {
   return TM;
+}
+
+fn block_cols() -> u32 {
+  return TN;
 }

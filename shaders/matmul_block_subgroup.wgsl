@@ -80,10 +80,15 @@ fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> B
   return out;
 }
 
-// The rows the entry points store a block by: TM, as a value the compiler
-// cannot fold (dims.k is never 2³² − 1), so that their loops over the rows
-// stay rolled. Unrolled, 32 rows of stores, each a ladder of bounds tests,
-// cost lavapipe's compiler about a second per pipeline.
+// The rows and columns the entry points store a block by: TM and TN, as
+// values the compiler cannot fold (dims.k is never 2³² − 1), so that their
+// loops stay rolled. Unrolled, the 32 × 8 stores of a tall block, each with
+// its bounds tests, cost lavapipe's compiler 2 s more per pipeline, and
+// ran no faster.
 fn block_rows() -> u32 {
   return select(TM, 0u, dims.k == 0xffffffffu);
+}
+
+fn block_cols() -> u32 {
+  return select(TN, 0u, dims.k == 0xffffffffu);
 }
