@@ -103,6 +103,8 @@ export interface Engine {
    * built on first use (the CPU reference).
    */
   readonly warmUpRows?: number;
+  /** Waits for the work submitted so far to finish (a GPU's queue); absent where work is done when submitted. */
+  settle?(): Promise<void>;
   /** Releases everything the engine holds. */
   dispose(): void;
 }

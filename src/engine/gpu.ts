@@ -901,6 +901,10 @@ export class GpuEngine implements Engine {
     return tileOf(this.config).rows;
   }
 
+  settle(): Promise<void> {
+    return this.gpu.finish();
+  }
+
   describe(): string {
     return this.gpu.describe();
   }

@@ -112,6 +112,8 @@ export async function prepareFisher(target: Engine | GpuDevice, model: Network, 
   const loaded = await engine.load(model);
   try {
     await run.add(loaded, batch, labelSources(o, model, 0));
+    // Done when the batch has run: a driver that compiles at first dispatch compiles then.
+    await engine.settle?.();
   } finally {
     await run.abort?.();
     loaded.release();
