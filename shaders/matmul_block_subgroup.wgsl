@@ -73,8 +73,8 @@ fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> B
   // memory, each FMA a load and a store. That is faster than what its
   // register allocator makes of 256 live accumulators in 16 registers
   // (32 × 8 blocks, alternated: bench/RESULTS.md, issue 12's second part).
-  // Returning acc itself compiles in a third of the time, and ran 25–40%
-  // slower (measured again in issue 12's fourth part).
+  // Returning acc itself compiles in a third of the time, and ran about
+  // 45% slower (measured again in issue 12's fourth part).
   var out: Block;
   for (var i = 0u; i < 2u * TM; i++) { out.v[i] = acc[i]; }
   return out;
