@@ -11,6 +11,7 @@
 import { BufferPool } from './buffers.js';
 import { DeviceLostError, GpuError, GpuInternalError, GpuLimitError, GpuOutOfMemoryError, GpuValidationError, NoAdapterError, ShaderError } from './errors.js';
 import { ComputeKernel, type DispatchRecord, type KernelSpec } from './kernel.js';
+import { pacePolling } from './poll.js';
 import { GpuTimer } from './timing.js';
 import { trace, TRACE_ENABLED } from './trace.js';
 
@@ -70,6 +71,8 @@ export class GpuDevice {
   readonly buffers: BufferPool;
   /** Keeps Dawn's GPU object alive as long as the device: if it is collected first, the process crashes. */
   readonly #gpu: GPU;
+  /** Ends this device's share of the pacing of Dawn's polling (poll.ts). */
+  readonly #releasePolling: () => void;
   readonly #modules = new Map<string, GPUShaderModule>();
   readonly #kernels = new Map<string, Promise<ComputeKernel>>();
   #lostReason: string | undefined;
@@ -83,8 +86,10 @@ export class GpuDevice {
     gpu: GPU,
     readonly device: GPUDevice,
     readonly adapter: AdapterDescription,
+    releasePolling: () => void,
   ) {
     this.#gpu = gpu;
+    this.#releasePolling = releasePolling;
     this.buffers = new BufferPool(device);
     this.#lost = device.lost.then((info) => {
       this.#lostReason = this.#disposed ? 'the device was disposed' : `${info.reason}: ${info.message}`;
@@ -105,6 +110,17 @@ export class GpuDevice {
   /** Opens the default adapter's device, or throws NoAdapterError saying what to install. */
   static async open(options: OpenDeviceOptions = {}): Promise<GpuDevice> {
     const gpu = await webgpuInstance();
+    // Dawn's Node bindings busy-poll while a promise is pending (poll.ts); a browser does not.
+    const releasePolling = gpu === (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu ? () => undefined : pacePolling();
+    try {
+      return await GpuDevice.#open(gpu, options, releasePolling);
+    } catch (e) {
+      releasePolling();
+      throw e;
+    }
+  }
+
+  static async #open(gpu: GPU, options: OpenDeviceOptions, releasePolling: () => void): Promise<GpuDevice> {
     const adapter = await gpu.requestAdapter(options.powerPreference ? { powerPreference: options.powerPreference } : {});
     if (!adapter) {
       throw new NoAdapterError(
@@ -128,7 +144,7 @@ export class GpuDevice {
       subgroupMinSize: info.subgroupMinSize ?? 0,
       subgroupMaxSize: info.subgroupMaxSize ?? 0,
     };
-    return new GpuDevice(gpu, device, description);
+    return new GpuDevice(gpu, device, description, releasePolling);
   }
 
   get limits(): GPUSupportedLimits {
@@ -340,6 +356,7 @@ export class GpuDevice {
     this.#kernels.clear();
     this.#modules.clear();
     this.device.destroy();
+    this.#releasePolling();
   }
 
   get disposed(): boolean {
