@@ -48,13 +48,15 @@ export class Dataset {
   slice(start: number, end: number): Dataset {
     end = Math.min(end, this.n);
     if (!(Number.isSafeInteger(start) && Number.isSafeInteger(end) && 0 <= start && start <= end)) throw new RangeError(`dataset: rows [${start}, ${end}) of ${this.n}`);
-    return new Dataset(
-      this.x.subarray(start * this.inputs, end * this.inputs),
-      this.y.subarray(start * this.targetWidth, end * this.targetWidth),
-      end - start,
-      this.inputs,
-      this.targetWidth,
-    );
+    // Rows of a checked dataset are checked: not again for every batch (7.8M values of x per pass of the 784-wide example).
+    const part: Pick<Dataset, 'x' | 'y' | 'n' | 'inputs' | 'targetWidth'> = {
+      x: this.x.subarray(start * this.inputs, end * this.inputs),
+      y: this.y.subarray(start * this.targetWidth, end * this.targetWidth),
+      n: end - start,
+      inputs: this.inputs,
+      targetWidth: this.targetWidth,
+    };
+    return Object.assign(Object.create(Dataset.prototype) as Dataset, part);
   }
 
   /** Validates tensors `x` and `y` against the model; `source` names them in errors. */

@@ -93,6 +93,19 @@ describe('weights and data', () => {
     it(`rejects data with ${what}`, () => expect(() => Dataset.fromTensors(new Map(Object.entries(tensors)), model)).toThrow(message));
   }
 
+  it('slices rows as views that are datasets in full', () => {
+    const d = new Dataset(Float32Array.from({ length: 12 }, (_, i) => i), Float32Array.of(0, 1, 0, 1), 4, 3, 1);
+    const part = d.slice(1, 9);
+    expect(part).toBeInstanceOf(Dataset);
+    expect([part.n, part.inputs, part.targetWidth]).toEqual([3, 3, 1]);
+    expect(Array.from(part.x)).toEqual([3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    expect(Array.from(part.y)).toEqual([1, 0, 1]);
+    expect(part.x.buffer).toBe(d.x.buffer);
+    expect(() => part.check(model)).not.toThrow();
+    expect(Array.from(part.slice(1, 2).x)).toEqual([6, 7, 8]);
+    expect(() => d.slice(3, 2)).toThrow(RangeError);
+  });
+
   it('takes values targets for gaussian and bernoulli, checked', () => {
     const g = Network.random(mlpSpec([3, 2], 'relu', { type: 'gaussian', sigma: 2 }), 1);
     const d = Dataset.fromTensors(new Map([['x', x(2)], ['y', { dtype: 'F32', shape: [2, 2], data: new Float32Array([1, 2, 3, 4]) }]]), g);
