@@ -80,7 +80,10 @@ export async function compute(args: ComputeArgs): Promise<void> {
     throw e;
   }
   profile.mark('reading the data, as the device opens and builds the run\'s pipelines');
-  const { engine, device, fallback } = await opening;
+  const { engine, device, fallback } = await opening.catch((e: unknown) => {
+    bar.stop();
+    throw e;
+  });
   profile.mark('opening the device: what remained (the first use\'s search included)');
   await preparing;
   profile.mark('building the pipelines: what remained (a warm-up batch)');

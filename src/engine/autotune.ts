@@ -173,7 +173,8 @@ export interface SearchResult {
 
 /**
  * Scores candidates in order until `budgetSeconds` have passed (at least
- * one is always scored), best first. `log` hears each score.
+ * one is always scored), best first; a candidate the device cannot run
+ * (matmulDeviceProblem) is skipped. `log` hears each score and each skip.
  */
 export async function searchShapes(
   gpu: GpuDevice,
