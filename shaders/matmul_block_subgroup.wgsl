@@ -12,11 +12,11 @@ diagnostic(off, subgroup_uniformity);
 //
 // This needs each subgroup to be one workgroup row: WG_N lanes that own the
 // same rows. WGSL does not promise how invocations form subgroups, so the
-// host checks it on the device (subgroup_rows.wgsl) before
-// it uses a workgroup shape, and uses the core only where subgroups have
-// exactly WG_N lanes. There is no fallback in the kernel for subgroups
-// formed otherwise: any fallback, even one branch in the loop over k, cost
-// lavapipe's compiler 2.5–3.5 s more per pipeline (bench/RESULTS.md).
+// host checks it on the device (subgroup_rows.wgsl) before it uses a
+// workgroup shape, and uses the core only where subgroups have exactly WG_N
+// lanes. There is no fallback in the kernel for subgroups formed otherwise:
+// any fallback, even one branch in the loop over k, cost lavapipe's
+// compiler 2.5–3.5 s more per pipeline (bench/RESULTS.md).
 // Composed before matmul.wgsl, whose dims, load_a, load_b, TM, TN and WG_N
 // it uses. TM must be a multiple of WG_N.
 
