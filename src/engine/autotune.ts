@@ -172,9 +172,20 @@ export interface SearchResult {
 }
 
 /**
- * Scores candidates in order until `budgetSeconds` have passed (at least
- * one is always scored), best first; a candidate the device cannot run
- * (matmulDeviceProblem) is skipped. `log` hears each score and each skip.
+ * Whether the search starts another candidate: at the pace of the last one
+ * (on lavapipe, mostly its compile: seconds), it would end within the
+ * budget. Started on the time elapsed alone, a candidate begun just before
+ * the budget ran out doubled a fresh machine's search.
+ */
+export function startsAnother(elapsedSeconds: number, lastSeconds: number, budgetSeconds: number): boolean {
+  return elapsedSeconds + lastSeconds <= budgetSeconds;
+}
+
+/**
+ * Scores candidates in order while the next would end within
+ * `budgetSeconds` (startsAnother; at least one is always scored), best
+ * first; a candidate the device cannot run (matmulDeviceProblem) is
+ * skipped. `log` hears each score and each skip.
  */
 export async function searchShapes(
   gpu: GpuDevice,
@@ -185,14 +196,17 @@ export async function searchShapes(
   const start = performance.now();
   const elapsed = () => (performance.now() - start) / 1000;
   const ranked: MatmulShape[] = [];
+  let last = 0;
   for (const config of candidates) {
-    if (ranked.length > 0 && elapsed() > (options.budgetSeconds ?? Infinity)) break;
+    if (ranked.length > 0 && !startsAnother(elapsed(), last, options.budgetSeconds ?? Infinity)) break;
     const problem = await matmulDeviceProblem(config, gpu);
     if (problem) {
       options.log?.(`${JSON.stringify(config)}: skipped, ${problem}`);
       continue;
     }
+    const begun = elapsed();
     const gflops = await scoreShape(gpu, config, size, options.repeats, options.products);
+    last = elapsed() - begun;
     options.log?.(`${JSON.stringify(config)}: ${gflops.toFixed(1)} GFLOP/s`);
     ranked.push({ config, gflops });
   }
