@@ -9,6 +9,11 @@ import source from '../../shaders/subgroup_rows.wgsl';
 /** Per device, the answer by workgroup shape: one dispatch per shape and device. */
 const answers = new WeakMap<GpuDevice, Map<string, Promise<string | undefined>>>();
 
+/** The answers' key: the workgroup shape. */
+function shapeKey(wgM: number, wgN: number): string {
+  return `${wgM}x${wgN}`;
+}
+
 function answersOf(gpu: GpuDevice): Map<string, Promise<string | undefined>> {
   let byShape = answers.get(gpu);
   if (!byShape) answers.set(gpu, (byShape = new Map()));
@@ -21,7 +26,7 @@ function answersOf(gpu: GpuDevice): Map<string, Promise<string | undefined>> {
  */
 export function subgroupRowsProblem(gpu: GpuDevice, wgM: number, wgN: number): Promise<string | undefined> {
   const byShape = answersOf(gpu);
-  const key = `${wgM}x${wgN}`;
+  const key = shapeKey(wgM, wgN);
   let answer = byShape.get(key);
   if (!answer) byShape.set(key, (answer = ask(gpu, wgM, wgN)));
   return answer;
@@ -33,7 +38,7 @@ export function subgroupRowsProblem(gpu: GpuDevice, wgM: number, wgN: number): P
  * it so that the next use asks the device.
  */
 export function setSubgroupRowsAnswer(gpu: GpuDevice, wgM: number, wgN: number, answer: string | undefined, forget = false): void {
-  const key = `${wgM}x${wgN}`;
+  const key = shapeKey(wgM, wgN);
   if (forget) answersOf(gpu).delete(key);
   else answersOf(gpu).set(key, Promise.resolve(answer));
 }
