@@ -85,6 +85,19 @@ struct Dims {
 @group(0) @binding(3) var<storage, read> z_in: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c_act: array<f32>;
+// a and b again, viewed as vec4s, for cores that load four consecutive rows
+// of A or columns of B at once (see load_a4). Bound to the same buffers.
+@group(0) @binding(6) var<storage, read> a4: array<vec4f>;
+@group(0) @binding(7) var<storage, read> b4: array<vec4f>;
+
+// Whether a core that can (the subgroup core) loads A's rows (VEC_A) or B's
+// columns (VEC_B) four at a time. The host sets them where the operand's
+// form is one a_vectors or b_vectors names and its rows are 16-byte aligned:
+// offset and row stride multiples of 4, the buffer's size a multiple of 16.
+// On lavapipe every lane's load is a loop over the 8 lanes with a mask test
+// and a bounds test per element; a vec4 costs those once for 4 elements.
+override VEC_A: bool = false;
+override VEC_B: bool = false;
 
 // How A(m, k) and B(k, n) are read. Constant at every call site, so each
 // entry point compiles to straight-line loads. The convolution forms read
@@ -129,6 +142,32 @@ fn col2im_index(m: u32, k: u32) -> i32 {
   let ox = u32(tx) / dims.conv_sw;
   if (oy >= dims.conv_oh || ox >= dims.conv_ow) { return -1; }
   return i32(((s * dims.conv_co + o) * dims.conv_oh + oy) * dims.conv_ow + ox);
+}
+
+// The forms whose elements m … m + 3 (A) or n … n + 3 (B) are consecutive in memory.
+fn a_vectors(form: u32) -> bool {
+  return form == A_KM || form == A_KM_SQUARED;
+}
+
+fn b_vectors(form: u32) -> bool {
+  return form == B_KN || form == B_KN_ONE || form == B_KN_SQUARED_ONE;
+}
+
+// A(m … m + 3, k) for m a multiple of 4, of a form a_vectors names. Rows
+// past the last are read from the last vec4 that holds one (within its row
+// of memory, the stride being a multiple of 4), and are not stored.
+fn load_a4(form: u32, m: u32, k: u32) -> vec4f {
+  let v = a4[(dims.a_offset + k * dims.lda + min(m, (dims.m - 1u) & ~3u)) / 4u];
+  return select(v, v * v, form == A_KM_SQUARED);
+}
+
+// B(k, n … n + 3) for n a multiple of 4, of a form b_vectors names; as load_b
+// with the bias's column of 1s. Columns past the last are read as in load_a4.
+fn load_b4(form: u32, k: u32, n: u32) -> vec4f {
+  let inputs = select(dims.n, dims.n - dims.has_bias, form != B_KN);
+  let v = b4[(dims.b_offset + k * dims.ldb + min(n, (inputs - 1u) & ~3u)) / 4u];
+  let w = select(v, v * v, form == B_KN_SQUARED_ONE);
+  return select(w, vec4f(1.0), vec4u(n, n + 1u, n + 2u, n + 3u) >= vec4u(inputs));
 }
 
 fn load_a(form: u32, m: u32, k: u32) -> f32 {

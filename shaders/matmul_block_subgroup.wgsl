@@ -8,7 +8,11 @@ diagnostic(off, subgroup_uniformity);
 // loads rows l, l + WG_N, … of the block and the others receive them by
 // subgroupShuffle. A lane so loads TM / WG_N values of A instead of TM,
 // which lets blocks grow tall (on a CPU-SIMD driver such as lavapipe,
-// per-lane loads are the bottleneck).
+// per-lane loads are the bottleneck). Where the host sets VEC_A (A's rows
+// consecutive in memory and aligned), lane l loads rows 4l … 4l + 3 of each
+// 4·WG_N as one vec4 instead; with VEC_B, its 8 columns of B as two vec4s.
+// On lavapipe that made the squared-gradient products up to twice as fast
+// (bench/RESULTS.md, issue 12's fifth part).
 //
 // This needs each subgroup to be one workgroup row: WG_N lanes that own the
 // same rows. WGSL does not promise how invocations form subgroups, so the
@@ -18,7 +22,8 @@ diagnostic(off, subgroup_uniformity);
 // any fallback, even one branch in the loop over k, cost lavapipe's
 // compiler 2.5–3.5 s more per pipeline (bench/RESULTS.md).
 // Composed before matmul.wgsl, whose dims, load_a, load_b, TM, TN and WG_N
-// it uses. TM must be a multiple of WG_N.
+// it uses. TM must be a multiple of WG_N; with VEC_A, of 4·WG_N, and with
+// VEC_B, TN of 4 (the host checks).
 
 struct Invocation {
   @builtin(global_invocation_id) id: vec3u,
@@ -55,15 +60,43 @@ fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> B
   var acc: array<vec4f, 128>;  // as Block.v
   var cols: array<u32, BLOCK_COLS>;
   for (var j = 0u; j < BLOCK_COLS; j++) { cols[j] = min(col0 + min(j, TN - 1u), dims.n - 1u); }
+  // Constant once the overrides are set and the forms inlined: each
+  // pipeline compiles one way of loading (a branch left in this loop costs
+  // lavapipe's compiler seconds).
+  let vec_a = VEC_A && a_vectors(a_form);
+  let vec_b = VEC_B && b_vectors(b_form);
   for (var k = 0u; k < dims.k; k++) {
-    let b0 = vec4f(load_b(b_form, k, cols[0]), load_b(b_form, k, cols[1]), load_b(b_form, k, cols[2]), load_b(b_form, k, cols[3]));
-    let b1 = vec4f(load_b(b_form, k, cols[4]), load_b(b_form, k, cols[5]), load_b(b_form, k, cols[6]), load_b(b_form, k, cols[7]));
-    for (var r = 0u; r < TM; r += WG_N) {
-      let mine = load_a(a_form, min(row0 + r + lane, dims.m - 1u), k);
-      for (var l = 0u; l < WG_N; l++) {
-        let a = vec4f(subgroupShuffle(mine, l));
-        acc[2u * (r + l)] = fma(a, b0, acc[2u * (r + l)]);
-        acc[2u * (r + l) + 1u] = fma(a, b1, acc[2u * (r + l) + 1u]);
+    var b0: vec4f;
+    var b1: vec4f;
+    if (vec_b) {
+      b0 = load_b4(b_form, k, col0);
+      b1 = load_b4(b_form, k, col0 + 4u);
+    } else {
+      b0 = vec4f(load_b(b_form, k, cols[0]), load_b(b_form, k, cols[1]), load_b(b_form, k, cols[2]), load_b(b_form, k, cols[3]));
+      b1 = vec4f(load_b(b_form, k, cols[4]), load_b(b_form, k, cols[5]), load_b(b_form, k, cols[6]), load_b(b_form, k, cols[7]));
+    }
+    if (vec_a) {
+      // Lane l loads rows 4l … 4l + 3 of each 4·WG_N (TM is a multiple of it).
+      for (var r = 0u; r < TM; r += 4u * WG_N) {
+        let mine = load_a4(a_form, row0 + r + 4u * lane, k);
+        for (var l = 0u; l < WG_N; l++) {
+          let q = subgroupShuffle(mine, l);
+          for (var s = 0u; s < 4u; s++) {
+            let a = vec4f(q[s]);
+            let i = r + 4u * l + s;
+            acc[2u * i] = fma(a, b0, acc[2u * i]);
+            acc[2u * i + 1u] = fma(a, b1, acc[2u * i + 1u]);
+          }
+        }
+      }
+    } else {
+      for (var r = 0u; r < TM; r += WG_N) {
+        let mine = load_a(a_form, min(row0 + r + lane, dims.m - 1u), k);
+        for (var l = 0u; l < WG_N; l++) {
+          let a = vec4f(subgroupShuffle(mine, l));
+          acc[2u * (r + l)] = fma(a, b0, acc[2u * (r + l)]);
+          acc[2u * (r + l) + 1u] = fma(a, b1, acc[2u * (r + l) + 1u]);
+        }
       }
     }
   }

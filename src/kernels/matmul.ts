@@ -35,6 +35,8 @@ interface CoreSpec {
   problem?: (config: MatmulConfig, gpu?: GpuDevice) => string | undefined;
   /** What only a dispatch on the device can tell: why the configuration cannot run there. */
   deviceProblem?: (config: MatmulConfig, gpu: GpuDevice) => Promise<string | undefined>;
+  /** Whether the core reads aligned operands as vec4s (the VEC_A and VEC_B overrides, the a4 and b4 bindings). */
+  vectorLoads?: boolean;
 }
 
 const CORES: Record<MatmulCore, CoreSpec> = {
@@ -51,6 +53,7 @@ const CORES: Record<MatmulCore, CoreSpec> = {
       return undefined;
     },
     deviceProblem: (config, gpu) => subgroupRowsProblem(gpu, config.wgM, config.wgN),
+    vectorLoads: true,
   },
   shared: {
     source: sharedBlock,
@@ -171,6 +174,46 @@ export function matmulConfigProblem(config: MatmulConfig, gpu?: GpuDevice): stri
 /** Why a configuration cannot run on `gpu`, what only a dispatch there can show included; undefined if it can. */
 export async function matmulDeviceProblem(config: MatmulConfig, gpu: GpuDevice): Promise<string | undefined> {
   return matmulConfigProblem(config, gpu) ?? (await CORES[config.core].deviceProblem?.(config, gpu));
+}
+
+/** The body of WGSL function `name` in the entry points' file. */
+function wgslFunction(name: string): string {
+  const body = new RegExp(`fn ${name}\\([^]*?\\n}`).exec(entries);
+  if (!body) throw new Error(`matmul.wgsl has no function ${name}`);
+  return body[0];
+}
+
+/** The operand forms (A_…, B_… constants of matmul.wgsl) its a_vectors and b_vectors name: those a core may load as vec4s. */
+const VECTOR_FORMS = new Set([...wgslFunction('a_vectors').matchAll(/\bA_\w+/g), ...wgslFunction('b_vectors').matchAll(/\bB_\w+/g)].map((m) => m[0]));
+
+/** Whether each entry point reads A and B in a form VECTOR_FORMS holds, from its block_product call in matmul.wgsl. */
+const VECTOR_OPERANDS: ReadonlyMap<string, { a: boolean; b: boolean }> = new Map(
+  [...entries.matchAll(/@compute[^]*?fn (\w+)\([^]*?block_product\([^,]*,[^,]*, (A_\w+), (B_\w+)/g)].map((m) => [m[1]!, { a: VECTOR_FORMS.has(m[2]!), b: VECTOR_FORMS.has(m[3]!) }]),
+);
+
+/** An operand as a product reads it: from element `offset` of `buffer`, rows `ld` elements apart. */
+export interface OperandLayout {
+  buffer: GPUBuffer;
+  offset: number;
+  ld: number;
+}
+
+function vectorAligned(o: OperandLayout): boolean {
+  return o.offset % 4 === 0 && o.ld % 4 === 0 && o.buffer.size % 16 === 0;
+}
+
+/**
+ * Which operands of `entry` the shape's core loads as vec4s (the VEC_A and
+ * VEC_B overrides of matmul.wgsl): where the core can, the entry reads the
+ * operand along its contiguous dimension, the block fits (A: tm a multiple
+ * of 4·wgN; B: tn of 4) and the operand is 16-byte aligned.
+ */
+export function vectorLoads(config: MatmulConfig, entry: string, a: OperandLayout, b: OperandLayout): { a: boolean; b: boolean } {
+  const forms = CORES[config.core].vectorLoads ? VECTOR_OPERANDS.get(entry) : undefined;
+  return {
+    a: !!forms?.a && config.tm % (4 * config.wgN) === 0 && vectorAligned(a),
+    b: !!forms?.b && config.tn % 4 === 0 && vectorAligned(b),
+  };
 }
 
 type Entry = 'linear_forward' | 'linear_backward' | 'weight_gradient' | 'squared_gradient' | 'gram' | 'product' | 'upper_update' | 'conv_forward' | 'conv_input_gradient';
@@ -332,22 +375,26 @@ export class Matmul {
   #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims, shapes = this.shapes): void {
     const shape = shapes.length === 1 ? 0 : fastestShape(shapes, d.m, d.n);
     const c = shapes[shape]!.config;
+    const core = CORES[c.core];
+    // Operands loaded as vec4s take a pipeline of their own.
+    const vec = vectorLoads(c, entry, { buffer: buffers['a']!, offset: d.a_offset ?? 0, ld: d.lda }, { buffer: buffers['b']!, offset: d.b_offset ?? 0, ld: d.ldb });
     // By position in its list (the products' or the convolutions', which begins with the products'): no string work per dispatch.
     // The activation and store_z are uniforms: one pipeline per shape and entry serves every layer.
-    const key = `${shapes === this.shapes ? 'p' : 'c'}${shape}/${entry}`;
+    const key = `${shapes === this.shapes ? 'p' : 'c'}${shape}/${entry}/${vec.a ? 'a' : ''}${vec.b ? 'b' : ''}`;
     const k = this.#kernels.get(key);
     if (!k) {
       const build = this.gpu.kernel({
-        family: CORES[c.core].family,
+        family: core.family,
         source: matmulWgsl(c.core),
         entry,
-        overrides: { TM: c.tm, TN: c.tn, WG_M: c.wgM, WG_N: c.wgN },
+        overrides: { TM: c.tm, TN: c.tn, WG_M: c.wgM, WG_N: c.wgN, ...(core.vectorLoads ? { VEC_A: vec.a, VEC_B: vec.b } : {}) },
       });
       step.awaitBuild(build.then((built) => this.#kernels.set(key, built)));
       return;
     }
     const tile = tileOf(c);
-    k.encode(step.pass, step, buffers, dims({ ...d, activation }), [groups(d.n, tile.cols), groups(d.m, tile.rows)]);
+    const bound = core.vectorLoads ? { ...buffers, a4: buffers['a']!, b4: buffers['b']! } : buffers;
+    k.encode(step.pass, step, bound, dims({ ...d, activation }), [groups(d.n, tile.cols), groups(d.m, tile.rows)]);
   }
 
   /**

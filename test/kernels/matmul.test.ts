@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { GpuValidationError } from '../../src/gpu/errors.js';
 import { entryInfo } from '../../src/gpu/reflect.js';
 import { activationCode } from '../../src/kernels/activation.js';
-import { DEFAULT_MATMUL_CONFIG, fastestShape, Matmul, matmulConfigProblem, MATMUL_WGSL, type MatmulConfig, type MatmulShape } from '../../src/kernels/matmul.js';
+import { DEFAULT_MATMUL_CONFIG, fastestShape, Matmul, matmulConfigProblem, matmulWgsl, MATMUL_WGSL, vectorLoads, type MatmulConfig, type MatmulShape } from '../../src/kernels/matmul.js';
 import { setSubgroupRowsAnswer, subgroupRowsProblem } from '../../src/kernels/subgroup_rows.js';
 import { ACTIVATIONS, ACTIVATION_NAMES } from '../../src/layers/activations.js';
 import { defaultShapesFor, quickCandidates } from '../../src/engine/autotune.js';
@@ -47,6 +47,20 @@ const SHAPES: [number, number, number][] = [
   [3, 97, 1],
 ];
 
+// The subgroup core loads 16-byte-aligned operands as vec4s (vectorLoads): with this shape
+// (tm a multiple of 4·wgN) both operands where the form allows. The aligned shapes have every
+// operand's row stride a multiple of 4; their offsets are too (alignedPad). They run on this
+// shape only, and a test below checks that they do take the vec4 loads.
+const VECTOR_CONFIG: MatmulConfig = { tm: 32, tn: 8, wgM: 2, wgN: 8, core: 'subgroup' };
+const ALIGNED_SHAPES: [number, number, number][] = [
+  [4, 8, 1],
+  [36, 44, 17],
+  [100, 72, 36],
+];
+const isAligned = (...sizes: number[]) => sizes.every((v) => v % 4 === 0);
+/** Leading garbage before an operand: a multiple of 4 for aligned shapes (their loads are vec4s), `odd` otherwise. */
+const alignedPad = (aligned: boolean, odd: number) => (aligned ? 8 : odd);
+
 async function upload(data: Float32Array, label: string): Promise<GPUBuffer> {
   return gpu().storage(Math.max(4, data.byteLength), label, data);
 }
@@ -80,19 +94,19 @@ function forwardReference(x: Float32Array, theta: Float32Array, layer: { weightO
   return z;
 }
 
-describe.each(CONFIGS)('matmul %o', (config) => {
+describe.each([...CONFIGS.map((c) => [c, SHAPES] as const), [VECTOR_CONFIG, ALIGNED_SHAPES] as const])('matmul %o', (config, shapes) => {
   // The activation epilogue is the same code in every shape: every activation on the default
   // shape, and on the others identity and gelu (the most intricate), which keeps the suite's
   // pipeline builds (each a compile on lavapipe) within its time.
   const activations = config === DEFAULT_MATMUL_CONFIG ? ACTIVATION_NAMES : (['identity', 'gelu'] as const);
-  it.for(SHAPES)('linear_forward and linear_backward, m=%i n=%i k=%i, activations', async ([m, n, k], ctx) => {
+  it.for(shapes)('linear_forward and linear_backward, m=%i n=%i k=%i, activations', async ([m, n, k], ctx) => {
     skipUnfit(config, ctx);
     const mm = await Matmul.create(gpu(), config);
     const rng = new Rng(m * 1000 + n * 10 + k);
     const x = f64(m * k, rng);
     const w = f64(n * k, rng);
     const bias = f64(n, rng);
-    const { theta, layer } = packTheta(w, bias, 5);
+    const { theta, layer } = packTheta(w, bias, alignedPad(isAligned(n, k), 5));
     for (const act of activations) {
       const [bx, bt, bz, by] = [await upload(x, 'x'), await upload(theta, 'θ'), await nanBuffer(m * n, 'z'), await nanBuffer(m * n, 'y')];
       await gpu().step('forward', (s) => mm.forward(s, { x: bx, theta: bt, layer, z: bz, y: by, batch: m, inputs: k, outputs: n, activation: activationCode(act) }));
@@ -117,7 +131,7 @@ describe.each(CONFIGS)('matmul %o', (config) => {
     }
   });
 
-  it.for(SHAPES)('weight_gradient, squared_gradient and gram, out=%i in=%i batch=%i', async ([out, inputs, batch], ctx) => {
+  it.for(shapes)('weight_gradient, squared_gradient and gram, out=%i in=%i batch=%i', async ([out, inputs, batch], ctx) => {
     skipUnfit(config, ctx);
     const mm = await Matmul.create(gpu(), config);
     const rng = new Rng(out * 7 + inputs * 3 + batch);
@@ -156,7 +170,9 @@ describe.each(CONFIGS)('matmul %o', (config) => {
 
     // The Gram block of columns [2, 2 + P) of G [batch, P + 3], P = inputs, in row tiles of every size from 1 to P.
     const p = inputs;
-    const [ld, offset] = [p + 3, 2];
+    const aligned = isAligned(out, inputs);
+    const offset = alignedPad(aligned, 2);
+    const ld = p + offset + 1 + (aligned ? 3 : 0);
     const g = f64(batch * ld, rng);
     const bg = await upload(g, 'G');
     const fRef = new Float64Array(p * p);
@@ -218,7 +234,7 @@ describe('matmul subgroup core, the check that subgroups are workgroup rows', ()
 
 // The dense products of the device Cholesky, at offsets and row strides inside larger buffers.
 // A plain core, an awkward one and a subgroup core (each product compiles per shape: a few suffice).
-describe.each([CONFIGS[0]!, CONFIGS[3]!, CONFIGS[4]!, CONFIGS[8]!])('product and upper_update %o', (config) => {
+describe.each([CONFIGS[0]!, CONFIGS[3]!, CONFIGS[4]!, CONFIGS[8]!, VECTOR_CONFIG])('product and upper_update %o', (config) => {
   it.for([
     [1, 1, 1],
     [7, 5, 3],
@@ -229,8 +245,11 @@ describe.each([CONFIGS[0]!, CONFIGS[3]!, CONFIGS[4]!, CONFIGS[8]!])('product and
     const mm = await Matmul.create(gpu(), config);
     const rng = new Rng(m * 1000 + n * 10 + k);
     // A [m, k] at offset 3 with row stride k + 2; B [k, n] at offset 1 with stride n + 1; C with stride ldc > m, n.
-    const [lda, ldb, ldc] = [k + 2, n + 1, Math.max(m, n) + 3];
-    const [aOffset, bOffset, cOffset] = [3, 1, 2];
+    // With VECTOR_CONFIG the operands are 16-byte aligned, so that its vec4 loads run.
+    const up4 = (v: number) => Math.ceil(v / 4) * 4;
+    const aligned = config === VECTOR_CONFIG;
+    const [lda, ldb, ldc] = aligned ? [up4(k) + 4, up4(n) + 4, Math.max(m, n) + 3] : [k + 2, n + 1, Math.max(m, n) + 3];
+    const [aOffset, bOffset, cOffset] = aligned ? [4, 8, 2] : [3, 1, 2];
     const a = f64(aOffset + m * lda, rng);
     const b = f64(bOffset + k * ldb, rng);
     const c0 = f64(cOffset + Math.max(m, n) * ldc, rng);
@@ -316,6 +335,46 @@ describe('matmul wrapper', () => {
       ['b', 'read-only-storage'],
       ['c', 'storage'],
     ]);
+  });
+
+  it('the subgroup core also binds a and b as vec4s (a4, b4), the others do not', () => {
+    expect(entryInfo(matmulWgsl('subgroup'), 'gram').bindings.map((b) => b.name)).toEqual(['dims', 'a', 'b', 'c', 'a4', 'b4']);
+    expect(entryInfo(matmulWgsl('shared'), 'gram').bindings.map((b) => b.name)).toEqual(['dims', 'a', 'b', 'c']);
+  });
+
+  it('loads an operand as vec4s only where the core, the entry, the block and its alignment allow', () => {
+    // Only the sizes matter here: stand-ins for buffers.
+    const at = (offset: number, ld: number, size = 4096): { buffer: GPUBuffer; offset: number; ld: number } => ({ buffer: { size } as GPUBuffer, offset, ld });
+    const ok = at(8, 36);
+    expect(vectorLoads(VECTOR_CONFIG, 'squared_gradient', ok, ok)).toEqual({ a: true, b: true });
+    expect(vectorLoads(VECTOR_CONFIG, 'weight_gradient', ok, ok)).toEqual({ a: true, b: true });
+    expect(vectorLoads(VECTOR_CONFIG, 'gram', ok, ok)).toEqual({ a: true, b: true });
+    expect(vectorLoads(VECTOR_CONFIG, 'upper_update', ok, ok)).toEqual({ a: true, b: true });
+    // A read along k (X [m, k]), or W read as [n, k]: no consecutive elements to take four at a time.
+    expect(vectorLoads(VECTOR_CONFIG, 'linear_backward', ok, ok)).toEqual({ a: false, b: true });
+    expect(vectorLoads(VECTOR_CONFIG, 'product', ok, ok)).toEqual({ a: false, b: true });
+    expect(vectorLoads(VECTOR_CONFIG, 'linear_forward', ok, ok)).toEqual({ a: false, b: false });
+    expect(vectorLoads(VECTOR_CONFIG, 'conv_forward', ok, ok)).toEqual({ a: false, b: false });
+    // Misaligned offset, stride or buffer size.
+    expect(vectorLoads(VECTOR_CONFIG, 'squared_gradient', at(2, 36), at(8, 10))).toEqual({ a: false, b: false });
+    expect(vectorLoads(VECTOR_CONFIG, 'squared_gradient', at(8, 36, 4100), ok)).toEqual({ a: false, b: true });
+    // Blocks: A needs tm a multiple of 4·wgN, B tn a multiple of 4; other cores load scalars.
+    expect(vectorLoads({ ...VECTOR_CONFIG, tm: 8 }, 'squared_gradient', ok, ok)).toEqual({ a: false, b: true });
+    expect(vectorLoads({ ...VECTOR_CONFIG, tn: 6 }, 'squared_gradient', ok, ok)).toEqual({ a: true, b: false });
+    expect(vectorLoads({ ...VECTOR_CONFIG, core: 'plain' }, 'squared_gradient', ok, ok)).toEqual({ a: false, b: false });
+    expect(vectorLoads({ ...VECTOR_CONFIG, core: 'shared' }, 'squared_gradient', ok, ok)).toEqual({ a: false, b: false });
+  });
+
+  it('the aligned shapes of the parity tests take the vec4 loads', () => {
+    const at = (ld: number, floats: number) => ({ buffer: { size: Math.ceil((floats * 4) / 16) * 16 } as GPUBuffer, offset: 0, ld });
+    for (const [m, n, k] of ALIGNED_SHAPES) {
+      // squared_gradient and weight_gradient: δ [batch = k, out = m], a [k, in = n].
+      expect(vectorLoads(VECTOR_CONFIG, 'squared_gradient', at(m, k * m), at(n, k * n))).toEqual({ a: true, b: true });
+      // gram: G [k, n + 12] from column 8.
+      expect(vectorLoads(VECTOR_CONFIG, 'gram', { ...at(n + 12, k * (n + 12)), offset: 8 }, { ...at(n + 12, k * (n + 12)), offset: 8 })).toEqual({ a: true, b: true });
+      // linear_backward, where the inputs (k) are a multiple of 4: W [n, k] at the aligned pad.
+      if (k % 4 === 0) expect(vectorLoads(VECTOR_CONFIG, 'linear_backward', at(n, m * n), { ...at(k, 8 + n * k + n), offset: alignedPad(true, 5) })).toEqual({ a: false, b: true });
+    }
   });
 
   it('rejects blocks the core cannot hold', async () => {
