@@ -92,7 +92,7 @@ struct Dims {
 
 // Whether a core that can (the subgroup core) loads A's rows (VEC_A) or B's
 // columns (VEC_B) four at a time. The host sets them where the operand's
-// form is one a_vectors or b_vectors names and its rows are 16-byte aligned:
+// form is one a_along_m or b_along_n names and its rows are 16-byte aligned:
 // offset and row stride multiples of 4, the buffer's size a multiple of 16.
 // On lavapipe every lane's load is a loop over the 8 lanes with a mask test
 // and a bounds test per element; a vec4 costs those once for 4 elements.
@@ -144,16 +144,19 @@ fn col2im_index(m: u32, k: u32) -> i32 {
   return i32(((s * dims.conv_co + o) * dims.conv_oh + oy) * dims.conv_ow + ox);
 }
 
-// The forms whose elements m … m + 3 (A) or n … n + 3 (B) are consecutive in memory.
-fn a_vectors(form: u32) -> bool {
+// Whether a form reads A along m: its elements m, m + 1, … are consecutive
+// in memory (the shared core's adjacent lanes take adjacent rows; the
+// subgroup core may load four as a vec4).
+fn a_along_m(form: u32) -> bool {
   return form == A_KM || form == A_KM_SQUARED;
 }
 
-fn b_vectors(form: u32) -> bool {
+// Whether a form reads B along n, likewise.
+fn b_along_n(form: u32) -> bool {
   return form == B_KN || form == B_KN_ONE || form == B_KN_SQUARED_ONE;
 }
 
-// A(m … m + 3, k) for m a multiple of 4, of a form a_vectors names. Rows
+// A(m … m + 3, k) for m a multiple of 4, of a form a_along_m names. Rows
 // past the last are read from the last vec4 that holds one (within its row
 // of memory, the stride being a multiple of 4), and are not stored.
 fn load_a4(form: u32, m: u32, k: u32) -> vec4f {
@@ -161,7 +164,7 @@ fn load_a4(form: u32, m: u32, k: u32) -> vec4f {
   return select(v, v * v, form == A_KM_SQUARED);
 }
 
-// B(k, n … n + 3) for n a multiple of 4, of a form b_vectors names; as load_b
+// B(k, n … n + 3) for n a multiple of 4, of a form b_along_n names; as load_b
 // with the bias's column of 1s. Columns past the last are read as in load_a4.
 fn load_b4(form: u32, k: u32, n: u32) -> vec4f {
   let inputs = select(dims.n, dims.n - dims.has_bias, form != B_KN);

@@ -15,7 +15,7 @@
 // operand layout the entry point reads: operands sit at any offset of
 // θ-shaped buffers, where a vec4 view would need 16-byte alignment.
 // Composed before matmul.wgsl, whose dims, load_a, load_b, the A_*/B_*
-// forms, TM, TN, WG_M and WG_N it uses.
+// forms with a_along_m and b_along_n, TM, TN, WG_M and WG_N it uses.
 
 const TILE_K: u32 = 16u;
 
@@ -54,15 +54,6 @@ fn block_skippable(skip: bool) -> bool {
   return workgroupUniformLoad(&any_work) == 0u;
 }
 
-// Whether a form reads A along m (then adjacent lanes take adjacent rows).
-fn a_along_m(form: u32) -> bool {
-  return form == A_KM || form == A_KM_SQUARED;
-}
-
-// Whether a form reads B along n.
-fn b_along_n(form: u32) -> bool {
-  return form == B_KN || form == B_KN_ONE || form == B_KN_SQUARED_ONE;
-}
 
 // The TM × TN block of C at (row0, col0); `lane` is the invocation's index in its workgroup.
 fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> Block {

@@ -21,8 +21,8 @@ diagnostic(off, subgroup_uniformity);
 // lanes. There is no fallback in the kernel for subgroups formed otherwise:
 // any fallback, even one branch in the loop over k, cost lavapipe's
 // compiler 2.5–3.5 s more per pipeline (bench/RESULTS.md).
-// Composed before matmul.wgsl, whose dims, load_a, load_b, TM, TN and WG_N
-// it uses. TM must be a multiple of WG_N; with VEC_A, of 4·WG_N, and with
+// Composed before matmul.wgsl, whose dims, load_a, load_b, load_a4, load_b4,
+// a_along_m, b_along_n, VEC_A, VEC_B, TM, TN and WG_N it uses. TM must be a multiple of WG_N; with VEC_A, of 4·WG_N, and with
 // VEC_B, TN of 4 (the host checks).
 
 struct Invocation {
@@ -63,8 +63,8 @@ fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> B
   // Constant once the overrides are set and the forms inlined: each
   // pipeline compiles one way of loading (a branch left in this loop costs
   // lavapipe's compiler seconds).
-  let vec_a = VEC_A && a_vectors(a_form);
-  let vec_b = VEC_B && b_vectors(b_form);
+  let vec_a = VEC_A && a_along_m(a_form);
+  let vec_b = VEC_B && b_along_n(b_form);
   for (var k = 0u; k < dims.k; k++) {
     var b0: vec4f;
     var b1: vec4f;

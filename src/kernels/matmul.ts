@@ -183,8 +183,8 @@ function wgslFunction(name: string): string {
   return body[0];
 }
 
-/** The operand forms (A_…, B_… constants of matmul.wgsl) its a_vectors and b_vectors name: those a core may load as vec4s. */
-const VECTOR_FORMS = new Set([...wgslFunction('a_vectors').matchAll(/\bA_\w+/g), ...wgslFunction('b_vectors').matchAll(/\bB_\w+/g)].map((m) => m[0]));
+/** The operand forms (A_…, B_… constants of matmul.wgsl) its a_along_m and b_along_n name: those a core may load as vec4s. */
+const VECTOR_FORMS = new Set([...wgslFunction('a_along_m').matchAll(/\bA_\w+/g), ...wgslFunction('b_along_n').matchAll(/\bB_\w+/g)].map((m) => m[0]));
 
 /** Whether each entry point reads A and B in a form VECTOR_FORMS holds, from its block_product call in matmul.wgsl. */
 const VECTOR_OPERANDS: ReadonlyMap<string, { a: boolean; b: boolean }> = new Map(
