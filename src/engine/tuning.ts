@@ -11,11 +11,11 @@
  * neither reads it nor searches: the plain default shape on every adapter.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { GpuDevice } from '../gpu/device.js';
 import { trace } from '../gpu/trace.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { cacheDir } from '../io/cache-dir.js';
 import { DEFAULT_MATMUL_CONFIG, describeMatmulConfig, matmulConfigProblem, readMatmulConfig, sameMatmulConfig, tileOf, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { defaultShapesFor, firstUseProblems, quickCandidates, searchShapes } from './autotune.js';
 
@@ -49,9 +49,7 @@ export function paretoShapes(shapes: readonly MatmulShape[]): MatmulShape[] {
 }
 
 export function tuningCacheFile(): string {
-  const env = process.env;
-  const dir = env['FISHER_GPU_CACHE_DIR'] ?? join(env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'fisher-gpu');
-  return join(dir, 'tuning.json');
+  return join(cacheDir(), 'tuning.json');
 }
 
 /** The cache's key for a device: its adapter's description, vendor and architecture. */

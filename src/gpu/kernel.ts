@@ -1,8 +1,9 @@
 /**
  * A compute kernel: one entry point of a WGSL module, specialised by its
- * overrides, with the bind group layout read from the WGSL. Callers bind
- * buffers by the names the shader declares and pass uniforms by member name;
- * the wrapper checks both against the reflection.
+ * overrides. Callers bind buffers by the names the shader declares and pass
+ * uniforms by member name; the wrapper checks both against the reflection
+ * of the WGSL, and the device checks the bind group so made against the
+ * layout it derived from the same WGSL.
  */
 import { GpuLimitError } from './errors.js';
 import { entryInfo, moduleOverrides, packUniform, type EntryInfo } from './reflect.js';
@@ -42,23 +43,27 @@ export class ComputeKernel {
   }
 
   static async create(device: GPUDevice, module: GPUShaderModule, spec: KernelSpec): Promise<ComputeKernel> {
-    const info = entryInfo(spec.source, spec.entry);
-    const layout = device.createBindGroupLayout({
-      label: `${spec.family}.${spec.entry}`,
-      entries: info.bindings.map((b) => ({ binding: b.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.kind } })),
-    });
-    const declared = moduleOverrides(spec.source);
+    const label = `${spec.family}.${spec.entry}`;
     const constants: Record<string, number> = {};
-    for (const [k, v] of Object.entries(spec.overrides ?? {})) {
-      if (!declared.includes(k)) throw new Error(`${spec.family}: the WGSL declares no override "${k}"`);
-      constants[k] = Number(v);
+    for (const [k, v] of Object.entries(spec.overrides ?? {})) constants[k] = Number(v);
+    // The driver builds the pipeline off the main thread while the main thread
+    // reflects the WGSL below: wgsl_reflect takes 0.05–0.15 s for matmul.wgsl
+    // on lavapipe's 2-core machine, and every build used to wait for it
+    // (bench/RESULTS.md, issue 12's sixth part). Hence the layout Dawn
+    // derives ('auto'), of the same bindings as the reflection's: a bind
+    // group encode() makes from the reflection is checked against it.
+    const building = device.createComputePipelineAsync({ label, layout: 'auto', compute: { module, entryPoint: spec.entry, constants } });
+    try {
+      const declared = moduleOverrides(spec.source);
+      for (const k of Object.keys(constants)) if (!declared.includes(k)) throw new Error(`${spec.family}: the WGSL declares no override "${k}"`);
+      entryInfo(spec.source, spec.entry);
+    } catch (e) {
+      // What the reflection finds wrong is the error to report, not the build's failure.
+      building.catch(() => undefined);
+      throw e;
     }
-    const pipeline = await device.createComputePipelineAsync({
-      label: `${spec.family}.${spec.entry}`,
-      layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
-      compute: { module, entryPoint: spec.entry, constants },
-    });
-    return new ComputeKernel(device, spec, pipeline, layout);
+    const pipeline = await building;
+    return new ComputeKernel(device, spec, pipeline, pipeline.getBindGroupLayout(0));
   }
 
   /**

@@ -3,8 +3,20 @@
  * with wgsl_reflect: each entry point's bindings (name, group, binding,
  * kind), the layout of its uniform struct, the module's overrides, and u32
  * constants. No binding table is kept by hand anywhere else.
+ *
+ * Reflecting matmul.wgsl takes wgsl_reflect 0.05–0.15 s of the main thread
+ * (on lavapipe's 2-core machine about 0.2 s of every run's start, all
+ * modules together: bench/RESULTS.md, issue 12's sixth part), so what a
+ * module's reflection yields is also kept on disk, in the cache directory
+ * (io/cache-dir.ts), in a file named by a hash of the source and of
+ * wgsl_reflect's version: a changed source is a new file, never a stale one.
  */
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { WgslReflect } from 'wgsl_reflect/wgsl_reflect.module.js';
+import { cacheDir } from '../io/cache-dir.js';
 
 export interface BindingInfo {
   name: string;
@@ -26,22 +38,52 @@ export interface EntryInfo {
   uniform?: { name: string; size: number; members: UniformMember[] };
 }
 
-const cache = new Map<string, WgslReflect>();
+/** What the host uses of a module: its overrides, and each compute entry point's bindings and uniform, or why it cannot use it. */
+interface ModuleReflection {
+  overrides: string[];
+  entries: Record<string, EntryInfo | { error: string }>;
+}
 
-function reflect(source: string): WgslReflect {
-  let r = cache.get(source);
-  if (!r) {
-    r = new WgslReflect(source);
-    cache.set(source, r);
+const modules = new Map<string, ModuleReflection>();
+
+function reflect(source: string): ModuleReflection {
+  let m = modules.get(source);
+  if (!m) {
+    const file = cacheFile(source);
+    m = readCached(file);
+    if (!m) {
+      m = reflectNow(source);
+      writeCached(file, m);
+    }
+    modules.set(source, m);
   }
-  return r;
+  return m;
+}
+
+function reflectNow(source: string): ModuleReflection {
+  const r = new WgslReflect(source);
+  const entries: ModuleReflection['entries'] = {};
+  for (const fn of r.entry.compute) {
+    try {
+      entries[fn.name] = entryOf(fn);
+    } catch (e) {
+      entries[fn.name] = { error: (e as Error).message };
+    }
+  }
+  return { overrides: r.overrides.map((o) => o.name), entries };
 }
 
 /** Reflects one compute entry point of `source`. */
 export function entryInfo(source: string, entry: string): EntryInfo {
-  const r = reflect(source);
-  const fn = r.entry.compute.find((e) => e.name === entry);
-  if (!fn) throw new Error(`no @compute entry point "${entry}" (have ${r.entry.compute.map((e) => e.name).join(', ')})`);
+  const { entries } = reflect(source);
+  const info = Object.hasOwn(entries, entry) ? entries[entry]! : undefined;
+  if (!info) throw new Error(`no @compute entry point "${entry}" (have ${Object.keys(entries).join(', ')})`);
+  if ('error' in info) throw new Error(info.error);
+  return info;
+}
+
+function entryOf(fn: WgslReflect['entry']['compute'][number]): EntryInfo {
+  const entry = fn.name;
   const bindings: BindingInfo[] = [];
   let uniform: EntryInfo['uniform'];
   for (const res of fn.resources) {
@@ -70,7 +112,60 @@ export function entryInfo(source: string, entry: string): EntryInfo {
 
 /** Every override the module declares. */
 export function moduleOverrides(source: string): string[] {
-  return reflect(source).overrides.map((o) => o.name);
+  return reflect(source).overrides;
+}
+
+/** The reflection's form on disk; a new one is a new file name. */
+const FORMAT = 1;
+
+function wgslReflectVersion(): string {
+  try {
+    return String((createRequire(import.meta.url)('wgsl_reflect/package.json') as { version: unknown }).version);
+  } catch {
+    return 'unknown';
+  }
+}
+
+let keyPrefix: string | undefined;
+
+/** The file that holds the reflection of `source`. */
+function cacheFile(source: string): string {
+  keyPrefix ??= `fisher-gpu reflection ${FORMAT}, wgsl_reflect ${wgslReflectVersion()}\n`;
+  const hash = createHash('sha256').update(keyPrefix).update(source).digest('hex').slice(0, 32);
+  return join(cacheDir(), 'wgsl-reflection', `${hash}.json`);
+}
+
+/** The cached reflection, or undefined where there is none or it is not one (then it is made again). */
+function readCached(file: string): ModuleReflection | undefined {
+  try {
+    const m = JSON.parse(readFileSync(file, 'utf8')) as Partial<ModuleReflection>;
+    const ok = Array.isArray(m.overrides) && typeof m.entries === 'object' && m.entries !== null && Object.values(m.entries).every((e) => typeof e === 'object' && e !== null && ('error' in e || Array.isArray(e.bindings)));
+    return ok ? (m as ModuleReflection) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Written whole under a temporary name, then renamed: a reader never sees half a file. Where it cannot be written, it is made again next time. */
+function writeCached(file: string, m: ModuleReflection): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    mkdirSync(join(file, '..'), { recursive: true });
+    writeFileSync(tmp, JSON.stringify(m));
+    renameSync(tmp, file);
+  } catch {
+    // A read-only or full disk: the reflection is only slower next time.
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // There was no temporary file.
+    }
+  }
+}
+
+/** @internal For tests: forgets the reflections held in memory, as a new process would not have them. */
+export function forgetReflections(): void {
+  modules.clear();
 }
 
 const constants = new Map<string, Map<string, number>>();

@@ -91,6 +91,26 @@ describe('GPU runtime', () => {
     await expect(gpu().kernel({ family: 'broken', source: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }', entry: 'main' })).rejects.toThrow(/broken: WGSL does not compile: 1:/);
   });
 
+  it('binds by the names the WGSL declares: an unknown override or binding, or a missing one, is named', async () => {
+    // Only the bindings `main` uses are in its layout (Dawn's, which the reflection's list must match).
+    const source = [
+      '@group(0) @binding(0) var<storage, read_write> out: array<f32>;',
+      '@group(0) @binding(1) var<storage, read> unused: array<f32>;',
+      'override N: u32 = 1u;',
+      '@compute @workgroup_size(1) fn main() { out[0] = f32(N); }',
+      '@compute @workgroup_size(1) fn other() { out[0] = unused[0]; }',
+    ].join('\n');
+    await expect(gpu().kernel({ family: 'names', source, entry: 'main', overrides: { M: 2 } })).rejects.toThrow(/names: the WGSL declares no override "M"/);
+    const k = await gpu().kernel({ family: 'names', source, entry: 'main', overrides: { N: 3 } });
+    expect(k.info.bindings.map((b) => b.name)).toEqual(['out']);
+    const out = await gpu().storage(4, 'out', Float32Array.of(0));
+    await gpu().step('names', (step) => k.encode(step.pass, step, { out }, {}, [1]));
+    expect(Array.from(await gpu().readF32(out, 4))).toEqual([3]);
+    await expect(gpu().step('names', (step) => k.encode(step.pass, step, {}, {}, [1]))).rejects.toThrow(/names.main: no buffer for binding "out"/);
+    await expect(gpu().step('names', (step) => k.encode(step.pass, step, { out, unused: out }, {}, [1]))).rejects.toThrow(/names.main: the shader has no binding named unused/);
+    gpu().buffers.release(out);
+  });
+
   it('a GPU error outside any step fails the next use of the device, typed', async () => {
     const own = await openDevice();
     try {
