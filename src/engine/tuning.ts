@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type { GpuDevice } from '../gpu/device.js';
 import { trace } from '../gpu/trace.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { cacheDir } from '../io/cache-dir.js';
+import { cacheDir } from '../gpu/cache-dir.js';
 import { DEFAULT_MATMUL_CONFIG, describeMatmulConfig, matmulConfigProblem, readMatmulConfig, sameMatmulConfig, tileOf, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { defaultShapesFor, firstUseProblems, quickCandidates, searchShapes } from './autotune.js';
 

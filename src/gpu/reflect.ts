@@ -8,7 +8,7 @@
  * (on lavapipe's 2-core machine about 0.2 s of every run's start, all
  * modules together: bench/RESULTS.md, issue 12's sixth part), so what a
  * module's reflection yields is also kept on disk, in the cache directory
- * (io/cache-dir.ts), in a file named by a hash of the source and of
+ * (cache-dir.ts), in a file named by a hash of the source and of
  * wgsl_reflect's version: a changed source is a new file, never a stale one.
  */
 import { createHash } from 'node:crypto';
@@ -16,7 +16,7 @@ import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from '
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { WgslReflect } from 'wgsl_reflect/wgsl_reflect.module.js';
-import { cacheDir } from '../io/cache-dir.js';
+import { cacheDir } from './cache-dir.js';
 
 export interface BindingInfo {
   name: string;
