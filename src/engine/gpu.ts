@@ -469,7 +469,10 @@ export class GpuModel implements LoadedModel {
         const { sum, compensation } = await buffers();
         await inFlight;
         const [s, c] = [await this.gpu.readF32(sum, p * F32), await this.gpu.readF32(compensation, p * F32)];
-        return Float64Array.from(s, (v, j) => v + c[j]!);
+        // A loop: Float64Array.from with a mapping function took 75–100 ms for P = 269,322 (V8, Node 20).
+        const total = new Float64Array(p);
+        for (let j = 0; j < p; j++) total[j] = s[j]! + c[j]!;
+        return total;
       },
       release: () => {
         if (released) return;

@@ -142,7 +142,8 @@ export class DenseCholesky {
     let refinements = 0;
     while (relative > tolerance && refinements < most) {
       const dx = this.#substitute(r);
-      const trial = Float64Array.from(x, (v, i) => v + dx[i]!);
+      const trial = new Float64Array(x.length);
+      for (let i = 0; i < x.length; i++) trial[i] = x[i]! + dx[i]!;
       const next = this.#residual(g, trial, norm);
       // A step that does not shrink the residual means the factor is no longer a preconditioner: stop.
       if (!(next.relative < relative)) break;
@@ -166,7 +167,8 @@ export class DenseCholesky {
 
   #residual(g: ArrayLike<number>, x: Float64Array, norm: number): { r: Float64Array; relative: number } {
     const fx = this.fisher.mv(x);
-    const r = Float64Array.from(fx, (v, i) => g[i]! - v - this.damping * x[i]!);
+    const r = new Float64Array(fx.length);
+    for (let i = 0; i < fx.length; i++) r[i] = g[i]! - fx[i]! - this.damping * x[i]!;
     return { r, relative: norm === 0 ? Math.sqrt(dot(r, r)) : Math.sqrt(dot(r, r)) / norm };
   }
 }

@@ -192,7 +192,9 @@ export function checkDamping(damping: number | undefined): number {
 function difference(theta: ArrayLike<number>, thetaStar: ArrayLike<number>, p: number): Float64Array {
   checkLength(theta, p, 'θ');
   checkLength(thetaStar, p, 'θ*');
-  return Float64Array.from({ length: p }, (_, i) => theta[i]! - thetaStar[i]!);
+  const d = new Float64Array(p);
+  for (let i = 0; i < p; i++) d[i] = theta[i]! - thetaStar[i]!;
+  return d;
 }
 
 /** The file metadata: strings, as safetensors requires. */

@@ -49,14 +49,18 @@ export class Dataset {
     end = Math.min(end, this.n);
     if (!(Number.isSafeInteger(start) && Number.isSafeInteger(end) && 0 <= start && start <= end)) throw new RangeError(`dataset: rows [${start}, ${end}) of ${this.n}`);
     // Rows of a checked dataset are checked: not again for every batch (7.8M values of x per pass of the 784-wide example).
-    const part: Pick<Dataset, 'x' | 'y' | 'n' | 'inputs' | 'targetWidth'> = {
+    return Dataset.#checked({
       x: this.x.subarray(start * this.inputs, end * this.inputs),
       y: this.y.subarray(start * this.targetWidth, end * this.targetWidth),
       n: end - start,
       inputs: this.inputs,
       targetWidth: this.targetWidth,
-    };
-    return Object.assign(Object.create(Dataset.prototype) as Dataset, part);
+    });
+  }
+
+  /** A dataset of values already checked, as the constructor would check them. */
+  static #checked(fields: Pick<Dataset, 'x' | 'y' | 'n' | 'inputs' | 'targetWidth'>): Dataset {
+    return Object.assign(Object.create(Dataset.prototype) as Dataset, fields);
   }
 
   /** Validates tensors `x` and `y` against the model; `source` names them in errors. */
@@ -75,7 +79,10 @@ export class Dataset {
     }
     const n = x.shape[0]!;
     if (n === 0) throw new InputError(`${source}: tensor "x" has no samples`);
-    assertFinite(x.data as Float32Array, `${source}: tensor "x"`, x.shape);
+    if (!(x.data instanceof Float32Array) || x.data.length !== n * model.inputs) {
+      throw new InputError(`${source}: tensor "x" must hold a Float32Array of ${n * model.inputs} values for its shape [${x.shape.join(', ')}], got ${x.data.length}`);
+    }
+    assertFinite(x.data, `${source}: tensor "x"`, x.shape);
 
     const lik = model.likelihood;
     const width = model.targetWidth;
@@ -93,7 +100,10 @@ export class Dataset {
       if (y.shape.length !== 2 || y.shape[0] !== n || y.shape[1] !== width) {
         throw new InputError(`${source}: tensor "y" has shape [${y.shape.join(', ')}], expected [${n}, ${width}]`);
       }
-      targets = y.data as Float32Array;
+      if (!(y.data instanceof Float32Array) || y.data.length !== n * width) {
+        throw new InputError(`${source}: tensor "y" must hold a Float32Array of ${n * width} values for its shape [${y.shape.join(', ')}], got ${y.data.length}`);
+      }
+      targets = y.data;
     }
     assertFinite(targets, `${source}: tensor "y"`, y.shape);
     for (let i = 0; i < n; i++) {
@@ -101,7 +111,8 @@ export class Dataset {
       const why = lik.checkTarget(row, model.outputs);
       if (why) throw new InputError(`${source}: tensor "y" at ${formatIndex(i * width, y.shape)}: ${why}`);
     }
-    return new Dataset(x.data as Float32Array, targets, n, model.inputs, width);
+    // Checked above, x and y each once (the constructor would check them again).
+    return Dataset.#checked({ x: x.data, y: targets, n, inputs: model.inputs, targetWidth: width });
   }
 
   static async load(path: string, model: Network): Promise<Dataset> {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Tensor } from '../../src/io/dtypes.js';
 import { ACTIVATIONS, ACTIVATION_NAMES } from '../../src/layers/activations.js';
 import { Dataset } from '../../src/model/data.js';
-import { InputError } from '../../src/layers/errors.js';
+import { assertFinite, InputError } from '../../src/layers/errors.js';
 import { LIKELIHOOD_TYPES, likelihoodOf } from '../../src/model/likelihoods.js';
 import { Network } from '../../src/model/network.js';
 import { parseSpec } from '../../src/model/spec.js';
@@ -88,10 +88,26 @@ describe('weights and data', () => {
     ['float labels', { x: x(2), y: { dtype: 'F32', shape: [2], data: new Float32Array(2) } }, /must be I32 or I64/],
     ['labels of the wrong length', { x: x(2), y: { dtype: 'I32', shape: [3], data: new Int32Array(3) } }, /expected \[2\]/],
     ['a NaN input', { x: { dtype: 'F32', shape: [2, 3], data: new Float32Array([0, 0, 0, 0, NaN, 0]) }, y: { dtype: 'I32', shape: [2], data: new Int32Array(2) } }, /"x" holds NaN at index \[1, 1\]/],
+    ['x shorter than its shape', { x: { dtype: 'F32', shape: [2, 3], data: new Float32Array(5) }, y: { dtype: 'I32', shape: [2], data: new Int32Array(2) } }, /"x" must hold a Float32Array of 6 values for its shape \[2, 3\], got 5/],
+    ['x not float32', { x: { dtype: 'F32', shape: [2, 3], data: new Float64Array(6) }, y: { dtype: 'I32', shape: [2], data: new Int32Array(2) } }, /"x" must hold a Float32Array of 6 values/],
   ];
   for (const [what, tensors, message] of dataCases) {
     it(`rejects data with ${what}`, () => expect(() => Dataset.fromTensors(new Map(Object.entries(tensors)), model)).toThrow(message));
   }
+
+  it('names the first NaN or ±Inf in any kind of array, and passes finite ones however large', () => {
+    for (const make of [(v: number[]) => Float32Array.from(v), (v: number[]) => Float64Array.from(v), (v: number[]) => v]) {
+      const finite = make([0, -0, 1, -3.4e38, 3.4e38, 1e-45]);
+      expect(() => assertFinite(make(Array.from({ length: 1000 }, () => 3.4e38)), 'big')).not.toThrow();
+      expect(() => assertFinite(finite, 't')).not.toThrow();
+      for (const [bad, at] of [[NaN, 0], [Infinity, 3], [-Infinity, 5]] as const) {
+        const v = Array.from(finite);
+        v[at] = bad;
+        v.push(NaN);
+        expect(() => assertFinite(make(v), 't', [7])).toThrow(new InputError(`t holds ${bad} at index ${at}`));
+      }
+    }
+  });
 
   it('slices rows as views that are datasets in full', () => {
     const d = new Dataset(Float32Array.from({ length: 12 }, (_, i) => i), Float32Array.of(0, 1, 0, 1), 4, 3, 1);
@@ -112,6 +128,8 @@ describe('weights and data', () => {
     expect(Array.from(d.y)).toEqual([1, 2, 3, 4]);
     const b = Network.random(mlpSpec([3, 2], 'relu', { type: 'bernoulli' }), 1);
     expect(() => Dataset.fromTensors(new Map([['x', x(1)], ['y', { dtype: 'F32', shape: [1, 2], data: new Float32Array([1, 3]) }]]), b)).toThrow(/not in \[0, 1\]/);
+    expect(() => Dataset.fromTensors(new Map([['x', x(2)], ['y', { dtype: 'F32', shape: [2, 2], data: new Float32Array(3) }]]), g)).toThrow(/"y" must hold a Float32Array of 4 values for its shape \[2, 2\], got 3/);
+    expect(() => Dataset.fromTensors(new Map([['x', x(2)], ['y', { dtype: 'F32', shape: [2, 2], data: new Float32Array([0, 1, Infinity, 2]) }]]), g)).toThrow(/"y" holds Infinity at index \[1, 0\]/);
   });
 });
 

@@ -64,7 +64,9 @@ export class DenseFisher extends BaseFisher implements DenseBlocks {
 
   diagonal(): Float64Array {
     const p = this.size;
-    return Float64Array.from({ length: p }, (_, i) => this.values[i * p + i]!);
+    const d = new Float64Array(p);
+    for (let i = 0; i < p; i++) d[i] = this.values[i * p + i]!;
+    return d;
   }
 
   mv(v: ArrayLike<number>): Float64Array {
