@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type { GpuDevice } from '../gpu/device.js';
 import { trace } from '../gpu/trace.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { cacheDir } from '../gpu/cache-dir.js';
+import { adapterKey, cacheDir } from '../gpu/cache-dir.js';
 import { DEFAULT_MATMUL_CONFIG, describeMatmulConfig, matmulConfigProblem, readMatmulConfig, sameMatmulConfig, tileOf, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { defaultShapesFor, firstUseProblems, quickCandidates, searchShapes } from './autotune.js';
 
@@ -52,11 +52,6 @@ export function tuningCacheFile(): string {
   return join(cacheDir(), 'tuning.json');
 }
 
-/** The cache's key for a device: its adapter's description, vendor and architecture. */
-export function adapterKey(gpu: GpuDevice): string {
-  const a = gpu.adapter;
-  return [a.description, a.vendor, a.architecture, a.device].join(' | ');
-}
 
 function readCache(): Record<string, TuningEntry> {
   try {

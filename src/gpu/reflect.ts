@@ -12,11 +12,10 @@
  * wgsl_reflect's version: a changed source is a new file, never a stale one.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { WgslReflect } from 'wgsl_reflect/wgsl_reflect.module.js';
-import { cacheDir } from './cache-dir.js';
+import { readCached, writeCached } from './cache-dir.js';
 
 export interface BindingInfo {
   name: string;
@@ -49,11 +48,11 @@ const modules = new Map<string, ModuleReflection>();
 function reflect(source: string): ModuleReflection {
   let m = modules.get(source);
   if (!m) {
-    const file = cacheFile(source);
-    m = readCached(file);
+    const name = cacheName(source);
+    m = readReflection(name);
     if (!m) {
       m = reflectNow(source);
-      writeCached(file, m);
+      writeCached(name, m);
     }
     modules.set(source, m);
   }
@@ -128,39 +127,19 @@ function wgslReflectVersion(): string {
 
 let keyPrefix: string | undefined;
 
-/** The file that holds the reflection of `source`. */
-function cacheFile(source: string): string {
+/** The cache directory's file that holds the reflection of `source`. */
+function cacheName(source: string): string {
   keyPrefix ??= `fisher-gpu reflection ${FORMAT}, wgsl_reflect ${wgslReflectVersion()}\n`;
   const hash = createHash('sha256').update(keyPrefix).update(source).digest('hex').slice(0, 32);
-  return join(cacheDir(), 'wgsl-reflection', `${hash}.json`);
+  return join('wgsl-reflection', `${hash}.json`);
 }
 
 /** The cached reflection, or undefined where there is none or it is not one (then it is made again). */
-function readCached(file: string): ModuleReflection | undefined {
-  try {
-    const m = JSON.parse(readFileSync(file, 'utf8')) as Partial<ModuleReflection>;
-    const ok = Array.isArray(m.overrides) && typeof m.entries === 'object' && m.entries !== null && Object.values(m.entries).every((e) => typeof e === 'object' && e !== null && ('error' in e || Array.isArray(e.bindings)));
-    return ok ? (m as ModuleReflection) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Written whole under a temporary name, then renamed: a reader never sees half a file. Where it cannot be written, it is made again next time. */
-function writeCached(file: string, m: ModuleReflection): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  try {
-    mkdirSync(join(file, '..'), { recursive: true });
-    writeFileSync(tmp, JSON.stringify(m));
-    renameSync(tmp, file);
-  } catch {
-    // A read-only or full disk: the reflection is only slower next time.
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // There was no temporary file.
-    }
-  }
+function readReflection(name: string): ModuleReflection | undefined {
+  const m = readCached(name) as Partial<ModuleReflection> | null | undefined;
+  if (typeof m !== 'object' || m === null) return undefined;
+  const ok = Array.isArray(m.overrides) && typeof m.entries === 'object' && m.entries !== null && Object.values(m.entries).every((e) => typeof e === 'object' && e !== null && ('error' in e || Array.isArray(e.bindings)));
+  return ok ? (m as ModuleReflection) : undefined;
 }
 
 /** @internal For tests: forgets the reflections held in memory, as a new process would not have them. */

@@ -4,6 +4,9 @@
  * workgroup shapes. Outputs are pre-filled with NaN so that an element the
  * kernel forgets fails.
  */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { GpuValidationError } from '../../src/gpu/errors.js';
 import { entryInfo } from '../../src/gpu/reflect.js';
@@ -201,16 +204,47 @@ describe.each([...CONFIGS.map((c) => [c, SHAPES] as const), [VECTOR_CONFIG, ALIG
 // The subgroup core needs each subgroup to be one workgroup row, which WGSL does not promise:
 // the host asks the device (subgroup_rows.wgsl) before it uses a workgroup shape.
 describe('matmul subgroup core, the check that subgroups are workgroup rows', () => {
-  it('passes where subgroups have as many lanes as a row, and fails where they span two rows', async (ctx) => {
+  it('passes where subgroups have as many lanes as a row, and fails where they span two rows; the answers are kept on disk', async (ctx) => {
     if (!gpu().device.features.has('subgroups')) ctx.skip('the adapter has no subgroups');
     const lanes = gpu().adapter.subgroupMaxSize;
-    const rows: MatmulConfig = { tm: lanes, tn: 8, wgM: 2, wgN: lanes, core: 'subgroup' };
     if (gpu().adapter.subgroupMinSize !== lanes) ctx.skip('subgroups of varying size');
-    expect(await subgroupRowsProblem(gpu(), rows.wgM, rows.wgN)).toBeUndefined();
-    // Half a subgroup per row: each subgroup spans two workgroup rows.
     if (lanes < 2) ctx.skip('needs subgroups of at least 2 lanes');
+    const rows: MatmulConfig = { tm: lanes, tn: 8, wgM: 2, wgN: lanes, core: 'subgroup' };
+    // Half a subgroup per row: each subgroup spans two workgroup rows.
     const spanning: MatmulConfig = { tm: lanes, tn: 8, wgM: 4, wgN: lanes / 2, core: 'subgroup' };
-    expect(await subgroupRowsProblem(gpu(), spanning.wgM, spanning.wgN)).toMatch(/does not form its subgroups as the rows of a 4×\d+ workgroup/);
+    const forget = () => [rows, spanning].forEach((c) => setSubgroupRowsAnswer(gpu(), c.wgM, c.wgN, undefined, true));
+    // An empty cache directory: the device is asked.
+    const dir = mkdtempSync(join(tmpdir(), 'fisher-subgroup-rows-'));
+    const before = process.env['FISHER_GPU_CACHE_DIR'];
+    process.env['FISHER_GPU_CACHE_DIR'] = dir;
+    try {
+      forget();
+      expect(await subgroupRowsProblem(gpu(), rows.wgM, rows.wgN)).toBeUndefined();
+      const spans = /does not form its subgroups as the rows of a 4×\d+ workgroup/;
+      expect(await subgroupRowsProblem(gpu(), spanning.wgM, spanning.wgN)).toMatch(spans);
+      // Both answers were written, by adapter and shape; a new process reads them instead of asking
+      // (what the file says is what it gets: doctored here, to tell it from the device's answer).
+      const file = join(dir, 'subgroup-rows.json');
+      const kept = JSON.parse(readFileSync(file, 'utf8')) as Record<string, { rows: boolean; problem?: string }>;
+      const keys = Object.keys(kept);
+      expect(keys.map((k) => k.slice(k.lastIndexOf(' | ') + 3)).sort()).toEqual([`2x${lanes}`, `4x${lanes / 2}`]);
+      expect(keys.every((k) => k.startsWith(`${gpu().adapter.description} | `))).toBe(true);
+      const rowsKey = keys.find((k) => k.endsWith(` | 2x${lanes}`))!;
+      expect(kept[rowsKey]).toEqual({ rows: true });
+      writeFileSync(file, JSON.stringify({ ...kept, [rowsKey]: { rows: false, problem: 'doctored' } }));
+      forget();
+      expect(await subgroupRowsProblem(gpu(), rows.wgM, rows.wgN)).toBe('doctored');
+      expect(await subgroupRowsProblem(gpu(), spanning.wgM, spanning.wgN)).toMatch(spans);
+      // A file that is not answers: the device is asked again.
+      writeFileSync(file, '[1, 2');
+      forget();
+      expect(await subgroupRowsProblem(gpu(), rows.wgM, rows.wgN)).toBeUndefined();
+    } finally {
+      if (before === undefined) delete process.env['FISHER_GPU_CACHE_DIR'];
+      else process.env['FISHER_GPU_CACHE_DIR'] = before;
+      forget();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('leaves a shape that fails it out of a list, uses the default where none is left, and refuses it alone', async (ctx) => {
