@@ -10,12 +10,12 @@
  * $XDG_CACHE_HOME/fisher-gpu or ~/.cache/fisher-gpu. FISHER_GPU_TUNING=off
  * neither reads it nor searches: the plain default shape on every adapter.
  */
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { GpuDevice } from '../gpu/device.js';
 import { trace } from '../gpu/trace.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { adapterKey, cacheDir } from '../gpu/cache-dir.js';
+import { adapterKey, cacheDir, readCached } from '../gpu/cache-dir.js';
 import { DEFAULT_MATMUL_CONFIG, describeMatmulConfig, matmulConfigProblem, readMatmulConfig, sameMatmulConfig, tileOf, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { defaultShapesFor, firstUseProblems, quickCandidates, searchShapes } from './autotune.js';
 
@@ -48,18 +48,16 @@ export function paretoShapes(shapes: readonly MatmulShape[]): MatmulShape[] {
   });
 }
 
+/** The tuning cache's file in the cache directory. */
+const TUNING_FILE = 'tuning.json';
+
 export function tuningCacheFile(): string {
-  return join(cacheDir(), 'tuning.json');
+  return join(cacheDir(), TUNING_FILE);
 }
 
-
 function readCache(): Record<string, TuningEntry> {
-  try {
-    const parsed: unknown = JSON.parse(readFileSync(tuningCacheFile(), 'utf8'));
-    return typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, TuningEntry>) : {};
-  } catch {
-    return {};
-  }
+  const parsed = readCached(TUNING_FILE);
+  return typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, TuningEntry>) : {};
 }
 
 /**
