@@ -3,7 +3,7 @@
  * samples per second; silent when stderr is not a terminal (pipes, CI logs)
  * or when asked to be quiet.
  */
-import cliProgress from 'cli-progress';
+import type { SingleBar } from 'cli-progress';
 
 export interface Progress {
   update(done: number, total: number): void;
@@ -15,19 +15,23 @@ const SHOW_AFTER_MS = 1000;
 export function progressBar(label: string, options: { quiet?: boolean } = {}): Progress {
   if (options.quiet || !process.stderr.isTTY) return { update() {}, stop() {} };
   const started = performance.now();
-  let bar: cliProgress.SingleBar | undefined;
+  // Loaded only where a bar can show (about 10 ms of every start otherwise); it is there long
+  // before the first second has passed.
+  let lib: typeof import('cli-progress') | undefined;
+  void import('cli-progress').then((m) => (lib = m.default ?? m), () => undefined);
+  let bar: SingleBar | undefined;
   const speed = (done: number) => Math.round(done / Math.max(1e-3, (performance.now() - started) / 1000));
   return {
     update(done, total) {
       if (!bar) {
-        if (performance.now() - started < SHOW_AFTER_MS || done >= total) return;
-        bar = new cliProgress.SingleBar(
+        if (!lib || performance.now() - started < SHOW_AFTER_MS || done >= total) return;
+        bar = new lib.SingleBar(
           {
             stream: process.stderr,
             format: `${label} [{bar}] {percentage}% | {value}/{total} samples | {speed} samples/s | {eta_formatted} left`,
             hideCursor: true,
           },
-          cliProgress.Presets.shades_classic,
+          lib.Presets.shades_classic,
         );
         bar.start(total, done, { speed: speed(done) });
       }
