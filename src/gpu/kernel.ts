@@ -30,16 +30,15 @@ export interface DispatchRecord {
 
 export class ComputeKernel {
   readonly name: string;
-  readonly info: EntryInfo;
 
   private constructor(
     readonly device: GPUDevice,
     readonly spec: KernelSpec,
+    readonly info: EntryInfo,
     readonly pipeline: GPUComputePipeline,
     readonly layout: GPUBindGroupLayout,
   ) {
     this.name = `${spec.family}.${spec.entry}`;
-    this.info = entryInfo(spec.source, spec.entry);
   }
 
   static async create(device: GPUDevice, module: GPUShaderModule, spec: KernelSpec): Promise<ComputeKernel> {
@@ -53,17 +52,18 @@ export class ComputeKernel {
     // derives ('auto'), of the same bindings as the reflection's: a bind
     // group encode() makes from the reflection is checked against it.
     const building = device.createComputePipelineAsync({ label, layout: 'auto', compute: { module, entryPoint: spec.entry, constants } });
+    let info: EntryInfo;
     try {
       const declared = moduleOverrides(spec.source);
       for (const k of Object.keys(constants)) if (!declared.includes(k)) throw new Error(`${spec.family}: the WGSL declares no override "${k}"`);
-      entryInfo(spec.source, spec.entry);
+      info = entryInfo(spec.source, spec.entry);
     } catch (e) {
       // What the reflection finds wrong is the error to report, not the build's failure.
       building.catch(() => undefined);
       throw e;
     }
     const pipeline = await building;
-    return new ComputeKernel(device, spec, pipeline, pipeline.getBindGroupLayout(0));
+    return new ComputeKernel(device, spec, info, pipeline, pipeline.getBindGroupLayout(0));
   }
 
   /**

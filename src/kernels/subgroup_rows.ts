@@ -14,7 +14,7 @@ import source from '../../shaders/subgroup_rows.wgsl';
 /** The cache directory's file of answers: { "<adapter key> | <wgM>x<wgN>": { rows: true } or { rows: false, problem } }. */
 const ANSWERS_FILE = 'subgroup-rows.json';
 
-/** Per device, the answer by workgroup shape: one dispatch per shape and device. */
+/** Per device, the answer by workgroup shape (from the cache directory, else one dispatch). */
 const answers = new WeakMap<GpuDevice, Map<string, Promise<string | undefined>>>();
 
 /** The answers' key: the workgroup shape. */
