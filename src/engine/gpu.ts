@@ -332,8 +332,8 @@ export class GpuModel implements LoadedModel {
 
   async #upload(batch: Dataset, structure: BatchStructure, virtualSamples = 1): Promise<BatchBuffers> {
     const buf = await this.#buffers(batch.n, structure, virtualSamples);
-    this.gpu.write(buf.x, batch.x);
-    this.gpu.write(buf.targets, batch.y);
+    await this.gpu.upload(buf.x, batch.x);
+    await this.gpu.upload(buf.targets, batch.y);
     return buf;
   }
 
@@ -344,7 +344,7 @@ export class GpuModel implements LoadedModel {
     for (let s0 = 0; s0 < n; s0 += chunk) {
       const s1 = Math.min(n, s0 + chunk);
       const buf = await this.#buffers(s1 - s0, 'diag');
-      this.gpu.write(buf.x, x.subarray(s0 * m.inputs, s1 * m.inputs));
+      await this.gpu.upload(buf.x, x.subarray(s0 * m.inputs, s1 * m.inputs));
       await this.gpu.step('forward', (step) => this.#encodeForward(step, buf, s1 - s0));
       out.set(await this.gpu.readF32(buf.f, (s1 - s0) * m.outputs * F32), s0 * m.outputs);
     }
@@ -453,7 +453,7 @@ export class GpuModel implements LoadedModel {
     let held: Promise<{ sum: GPUBuffer; compensation: GPUBuffer }> | undefined;
     let released = false;
     let inFlight: Promise<void> | undefined;
-    const zeroed = async (label: string) => this.gpu.storage(p * F32, label, new Float32Array(p));
+    const zeroed = (label: string) => this.gpu.zeros(p * F32, label);
     const buffers = () => {
       if (released) throw new Error('squaredGradientTotal: used after release()');
       return (held ??= (async () => ({ sum: await zeroed('squared-gradient total'), compensation: await zeroed('squared-gradient total compensation') }))());

@@ -12,6 +12,7 @@ import { BufferPool } from './buffers.js';
 import { DeviceLostError, GpuError, GpuInternalError, GpuLimitError, GpuOutOfMemoryError, GpuValidationError, NoAdapterError, ShaderError } from './errors.js';
 import { ComputeKernel, type DispatchRecord, type KernelSpec } from './kernel.js';
 import { pacePolling } from './poll.js';
+import { StagingBelt } from './staging.js';
 import { GpuTimer } from './timing.js';
 import { trace, TRACE_ENABLED } from './trace.js';
 
@@ -30,6 +31,9 @@ const MAXIMISED_LIMITS = [
   'maxComputeWorkgroupSizeY',
   'maxComputeWorkgroupsPerDimension',
 ] as const;
+
+/** Uploads smaller than this go through queue.writeBuffer: Dawn's 4 MiB upload ring serves them without new memory. */
+const BELT_MIN_BYTES = 1 << 20;
 
 /** Optional features used where present. */
 const WANTED_FEATURES = ['timestamp-query', 'subgroups', 'shader-f16'] as const;
@@ -78,6 +82,7 @@ export class GpuDevice {
   #lostReason: string | undefined;
   readonly #lost: Promise<never>;
   #disposed = false;
+  readonly #belt: StagingBelt;
   #timer: GpuTimer | undefined;
   /** The first GPU error no scope caught: every later use of the device fails with it. */
   #uncaptured: GpuError | undefined;
@@ -91,6 +96,7 @@ export class GpuDevice {
     this.#gpu = gpu;
     this.#releasePolling = releasePolling;
     this.buffers = new BufferPool(device);
+    this.#belt = new StagingBelt(device);
     this.#lost = device.lost.then((info) => {
       this.#lostReason = this.#disposed ? 'the device was disposed' : `${info.reason}: ${info.message}`;
       throw new DeviceLostError(`GPU device lost (${this.#lostReason})`);
@@ -295,8 +301,32 @@ export class GpuDevice {
     return buffer;
   }
 
+  /** A storage buffer from the pool, zeroed on the device (no host memory copied). */
+  async zeros(bytes: number, label: string): Promise<GPUBuffer> {
+    const buffer = await this.storage(bytes, label);
+    const encoder = this.device.createCommandEncoder({ label: `zero ${label}` });
+    encoder.clearBuffer(buffer);
+    this.device.queue.submit([encoder.finish()]);
+    return buffer;
+  }
+
+  /** Writes `data` into `buffer` at `offset`: work submitted after the call sees it (queue.writeBuffer). */
   write(buffer: GPUBuffer, data: ArrayBufferView, offset = 0): void {
     this.device.queue.writeBuffer(buffer, offset, data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  /**
+   * Writes `data` into `buffer` at `offset` as write() does, for uploads
+   * repeated at every batch: large ones reuse staging memory (staging.ts)
+   * and may wait for it. Work submitted after the promise resolves sees the
+   * data; work submitted before, may not.
+   */
+  async upload(buffer: GPUBuffer, data: ArrayBufferView, offset = 0): Promise<void> {
+    this.#assertAlive();
+    if (data.byteLength < BELT_MIN_BYTES) return this.write(buffer, data, offset);
+    const t0 = TRACE_ENABLED ? performance.now() : 0;
+    await this.#belt.upload(buffer, offset, data);
+    if (TRACE_ENABLED) trace(`upload of ${data.byteLength} bytes to ${buffer.label} in ${(performance.now() - t0).toFixed(1)} ms`);
   }
 
   /** Reads `bytes` bytes of `buffer` from `offset` as float32. */
@@ -353,6 +383,7 @@ export class GpuDevice {
     if (this.#disposed) return;
     this.#disposed = true;
     this.buffers.dispose();
+    this.#belt.destroy();
     this.#kernels.clear();
     this.#modules.clear();
     this.device.destroy();

@@ -32,6 +32,16 @@ describe('GPU runtime', () => {
     expect(after.peak).toBeGreaterThanOrEqual(before.current + 1008 + 4096);
   });
 
+  it('zeroes a pooled buffer on the device, even one that held data', async () => {
+    const d = gpu();
+    const dirty = await d.storage(4000, 'dirty', new Float32Array(1000).fill(7));
+    d.buffers.release(dirty);
+    const z = await d.zeros(4000, 'zeros');
+    expect(z).toBe(dirty);
+    expect(Array.from(await d.readF32(z, 4000)).every((v) => v === 0)).toBe(true);
+    d.buffers.release(z);
+  });
+
   it('round-trips data through a buffer', async () => {
     const data = Float32Array.from({ length: 37 }, (_, i) => i * 0.5 - 3);
     const buf = await gpu().storage(data.byteLength, 'rt', data);
@@ -143,8 +153,8 @@ describe('reflection', () => {
     @group(0) @binding(1) var<storage, read> inp: array<f32>;
     @compute @workgroup_size(1) fn main() { out[0] = inp[0] * dims.scale + f32(dims.n) + f32(dims.shift); }`;
 
-  it('reads bindings sorted by index, with their kinds, and the uniform layout', () => {
-    const info = entryInfo(src, 'main');
+  it('reads bindings sorted by index, with their kinds, and the uniform layout', async () => {
+    const info = await entryInfo(src, 'main');
     expect(info.bindings).toEqual([
       { name: 'dims', binding: 0, kind: 'uniform' },
       { name: 'inp', binding: 1, kind: 'read-only-storage' },
@@ -156,11 +166,11 @@ describe('reflection', () => {
       ['shift', 8, 'i32'],
     ]);
     expect(u32Constant(src, 'ACT_ODD')).toBe(7);
-    expect(() => entryInfo(src, 'other')).toThrow(/no @compute entry point "other"/);
+    await expect(entryInfo(src, 'other')).rejects.toThrow(/no @compute entry point "other"/);
   });
 
-  it('packs uniforms by member name and refuses missing, unknown or out-of-range values', () => {
-    const u = entryInfo(src, 'main').uniform!;
+  it('packs uniforms by member name and refuses missing, unknown or out-of-range values', async () => {
+    const u = (await entryInfo(src, 'main')).uniform!;
     const view = new DataView(packUniform(u, { n: 3, scale: 0.5, shift: -2 }));
     expect([view.getUint32(0, true), view.getFloat32(4, true), view.getInt32(8, true)]).toEqual([3, 0.5, -2]);
     expect(() => packUniform(u, { n: 3, scale: 1 })).toThrow(/shift not given/);
