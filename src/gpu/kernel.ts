@@ -54,9 +54,9 @@ export class ComputeKernel {
     const building = device.createComputePipelineAsync({ label, layout: 'auto', compute: { module, entryPoint: spec.entry, constants } });
     let info: EntryInfo;
     try {
-      const declared = moduleOverrides(spec.source);
+      const declared = await moduleOverrides(spec.source);
       for (const k of Object.keys(constants)) if (!declared.includes(k)) throw new Error(`${spec.family}: the WGSL declares no override "${k}"`);
-      info = entryInfo(spec.source, spec.entry);
+      info = await entryInfo(spec.source, spec.entry);
     } catch (e) {
       // What the reflection finds wrong is the error to report, not the build's failure.
       building.catch(() => undefined);

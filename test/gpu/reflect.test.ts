@@ -34,8 +34,8 @@ describe('the reflection cache', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('keeps a module\'s reflection on disk, and a new process reads it instead of reflecting again', () => {
-    const info = entryInfo(SOURCE, 'main');
+  it('keeps a module\'s reflection on disk, and a new process reads it instead of reflecting again', async () => {
+    const info = await entryInfo(SOURCE, 'main');
     expect(info.bindings.map((b) => [b.name, b.kind])).toEqual([['out', 'storage'], ['dims', 'uniform']]);
     expect(files()).toHaveLength(1);
     const file = join(dir, 'wgsl-reflection', files()[0]!);
@@ -45,36 +45,36 @@ describe('the reflection cache', () => {
     stored.entries.main.bindings[0].name = 'from_the_file';
     writeFileSync(file, JSON.stringify(stored));
     forgetReflections();
-    expect(entryInfo(SOURCE, 'main').bindings[0]!.name).toBe('from_the_file');
-    expect(moduleOverrides(SOURCE)).toEqual(['N']);
+    expect((await entryInfo(SOURCE, 'main')).bindings[0]!.name).toBe('from_the_file');
+    expect(await moduleOverrides(SOURCE)).toEqual(['N']);
   });
 
-  it('reflects again where the file is not a reflection; a source changed by one character is a new file', () => {
-    const info = entryInfo(SOURCE, 'main');
+  it('reflects again where the file is not a reflection; a source changed by one character is a new file', async () => {
+    const info = await entryInfo(SOURCE, 'main');
     const file = join(dir, 'wgsl-reflection', files()[0]!);
     for (const junk of ['{"overrides": 3', '{"overrides": [], "entries": {"main": {}}}', 'null']) {
       writeFileSync(file, junk);
       forgetReflections();
-      expect(entryInfo(SOURCE, 'main')).toEqual(info);
+      expect(await entryInfo(SOURCE, 'main')).toEqual(info);
     }
-    entryInfo(`${SOURCE} `, 'main');
+    await entryInfo(`${SOURCE} `, 'main');
     expect(files()).toHaveLength(2);
     expect(files().filter((n) => n.endsWith('.tmp'))).toEqual([]);
   });
 
-  it('keeps why an entry point cannot be used, and says so from the file as from the reflection', () => {
+  it('keeps why an entry point cannot be used, and says so from the file as from the reflection', async () => {
     const bad = '@group(1) @binding(0) var<storage, read_write> out: array<f32>;\n@compute @workgroup_size(1) fn main() { out[0] = 1.0; }';
-    expect(() => entryInfo(bad, 'main')).toThrow(/main: binding out is in group 1; kernels use group 0 only/);
+    await expect(entryInfo(bad, 'main')).rejects.toThrow(/main: binding out is in group 1; kernels use group 0 only/);
     forgetReflections();
-    expect(() => entryInfo(bad, 'main')).toThrow(/main: binding out is in group 1; kernels use group 0 only/);
-    expect(() => entryInfo(bad, 'other')).toThrow(/no @compute entry point "other" \(have main\)/);
+    await expect(entryInfo(bad, 'main')).rejects.toThrow(/main: binding out is in group 1; kernels use group 0 only/);
+    await expect(entryInfo(bad, 'other')).rejects.toThrow(/no @compute entry point "other" \(have main\)/);
   });
 
-  it('reflects all the same where the cache directory cannot be written', () => {
+  it('reflects all the same where the cache directory cannot be written', async () => {
     const blocked = join(dir, 'a-file');
     writeFileSync(blocked, 'not a directory');
     process.env['FISHER_GPU_CACHE_DIR'] = blocked;
-    expect(entryInfo(SOURCE, 'main').bindings.map((b) => b.name)).toEqual(['out', 'dims']);
+    expect((await entryInfo(SOURCE, 'main')).bindings.map((b) => b.name)).toEqual(['out', 'dims']);
     expect(readdirSync(dir)).toEqual(['a-file']);
   });
 });

@@ -361,9 +361,9 @@ describe('every shape fisher bench --tune may choose', () => {
 });
 
 describe('matmul wrapper', () => {
-  it('binds exactly the buffers each entry point declares (read from the WGSL)', () => {
-    expect(entryInfo(MATMUL_WGSL, 'linear_forward').bindings.map((b) => b.name)).toEqual(['dims', 'a', 'b', 'c', 'c_act']);
-    expect(entryInfo(MATMUL_WGSL, 'gram').bindings.map((b) => [b.name, b.kind])).toEqual([
+  it('binds exactly the buffers each entry point declares (read from the WGSL)', async () => {
+    expect((await entryInfo(MATMUL_WGSL, 'linear_forward')).bindings.map((b) => b.name)).toEqual(['dims', 'a', 'b', 'c', 'c_act']);
+    expect((await entryInfo(MATMUL_WGSL, 'gram')).bindings.map((b) => [b.name, b.kind])).toEqual([
       ['dims', 'uniform'],
       ['a', 'read-only-storage'],
       ['b', 'read-only-storage'],
@@ -371,9 +371,9 @@ describe('matmul wrapper', () => {
     ]);
   });
 
-  it('the subgroup core also binds a and b as vec4s (a4, b4), the others do not', () => {
-    expect(entryInfo(matmulWgsl('subgroup'), 'gram').bindings.map((b) => b.name)).toEqual(['dims', 'a', 'b', 'c', 'a4', 'b4']);
-    expect(entryInfo(matmulWgsl('shared'), 'gram').bindings.map((b) => b.name)).toEqual(['dims', 'a', 'b', 'c']);
+  it('the subgroup core also binds a and b as vec4s (a4, b4), the others do not', async () => {
+    expect((await entryInfo(matmulWgsl('subgroup'), 'gram')).bindings.map((b) => b.name)).toEqual(['dims', 'a', 'b', 'c', 'a4', 'b4']);
+    expect((await entryInfo(matmulWgsl('shared'), 'gram')).bindings.map((b) => b.name)).toEqual(['dims', 'a', 'b', 'c']);
   });
 
   it('loads an operand as vec4s only where the core, the entry, the block and its alignment allow', () => {
