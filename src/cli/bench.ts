@@ -9,6 +9,7 @@ import { cpuPeer, runBench, type Peer } from '../bench/run.js';
 import { fullSuite, quickSuite } from '../bench/workloads.js';
 import { tune } from '../bench/tune.js';
 import { saveTuning } from '../engine/tuning.js';
+import { InputError } from '../layers/errors.js';
 import { openDevice } from '../gpu/device.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { measureWholeProcess, wholeProcessLines } from './whole-process.js';
@@ -19,6 +20,8 @@ export interface BenchArgs {
   tune: boolean;
   /** Also time `fisher compute` as whole processes (`fresh`: the first with an empty tuning cache). */
   wholeProcess?: boolean | 'fresh';
+  /** With wholeProcess: the runs after the first (default 3). */
+  runs?: number;
   json?: string;
   plot?: string;
   cpuBudget: number;
@@ -29,6 +32,7 @@ export interface BenchArgs {
 export const PEER_NAMES = ['cpu', 'tfjs-webgpu', 'tfjs-cpu', 'tfjs-per-sample', 'jax-wasm', 'jax-webgpu', 'jax-vmap-wasm', 'jax-vmap-webgpu', 'torch', 'torch-vmap'] as const;
 
 export async function bench(args: BenchArgs): Promise<void> {
+  if (args.runs !== undefined && !args.wholeProcess) throw new InputError('--runs counts the runs of --whole-process; give that too');
   const gpu = await openDevice();
   const log = (line: string) => process.stderr.write(`fisher bench: ${line}\n`);
   try {
@@ -66,7 +70,7 @@ export async function bench(args: BenchArgs): Promise<void> {
     process.stdout.write(`${benchTable(report)}\n`);
     // The peers with a whole-process form, of those asked for.
     const processPeers = wanted.filter((p): p is PeerProcess => p in PEER_PROCESSES);
-    const whole = args.wholeProcess ? await measureWholeProcess({ fresh: args.wholeProcess === 'fresh', peers: processPeers, log }) : undefined;
+    const whole = args.wholeProcess ? await measureWholeProcess({ fresh: args.wholeProcess === 'fresh', peers: processPeers, log, runs: (args.runs ?? 3) + 1 }) : undefined;
     if (whole) process.stdout.write(`\n${wholeProcessLines(whole).join('\n')}\n`);
     for (const [path, text] of [
       [args.json, () => `${JSON.stringify(whole ? { ...report, wholeProcess: whole } : report, null, 2)}\n`],

@@ -294,6 +294,7 @@ export function program(): Command {
         },
       ),
     )
+    .option('--runs <n>', 'with --whole-process: the runs after the first, whose median counts (default: 3)', positiveInt)
     .action(bench);
 
   cmd

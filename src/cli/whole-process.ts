@@ -3,7 +3,8 @@
  * from starting `fisher compute` to its file being written, for the issue's
  * workload (the diagonal empirical Fisher of 784-256-256-10 over 10⁴
  * samples), measured by running this very command as child processes: the
- * first run, then the median of the runs after it. With `fresh`, the first
+ * first run, then the median of the runs after it (three, or `--runs`).
+ * With `fresh`, the first
  * run meets the adapter for the first time (an empty tuning cache of its
  * own), so it includes the first use's search. The peers named are timed
  * the same way on the same files, each a process of its own
@@ -29,6 +30,12 @@ export interface ProcessTimes {
 export interface PeerWholeProcess extends Partial<ProcessTimes> {
   peer: PeerProcess;
   name: string;
+  /**
+   * The median over the runs after the first of the peer's time over ours in
+   * the same round (the two ran back to back, so a slow spell of the machine
+   * falls on both): steadier than the ratio of the medians on a noisy machine.
+   */
+  pairedRatio?: number;
   /** Seconds per phase (start-up, reading, loading the library, computing, writing): the medians over the runs after the first. */
   phases?: Record<string, number>;
   /** Why the peer did not run (its process failed), if it did not. */
@@ -44,10 +51,18 @@ export interface WholeProcess extends ProcessTimes {
 
 const run = promisify(execFile);
 
-/** The median of the runs after the first (the first alone if it is the only one). */
+/** The median of the runs after the first (the first alone if it is the only one); of an even count, the mean of the middle two. */
 function laterMedian(runs: readonly number[]): number {
   const later = runs.slice(1).sort((a, b) => a - b);
-  return later.length ? later[Math.floor((later.length - 1) / 2)]! : runs[0]!;
+  if (later.length === 0) return runs[0]!;
+  const mid = (later.length - 1) / 2;
+  return (later[Math.floor(mid)]! + later[Math.ceil(mid)]!) / 2;
+}
+
+/** The median of theirs[i] / ours[i] over the rounds after the first (the first alone if it is the only one). */
+export function pairedRatio(ours: readonly number[], theirs: readonly number[]): number {
+  const rounds = Math.min(ours.length, theirs.length);
+  return laterMedian(Array.from({ length: rounds }, (_, i) => theirs[i]! / ours[i]!));
 }
 
 function times(runs: number[]): ProcessTimes {
@@ -102,7 +117,8 @@ export async function measureWholeProcess(
         const r = peerRuns.get(peer)!;
         if (typeof r === 'string') return { peer, name: PEER_PROCESSES[peer], skipped: r };
         const phases = Object.fromEntries(r[0]!.phases.map(([name], k) => [name, laterMedian(r.map((run) => run.phases[k]![1]))]));
-        return { peer, name: PEER_PROCESSES[peer], ...times(r.map((run) => run.seconds)), phases };
+        const seconds = r.map((run) => run.seconds);
+        return { peer, name: PEER_PROCESSES[peer], ...times(seconds), pairedRatio: pairedRatio(runs, seconds), phases };
       }),
     };
   } finally {
@@ -117,7 +133,8 @@ export function wholeProcessLines(w: WholeProcess): string[] {
     if (p.skipped !== undefined) lines.push(`whole process, ${p.name}: not run (${p.skipped})`);
     else {
       const phases = Object.entries(p.phases ?? {}).map(([name, s]) => `${name} ${s.toFixed(2)} s`).join(', ');
-      lines.push(`whole process, ${p.name}: first run ${p.first!.toFixed(2)} s, then ${p.median!.toFixed(2)} s (${phases}); fisher compute is ${(p.median! / w.median).toFixed(2)}× as fast`);
+      const paired = p.pairedRatio === undefined ? '' : `; run by run, the median ratio is ${p.pairedRatio.toFixed(2)}×`;
+      lines.push(`whole process, ${p.name}: first run ${p.first!.toFixed(2)} s, then ${p.median!.toFixed(2)} s (${phases}); fisher compute is ${(p.median! / w.median).toFixed(2)}× as fast${paired}`);
     }
   }
   return lines;

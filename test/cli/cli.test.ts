@@ -230,13 +230,16 @@ describe('fisher', () => {
     expect(await readFile(join(dir, 'bench', 'roofline.svg'), 'utf8')).toMatch(/^<svg/);
   });
 
-  it('bench --whole-process: fisher compute of the issue\'s workload timed as whole processes', async () => {
-    const r = await fisher('bench', '--quick', '--filter', 'no-such-workload', '--whole-process', '--json', 'bench/whole.json');
+  it('bench --whole-process: fisher compute of the issue\'s workload timed as whole processes; --runs sets how many count', async () => {
+    const r = await fisher('bench', '--quick', '--filter', 'no-such-workload', '--whole-process', '--runs', '2', '--json', 'bench/whole.json');
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/whole process, fisher compute \(diag empirical 784-256-256-10 N=10,000\): first run [\d.]+ s, then [\d.]+ s \(median of 3\)/);
+    expect(r.stdout).toMatch(/whole process, fisher compute \(diag empirical 784-256-256-10 N=10,000\): first run [\d.]+ s, then [\d.]+ s \(median of 2\)/);
     const report = JSON.parse(await readFile(join(dir, 'bench', 'whole.json'), 'utf8'));
-    expect(report.wholeProcess.runs).toHaveLength(4);
+    expect(report.wholeProcess.runs).toHaveLength(3);
     expect(report.wholeProcess.median).toBeGreaterThan(0);
+    const alone = await fisher('bench', '--quick', '--filter', 'no-such-workload', '--runs', '2');
+    expect(alone.code).not.toBe(0);
+    expect(alone.stderr).toMatch(/--runs counts the runs of --whole-process/);
   });
 
   // The JavaScript peers are installed by the first `fisher bench` (bench/peers); a fresh clone has none.
