@@ -6,8 +6,8 @@
  * queue.writeBuffer copies its data into a staging buffer of Dawn's; one
  * larger than Dawn's 4 MiB upload ring is a new buffer at every call, which
  * Dawn zero-fills before copying into it. On lavapipe (2 cores, a virtual
- * machine) a batch of 4096 MNIST images, 12.8 MB, so took 18–23 ms of the
- * main thread, most of it the kernel's page faults on fresh memory, while
+ * machine) a batch of 4096 inputs of 784 values, 12.8 MB, so took 18–23 ms
+ * of the main thread, most of it the kernel's page faults on fresh memory, while
  * the batch before it computed on the same cores (bench/RESULTS.md, issue
  * 12's seventh part). A belt buffer faults once, when it is created; then
  * an upload is one copy into memory already mapped.
