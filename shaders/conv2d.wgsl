@@ -13,8 +13,8 @@
 // tensor is row-major; W [c_out, CG, kh, kw] then b [c_out] are read from θ
 // at w_offset. forward fuses an output activation (y = act(z), z stored when
 // STORE_Z) and input_gradient the input producer's act'(z_in). One
-// invocation per output element (forward), input element (input_gradient) or
-// parameter and sample (per_sample_grad: x over parameters, y over samples).
+// invocation per output element (forward) or input element (input_gradient);
+// per_sample_grad's take a block of a sample's parameters (below).
 // Composed after activation.wgsl.
 
 override WG: u32 = 64u;
@@ -126,36 +126,85 @@ fn input_gradient(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgro
   y[at] = acc * activate_derivative(ACTIVATION, z_in[at]);
 }
 
+// per_sample_grad in blocks: an invocation sums, over the output pixels, a
+// PSG_M × PSG_N block of one sample's gradient: PSG_M output channels of one
+// group by PSG_N of their taps (c, ky, kx), the bias being one more tap whose
+// input is 1. Per pixel it loads PSG_M values of dy and PSG_N of x for
+// PSG_M · PSG_N FMAs, where one invocation per parameter loaded two per FMA
+// (lavapipe loads lane by lane, so loads bound these sums); the taps' offsets
+// are worked out before the loop, which has no division and no branch.
+const PSG_M: u32 = 8u;
+const PSG_N: u32 = 8u;
+
 @compute @workgroup_size(WG)
-fn per_sample_grad(@builtin(global_invocation_id) id: vec3u) {
-  let j = id.x;
-  let s = id.y;
-  let weights = weight_count();
-  if (j >= weights + dims.has_bias * dims.c_out || s >= dims.n) { return; }
+fn per_sample_grad(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let cg = dims.c_in / dims.groups;
+  let og = dims.c_out / dims.groups;
+  let taps = cg * dims.kh * dims.kw;  // weights per output channel
+  let columns = taps + dims.has_bias;
+  let tap_blocks = (columns + PSG_N - 1u) / PSG_N;
+  let out_blocks = (og + PSG_M - 1u) / PSG_M;  // per group
+  let at = flat(id, nwg);
+  if (at >= dims.n * dims.groups * out_blocks * tap_blocks) { return; }
+  // Consecutive invocations take consecutive tap blocks of one sample's channels.
+  let j0 = (at % tap_blocks) * PSG_N;
+  let rest = at / tap_blocks;
+  let s = rest / (dims.groups * out_blocks);
+  let grp = (rest % (dims.groups * out_blocks)) / out_blocks;
+  let o0 = grp * og + (rest % out_blocks) * PSG_M;
+  let o_last = (grp + 1u) * og - 1u;
   let plane = dims.oh * dims.ow;
-  var acc = 0.0;
-  if (j >= weights) {
-    let dyo = (s * dims.c_out + (j - weights)) * plane;
-    for (var t = 0u; t < plane; t++) { acc += dy[dyo + t]; }
-  } else {
-    let kx = j % dims.kw;
-    let ky = (j / dims.kw) % dims.kh;
-    let cg = dims.c_in / dims.groups;
-    let c = (j / (dims.kw * dims.kh)) % cg;
-    let o = j / (dims.kw * dims.kh * cg);
-    let xc = (s * dims.c_in + (o / (dims.c_out / dims.groups)) * cg + c) * dims.h;
-    let dyo = (s * dims.c_out + o) * plane;
-    for (var oy = 0u; oy < dims.oh; oy++) {
-      let iy = i32(oy * dims.stride_h + ky * dims.dil_h) - i32(dims.pad_h);
-      if (iy < 0 || iy >= i32(dims.h)) { continue; }
-      for (var ox = 0u; ox < dims.ow; ox++) {
-        let ix = i32(ox * dims.stride_w + kx * dims.dil_w) - i32(dims.pad_w);
-        if (ix < 0 || ix >= i32(dims.w)) { continue; }
-        acc = fma(dy[dyo + oy * dims.ow + ox], x[(xc + u32(iy)) * dims.w + u32(ix)], acc);
+  // Tap j reads x at (oy·stride + row[j], ox·stride + col[j]) of channel plane base[j]; a tap
+  // that is the bias (or past the last) is never in the image, and reads one[j] (1 or 0).
+  var base: array<u32, PSG_N>;
+  var row: array<i32, PSG_N>;
+  var col: array<i32, PSG_N>;
+  var one: array<f32, PSG_N>;
+  let never = -i32(dims.oh * dims.stride_h) - 1;
+  for (var j = 0u; j < PSG_N; j++) {
+    let tap = j0 + j;
+    let kx = tap % dims.kw;
+    let ky = (tap / dims.kw) % dims.kh;
+    let c = tap / (dims.kw * dims.kh);
+    let weight = tap < taps;
+    base[j] = select(0u, ((s * dims.c_in + grp * cg + c) * dims.h) * dims.w, weight);
+    row[j] = select(never, i32(ky * dims.dil_h) - i32(dims.pad_h), weight);
+    col[j] = i32(kx * dims.dil_w) - i32(dims.pad_w);
+    one[j] = select(0.0, 1.0, tap == taps && dims.has_bias != 0u);
+  }
+  var dyo: array<u32, PSG_M>;
+  for (var i = 0u; i < PSG_M; i++) { dyo[i] = (s * dims.c_out + min(o0 + i, o_last)) * plane; }
+  var acc: array<f32, PSG_M * PSG_N>;  // [i · PSG_N + j]
+  for (var oy = 0u; oy < dims.oh; oy++) {
+    let iy0 = i32(oy * dims.stride_h);
+    for (var ox = 0u; ox < dims.ow; ox++) {
+      let ix0 = i32(ox * dims.stride_w);
+      let t = oy * dims.ow + ox;
+      var v: array<f32, PSG_N>;
+      for (var j = 0u; j < PSG_N; j++) {
+        let iy = iy0 + row[j];
+        let ix = ix0 + col[j];
+        let inside = iy >= 0 && ix >= 0 && iy < i32(dims.h) && ix < i32(dims.w);
+        let xv = x[select(0u, base[j] + u32(iy) * dims.w + u32(ix), inside)];
+        v[j] = select(one[j], xv, inside);
+      }
+      for (var i = 0u; i < PSG_M; i++) {
+        let d = dy[dyo[i] + t];
+        for (var j = 0u; j < PSG_N; j++) { acc[i * PSG_N + j] = fma(d, v[j], acc[i * PSG_N + j]); }
       }
     }
   }
-  g[dims.g_offset + s * dims.ldg + j] = acc;
+  let weights = dims.c_out * taps;
+  for (var i = 0u; i < PSG_M; i++) {
+    let o = o0 + i;
+    for (var j = 0u; j < PSG_N; j++) {
+      let tap = j0 + j;
+      if (o <= o_last && tap < columns) {
+        let k = select(o * taps + tap, weights + o, tap == taps);
+        g[dims.g_offset + s * dims.ldg + k] = acc[i * PSG_N + j];
+      }
+    }
+  }
 }
 
 // The patches of groups = 1 (K-FAC's ā): g[(s·oh·ow + t)·taps + k] for output

@@ -5,12 +5,16 @@
  * gradients, and the patches K-FAC's input factor is built from. The geometry is one object, passed to every entry.
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
+import { u32Constant } from '../gpu/reflect.js';
 import { ACTIVATION_WGSL } from './activation.js';
-import { groups } from './dispatch.js';
-import { KernelFamily, WG } from './family.js';
+import { KernelFamily } from './family.js';
 import entries from '../../shaders/conv2d.wgsl';
 
 export const CONV2D_WGSL = `${ACTIVATION_WGSL}\n${entries}`;
+
+/** per_sample_grad's block: output channels by taps per invocation (the shader's constants). */
+const PSG_M = u32Constant(CONV2D_WGSL, 'PSG_M');
+const PSG_N = u32Constant(CONV2D_WGSL, 'PSG_N');
 
 /** One conv2d's sizes: input [cIn, h, w], output [cOut, oh, ow], per sample. */
 export interface ConvGeometry {
@@ -94,7 +98,10 @@ export class Conv2d {
   }
 
   /** g[offset + s·ldg + j]: the per-sample gradient of W then b (PyTorch order). */
-  perSampleGradient(step: Step, c: ConvGeometry, p: { n: number; x: GPUBuffer; dy: GPUBuffer; g: GPUBuffer; ldg: number; offset: number; parameters: number }): void {
-    this.#family.dispatch(step, 'per_sample_grad', {}, { x: p.x, dy: p.dy, g: p.g }, dims(c, p.n, 0, p), [groups(p.parameters, WG), p.n]);
+  perSampleGradient(step: Step, c: ConvGeometry, p: { n: number; x: GPUBuffer; dy: GPUBuffer; g: GPUBuffer; ldg: number; offset: number }): void {
+    // Blocks of PSG_M output channels (within a group) by PSG_N taps, the bias one more tap.
+    const columns = (c.cIn / c.groups) * c.kernel[0] * c.kernel[1] + (c.bias ? 1 : 0);
+    const blocks = c.groups * Math.ceil(c.cOut / c.groups / PSG_M) * Math.ceil(columns / PSG_N);
+    this.#family.dispatch1d(step, 'per_sample_grad', {}, { x: p.x, dy: p.dy, g: p.g }, dims(c, p.n, 0, p), p.n * blocks);
   }
 }

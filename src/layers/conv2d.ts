@@ -181,11 +181,11 @@ class Conv2dOp implements ParameterOp {
   }
 
   perSampleGradient(step: Step, io: { n: number; x: GPUBuffer; dy: GPUBuffer }, rows: GradientRows): void {
-    // The direct kernel, also for one group, as measured on lavapipe: a batched implicit product
-    // (one per sample, C_out rows) took cnn 1.47 s against 0.88 s a batch of 240, resnet 9.6 s
-    // against 5.5 s; patches written once by an im2col pass made forward and these sums slower still
-    // (lavapipe's memory bandwidth is a few GB/s).
-    this.env.kernels.conv2d.perSampleGradient(step, this.#geometry, { n: io.n, x: io.x, dy: io.dy, g: rows.g, ldg: rows.ldg, offset: rows.offset, parameters: this.size });
+    // The direct kernel in blocks of channels by taps, also for one group: on lavapipe a batched
+    // implicit product (one per sample, C_out rows) was slower even than the kernel's earlier form
+    // (one invocation per parameter: cnn 1.47 s against 0.88 s a batch of 240), and patches written
+    // once by an im2col pass slower still (lavapipe's memory bandwidth is a few GB/s).
+    this.env.kernels.conv2d.perSampleGradient(step, this.#geometry, { n: io.n, x: io.x, dy: io.dy, g: rows.g, ldg: rows.ldg, offset: rows.offset });
   }
 
   canReduce(): boolean {

@@ -121,17 +121,24 @@ describe.each(CONFIGS)('conv2d as implicit products, matmul %o', (config) => {
 });
 
 describe('conv2d.wgsl, the direct kernels (per-sample gradients; grouped convolutions throughout)', () => {
-  it.for([1, 3])('groups %i: forward, input gradient and per-sample gradients', async (groups) => {
-    const nd = node({ in_channels: 3, out_channels: 6, kernel_size: [3, 2], stride: [2, 1], padding: [1, 1], dilation: [1, 2] }, groups);
+  // Per-sample gradients run in blocks of 8 channels (of one group) by 8 taps, the bias a tap:
+  // 19 channels of one group take three blocks, the last partial; 3 groups of 2 channels, one each.
+  it.for([
+    [1, 6, true],
+    [3, 6, true],
+    [1, 19, false],
+    [3, 9, true],
+  ] as const)('groups %i, %i output channels, bias %s: forward, input gradient and per-sample gradients', async ([groups, out, withBias]) => {
+    const nd = node({ in_channels: 3, out_channels: out, kernel_size: [3, 2], stride: [2, 1], padding: [1, 1], dilation: [1, 2], bias: withBias }, groups);
     const n = 2;
     const { ref, size, ldg, pad, bias, taps, buffers: b } = await setup(nd, n, 19);
     const f = nd.fields as { kernel_size: [number, number]; stride: [number, number]; padding: [number, number]; dilation: [number, number] };
-    const g: ConvGeometry = { cIn: 3, h: 7, w: 6, cOut: 6, oh: nd.output[1]!, ow: nd.output[2]!, kernel: f.kernel_size, stride: f.stride, padding: f.padding, dilation: f.dilation, groups, bias };
+    const g: ConvGeometry = { cIn: 3, h: 7, w: 6, cOut: out, oh: nd.output[1]!, ow: nd.output[2]!, kernel: f.kernel_size, stride: f.stride, padding: f.padding, dilation: f.dilation, groups, bias };
     const k = new Conv2d(gpu());
     await gpu().step('conv', (step) => {
       k.forward(step, g, { n, x: b.x, theta: b.theta, wOffset: pad, y: b.y, z: b.z, scratch: b.scratch, activation: 0 });
       k.inputGradient(step, g, { n, dy: b.dy, theta: b.theta, wOffset: pad, dx: b.dx });
-      k.perSampleGradient(step, g, { n, x: b.x, dy: b.dy, g: b.g, ldg, offset: 2, parameters: size });
+      k.perSampleGradient(step, g, { n, x: b.x, dy: b.dy, g: b.g, ldg, offset: 2 });
     });
     const tol = { rtol: f32Tolerance(taps * 7 * 6), atol: f32Tolerance(taps * 7 * 6) };
     expectClose(await gpu().readF32(b.y, ref.y.length * 4), ref.y, tol, 'y');
