@@ -61,33 +61,140 @@ fn weight_count() -> u32 {
   return dims.c_out * (dims.c_in / dims.groups) * dims.kh * dims.kw;
 }
 
-@compute @workgroup_size(WG)
-fn forward(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let at = flat(id, nwg);
-  let plane = dims.oh * dims.ow;
-  if (at >= dims.n * dims.c_out * plane) { return; }
-  let ox = at % dims.ow;
-  let oy = (at / dims.ow) % dims.oh;
-  let o = (at / plane) % dims.c_out;
-  let s = at / (plane * dims.c_out);
-  let cg = dims.c_in / dims.groups;
-  let c0 = (o / (dims.c_out / dims.groups)) * cg;
-  var acc = select(0.0, theta[dims.w_offset + weight_count() + o], dims.has_bias != 0u);
-  for (var c = 0u; c < cg; c++) {
-    let xc = (s * dims.c_in + c0 + c) * dims.h;
-    let wc = dims.w_offset + (o * cg + c) * dims.kh * dims.kw;
+// forward, and input_gradient_unit_stride, in blocks: an invocation computes
+// CB_M output channels (of one group) at CB_N output pixels of one sample,
+// summing over the input channels of the group and the kernel's taps. Per
+// tap it loads CB_M weights and CB_N inputs for CB_M · CB_N FMAs, where one
+// invocation per output element loaded two per FMA (lavapipe loads lane by
+// lane, so loads bound these sums), and the loop holds no division.
+//
+// Both see a convolution as out[s, o, oy, ox] = Σ_{q, ky, kx} weight(o, q, ky, kx) ·
+// in[s, q of o's group, oy·stride − pad + ky·dil, ox·stride − pad + kx·dil]: the forward
+// pass as it is, and the gradient to the input (at unit stride) as dy convolved with the
+// kernel transposed and flipped, whose padding dil·(k − 1) − pad may be negative.
+const CB_M: u32 = 8u;
+const CB_N: u32 = 8u;
+
+struct ConvView {
+  ci: u32,   // input channels, and per group
+  gi: u32,
+  hi: u32,   // input plane
+  wi: u32,
+  co: u32,   // output channels, and per group
+  go: u32,
+  ho: u32,   // output plane
+  wo: u32,
+  sh: u32,
+  sw: u32,
+  ph: i32,
+  pw: i32,
+  transposed: bool,
+}
+
+fn forward_view() -> ConvView {
+  return ConvView(dims.c_in, dims.c_in / dims.groups, dims.h, dims.w, dims.c_out, dims.c_out / dims.groups, dims.oh, dims.ow,
+                  dims.stride_h, dims.stride_w, i32(dims.pad_h), i32(dims.pad_w), false);
+}
+
+fn transposed_view() -> ConvView {
+  return ConvView(dims.c_out, dims.c_out / dims.groups, dims.oh, dims.ow, dims.c_in, dims.c_in / dims.groups, dims.h, dims.w,
+                  1u, 1u, i32(dims.dil_h * (dims.kh - 1u)) - i32(dims.pad_h), i32(dims.dil_w * (dims.kw - 1u)) - i32(dims.pad_w), true);
+}
+
+struct ConvBlock {
+  acc: array<f32, CB_M * CB_N>,  // [i · CB_N + j]: channel o0 + i, pixel t0 + j
+  s: u32,
+  o0: u32,
+  o_last: u32,  // the group's last output channel
+  t0: u32,
+  valid: bool,  // false: past the last block
+}
+
+fn conv_block(v: ConvView, at: u32) -> ConvBlock {
+  var r: ConvBlock;
+  let plane = v.ho * v.wo;
+  let pixel_blocks = (plane + CB_N - 1u) / CB_N;
+  let out_blocks = (v.go + CB_M - 1u) / CB_M;  // per group
+  let per_sample = dims.groups * out_blocks * pixel_blocks;
+  r.valid = at < dims.n * per_sample;
+  if (!r.valid) { return r; }
+  // Consecutive invocations take consecutive pixel blocks of one sample's channels.
+  r.t0 = (at % pixel_blocks) * CB_N;
+  let rest = at / pixel_blocks;
+  r.s = rest / (dims.groups * out_blocks);
+  let grp = (rest % (dims.groups * out_blocks)) / out_blocks;
+  r.o0 = grp * v.go + (rest % out_blocks) * CB_M;
+  r.o_last = (grp + 1u) * v.go - 1u;
+  let taps = dims.kh * dims.kw;
+  // Pixel j reads rows from row[j] and columns from col[j] (plus the tap's offset).
+  var row: array<i32, CB_N>;
+  var col: array<i32, CB_N>;
+  for (var j = 0u; j < CB_N; j++) {
+    let t = min(r.t0 + j, plane - 1u);
+    row[j] = i32((t / v.wo) * v.sh) - v.ph;
+    col[j] = i32((t % v.wo) * v.sw) - v.pw;
+  }
+  // Channel i's weight for input q of the group and tap k is theta[wrow[i] + q · q_stride + k'],
+  // k' = k forward, taps − 1 − k transposed (the kernel flipped).
+  var wrow: array<u32, CB_M>;
+  for (var i = 0u; i < CB_M; i++) {
+    let o = min(r.o0 + i, r.o_last);
+    // transposed: o is an input channel of the layer, reading its output channels grp·gi + q.
+    wrow[i] = dims.w_offset + select(o * v.gi, (grp * v.gi * v.go + o - grp * v.go), v.transposed) * taps;
+  }
+  let q_stride = select(taps, v.go * taps, v.transposed);
+  for (var q = 0u; q < v.gi; q++) {
+    let in_plane = (r.s * v.ci + grp * v.gi + q) * v.hi * v.wi;
+    let wq = q * q_stride;
     for (var ky = 0u; ky < dims.kh; ky++) {
-      let iy = i32(oy * dims.stride_h + ky * dims.dil_h) - i32(dims.pad_h);
-      if (iy < 0 || iy >= i32(dims.h)) { continue; }
+      let dy_ = i32(ky * dims.dil_h);
       for (var kx = 0u; kx < dims.kw; kx++) {
-        let ix = i32(ox * dims.stride_w + kx * dims.dil_w) - i32(dims.pad_w);
-        if (ix < 0 || ix >= i32(dims.w)) { continue; }
-        acc = fma(theta[wc + ky * dims.kw + kx], x[(xc + u32(iy)) * dims.w + u32(ix)], acc);
+        let dx_ = i32(kx * dims.dil_w);
+        let k = ky * dims.kw + kx;
+        let wk = wq + select(k, taps - 1u - k, v.transposed);
+        var xv: array<f32, CB_N>;
+        for (var j = 0u; j < CB_N; j++) {
+          let iy = row[j] + dy_;
+          let ix = col[j] + dx_;
+          let inside = iy >= 0 && ix >= 0 && iy < i32(v.hi) && ix < i32(v.wi);
+          xv[j] = select(0.0, conv_input(v, select(0u, in_plane + u32(iy) * v.wi + u32(ix), inside)), inside);
+        }
+        for (var i = 0u; i < CB_M; i++) {
+          let w = theta[wrow[i] + wk];
+          for (var j = 0u; j < CB_N; j++) { r.acc[i * CB_N + j] = fma(w, xv[j], r.acc[i * CB_N + j]); }
+        }
       }
     }
   }
-  if (STORE_Z) { z_out[at] = acc; }
-  y[at] = activate(ACTIVATION, acc);
+  return r;
+}
+
+// The view's input: x forward, dy transposed. A branch the compiler folds (the view is
+// constant in each entry point), so that each loads from one buffer; both bindings are used.
+fn conv_input(v: ConvView, at: u32) -> f32 {
+  if (v.transposed) { return dy[at]; }
+  return x[at];
+}
+
+@compute @workgroup_size(WG)
+fn forward(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let v = forward_view();
+  let r = conv_block(v, flat(id, nwg));
+  if (!r.valid) { return; }
+  let plane = v.ho * v.wo;
+  for (var i = 0u; i < CB_M; i++) {
+    let o = r.o0 + i;
+    let bias = select(0.0, theta[dims.w_offset + weight_count() + min(o, r.o_last)], dims.has_bias != 0u);
+    for (var j = 0u; j < CB_N; j++) {
+      let t = r.t0 + j;
+      if (o <= r.o_last && t < plane) {
+        let at = (r.s * v.co + o) * plane + t;
+        let z = r.acc[i * CB_N + j] + bias;
+        if (STORE_Z) { z_out[at] = z; }
+        y[at] = activate(ACTIVATION, z);
+      }
+    }
+  }
 }
 
 @compute @workgroup_size(WG)
@@ -124,6 +231,26 @@ fn input_gradient(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgro
     }
   }
   y[at] = acc * activate_derivative(ACTIVATION, z_in[at]);
+}
+
+// The gradient to the input at unit stride, in blocks (conv_block's transposed view), times
+// act'(z_in) of the input's producer. Other strides take input_gradient.
+@compute @workgroup_size(WG)
+fn input_gradient_unit_stride(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let v = transposed_view();
+  let r = conv_block(v, flat(id, nwg));
+  if (!r.valid) { return; }
+  let plane = v.ho * v.wo;
+  for (var i = 0u; i < CB_M; i++) {
+    let o = r.o0 + i;
+    for (var j = 0u; j < CB_N; j++) {
+      let t = r.t0 + j;
+      if (o <= r.o_last && t < plane) {
+        let at = (r.s * v.co + o) * plane + t;
+        y[at] = r.acc[i * CB_N + j] * activate_derivative(ACTIVATION, z_in[at]);
+      }
+    }
+  }
 }
 
 // per_sample_grad in blocks: an invocation sums, over the output pixels, a

@@ -32,6 +32,7 @@ import { DATA_LABELS, type BatchMemory, type BatchOptions, type BatchStructure, 
 import { biasCorrections, penaltyColumns, resolveOptimizer, type DensePenalty, type KroneckerPenalty, type OptimizerSpec, type PenaltyGradient, type ResolvedOptimizer } from './optimizer.js';
 import { activationCode } from '../kernels/activation.js';
 import { SequenceOp } from './sequence.js';
+import { adapterKind } from './autotune.js';
 import { matmulShapesFor } from './tuning.js';
 
 /** Most samples per batch: bounds the float32 sums inside one batch (the estimator sums batches in float64). */
@@ -109,6 +110,7 @@ export class GpuModel implements LoadedModel {
         return o;
       },
       sequence: (nodes, input) => new SequenceOp(env, nodes, input),
+      convolutions: adapterKind(gpu) === 'cpu' ? 'direct' : 'products',
     };
     this.#network = new SequenceOp(env, model.layers, model.inputShape);
     this.#leaves = model.layout.layers.length;

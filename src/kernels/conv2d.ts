@@ -12,6 +12,15 @@ import entries from '../../shaders/conv2d.wgsl';
 
 export const CONV2D_WGSL = `${ACTIVATION_WGSL}\n${entries}`;
 
+/** The block kernels' block (forward, input_gradient_unit_stride): output channels by pixels per invocation. */
+const CB_M = u32Constant(CONV2D_WGSL, 'CB_M');
+const CB_N = u32Constant(CONV2D_WGSL, 'CB_N');
+
+/** Invocations of a block kernel per sample: `channels` in `groups`, by a plane of `pixels`. */
+function blocks(groups: number, channels: number, pixels: number): number {
+  return groups * Math.ceil(channels / groups / CB_M) * Math.ceil(pixels / CB_N);
+}
+
 /** per_sample_grad's block: output channels by taps per invocation (the shader's constants). */
 const PSG_M = u32Constant(CONV2D_WGSL, 'PSG_M');
 const PSG_N = u32Constant(CONV2D_WGSL, 'PSG_N');
@@ -66,28 +75,32 @@ export class Conv2d {
 
   /** y = act(conv(x)) [n, cOut, oh, ow], z = conv(x) stored when given (else `scratch` fills the binding). */
   forward(step: Step, c: ConvGeometry, p: { n: number; x: GPUBuffer; theta: GPUBuffer; wOffset: number; y: GPUBuffer; z?: GPUBuffer; scratch: GPUBuffer; activation: number }): void {
-    const count = p.n * c.cOut * c.oh * c.ow;
     this.#family.dispatch1d(
       step,
       'forward',
       { ACTIVATION: p.activation, STORE_Z: p.z !== undefined },
-      { x: p.x, theta: p.theta, z_out: p.z ?? p.scratch, y: p.y },
+      // dy is not read forward; x stands in for its binding.
+      { x: p.x, dy: p.x, theta: p.theta, z_out: p.z ?? p.scratch, y: p.y },
       dims(c, p.n, p.wOffset),
-      count,
+      p.n * blocks(c.groups, c.cOut, c.oh * c.ow),
     );
   }
 
-  /** dx [n, cIn, h, w] from dy [n, cOut, oh, ow], times act'(zIn) of the input's producer when given. */
+  /**
+   * dx [n, cIn, h, w] from dy [n, cOut, oh, ow], times act'(zIn) of the input's producer when
+   * given: in blocks at unit stride (dy convolved with the flipped kernel), else one invocation
+   * per element of dx.
+   */
   inputGradient(step: Step, c: ConvGeometry, p: { n: number; dy: GPUBuffer; theta: GPUBuffer; wOffset: number; dx: GPUBuffer; inputAct?: { code: number; z: GPUBuffer } }): void {
-    const count = p.n * c.cIn * c.h * c.w;
+    const unit = c.stride[0] === 1 && c.stride[1] === 1;
     this.#family.dispatch1d(
       step,
-      'input_gradient',
+      unit ? 'input_gradient_unit_stride' : 'input_gradient',
       { ACTIVATION: p.inputAct?.code ?? 0 },
-      // Without an activation z_in is never used; dy stands in for the binding.
-      { dy: p.dy, theta: p.theta, z_in: p.inputAct?.z ?? p.dy, y: p.dx },
+      // Without an activation z_in is never used, nor x here: dy stands in for those bindings.
+      { dy: p.dy, ...(unit ? { x: p.dy } : {}), theta: p.theta, z_in: p.inputAct?.z ?? p.dy, y: p.dx },
       dims(c, p.n, p.wOffset),
-      count,
+      unit ? p.n * blocks(c.groups, c.cIn, c.h * c.w) : p.n * c.cIn * c.h * c.w,
     );
   }
 

@@ -10,11 +10,12 @@
  *   (g = o's group, CG = C_in / groups; x outside the image is 0)
  *   OH = ⌊(H + 2p_h − d_h(kh − 1) − 1) / s_h⌋ + 1, likewise OW
  *
- * On the GPU a convolution with groups = 1 runs on the blocked matrix
+ * On a GPU a convolution with groups = 1 runs on the blocked matrix
  * products as implicit im2col (matmul.wgsl's conv_* entries: the patch is
  * read in place, never stored): forward with the activation fused, and the
- * input gradient. Per-sample gradients, and grouped convolutions, run the
- * direct kernels of conv2d.wgsl.
+ * input gradient. On a CPU-SIMD driver (GpuEnv.convolutions), and for
+ * grouped convolutions, the direct kernels of conv2d.wgsl run them, in
+ * blocks of channels by pixels; per-sample gradients always run there.
  */
 import type { Step } from '../gpu/device.js';
 import type { ConvGeometry } from '../kernels/conv2d.js';
@@ -101,7 +102,7 @@ class Conv2dOp implements ParameterOp {
   readonly offset: number;
   readonly size: number;
   readonly #geometry: ConvGeometry;
-  /** One group: the blocked products, as implicit im2col. */
+  /** One group, on an adapter that wants them: the blocked products, as implicit im2col. */
   readonly #products: boolean;
   readonly #layer: LayerOffsets;
 
@@ -112,7 +113,7 @@ class Conv2dOp implements ParameterOp {
     this.offset = env.offset(node);
     this.size = node.parameters.reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
     const g = (this.#geometry = geometry(node));
-    this.#products = g.groups === 1;
+    this.#products = g.groups === 1 && env.convolutions === 'products';
     const weights = g.cOut * (g.cIn / g.groups) * g.kernel[0] * g.kernel[1];
     this.#layer = { weightOffset: this.offset, biasOffset: g.bias ? this.offset + weights : undefined };
     const k = env.kernels;

@@ -121,15 +121,20 @@ describe.each(CONFIGS)('conv2d as implicit products, matmul %o', (config) => {
 });
 
 describe('conv2d.wgsl, the direct kernels (per-sample gradients; grouped convolutions throughout)', () => {
-  // Per-sample gradients run in blocks of 8 channels (of one group) by 8 taps, the bias a tap:
-  // 19 channels of one group take three blocks, the last partial; 3 groups of 2 channels, one each.
+  // The kernels run in blocks of 8 channels (of one group) by 8 pixels or taps (the bias a tap):
+  // 19 channels of one group take three blocks, the last partial; 3 groups of 2 channels, one
+  // each. At unit stride the input gradient runs in blocks too, as dy convolved with the flipped
+  // kernel, whose padding dil·(k − 1) − pad is negative for padding [3, 2] with dilation [1, 2].
   it.for([
-    [1, 6, true],
-    [3, 6, true],
-    [1, 19, false],
-    [3, 9, true],
-  ] as const)('groups %i, %i output channels, bias %s: forward, input gradient and per-sample gradients', async ([groups, out, withBias]) => {
-    const nd = node({ in_channels: 3, out_channels: out, kernel_size: [3, 2], stride: [2, 1], padding: [1, 1], dilation: [1, 2], bias: withBias }, groups);
+    [1, 6, true, [2, 1], [1, 1]],
+    [3, 6, true, [2, 1], [1, 1]],
+    [1, 19, false, [2, 1], [1, 1]],
+    [3, 9, true, [2, 1], [1, 1]],
+    [1, 19, true, [1, 1], [1, 1]],
+    [3, 9, false, [1, 1], [1, 1]],
+    [1, 10, true, [1, 1], [3, 2]],
+  ] as const)('groups %i, %i output channels, bias %s, stride %o, padding %o: forward, input gradient and per-sample gradients', async ([groups, out, withBias, stride, padding]) => {
+    const nd = node({ in_channels: 3, out_channels: out, kernel_size: [3, 2], stride, padding, dilation: [1, 2], bias: withBias }, groups);
     const n = 2;
     const { ref, size, ldg, pad, bias, taps, buffers: b } = await setup(nd, n, 19);
     const f = nd.fields as { kernel_size: [number, number]; stride: [number, number]; padding: [number, number]; dilation: [number, number] };
