@@ -20,6 +20,9 @@
 override WG: u32 = 64u;
 override ACTIVATION: u32 = 0u;
 override STORE_Z: bool = false;
+// The output channels a block of the blocked kernels computes, at most CB_M: fewer where a
+// group has fewer (no rows computed in vain), one pipeline per value.
+override CHANNELS: u32 = 8u;
 
 struct Dims {
   n: u32,
@@ -62,9 +65,9 @@ fn weight_count() -> u32 {
 }
 
 // forward, and input_gradient_unit_stride, in blocks: an invocation computes
-// CB_M output channels (of one group) at CB_N output pixels of one sample,
+// CHANNELS output channels (of one group) at CB_N output pixels of one sample,
 // summing over the input channels of the group and the kernel's taps. Per
-// tap it loads CB_M weights and CB_N inputs for CB_M · CB_N FMAs, where one
+// tap it loads CHANNELS weights and CB_N inputs for CHANNELS · CB_N FMAs, where one
 // invocation per output element loaded two per FMA (lavapipe loads lane by
 // lane, so loads bound these sums), and the loop holds no division.
 //
@@ -72,7 +75,7 @@ fn weight_count() -> u32 {
 // in[s, q of o's group, oy·stride − pad + ky·dil, ox·stride − pad + kx·dil]: the forward
 // pass as it is, and the gradient to the input (at unit stride) as dy convolved with the
 // kernel transposed and flipped, whose padding dil·(k − 1) − pad may be negative.
-const CB_M: u32 = 8u;
+const CB_M: u32 = 8u;  // at most; CHANNELS of them in use
 const CB_N: u32 = 8u;
 
 struct ConvView {
@@ -114,7 +117,7 @@ fn conv_block(v: ConvView, at: u32) -> ConvBlock {
   var r: ConvBlock;
   let plane = v.ho * v.wo;
   let pixel_blocks = (plane + CB_N - 1u) / CB_N;
-  let out_blocks = (v.go + CB_M - 1u) / CB_M;  // per group
+  let out_blocks = (v.go + CHANNELS - 1u) / CHANNELS;  // per group
   let per_sample = dims.groups * out_blocks * pixel_blocks;
   r.valid = at < dims.n * per_sample;
   if (!r.valid) { return r; }
@@ -123,7 +126,7 @@ fn conv_block(v: ConvView, at: u32) -> ConvBlock {
   let rest = at / pixel_blocks;
   r.s = rest / (dims.groups * out_blocks);
   let grp = (rest % (dims.groups * out_blocks)) / out_blocks;
-  r.o0 = grp * v.go + (rest % out_blocks) * CB_M;
+  r.o0 = grp * v.go + (rest % out_blocks) * CHANNELS;
   r.o_last = (grp + 1u) * v.go - 1u;
   let taps = dims.kh * dims.kw;
   // Pixel j reads rows from row[j] and columns from col[j] (plus the tap's offset).
@@ -137,7 +140,7 @@ fn conv_block(v: ConvView, at: u32) -> ConvBlock {
   // Channel i's weight for input q of the group and tap k is theta[wrow[i] + q · q_stride + k'],
   // k' = k forward, taps − 1 − k transposed (the kernel flipped).
   var wrow: array<u32, CB_M>;
-  for (var i = 0u; i < CB_M; i++) {
+  for (var i = 0u; i < CHANNELS; i++) {
     let o = min(r.o0 + i, r.o_last);
     // transposed: o is an input channel of the layer, reading its output channels grp·gi + q.
     wrow[i] = dims.w_offset + select(o * v.gi, (grp * v.gi * v.go + o - grp * v.go), v.transposed) * taps;
@@ -159,7 +162,7 @@ fn conv_block(v: ConvView, at: u32) -> ConvBlock {
           let inside = iy >= 0 && ix >= 0 && iy < i32(v.hi) && ix < i32(v.wi);
           xv[j] = select(0.0, conv_input(v, select(0u, in_plane + u32(iy) * v.wi + u32(ix), inside)), inside);
         }
-        for (var i = 0u; i < CB_M; i++) {
+        for (var i = 0u; i < CHANNELS; i++) {
           let w = theta[wrow[i] + wk];
           for (var j = 0u; j < CB_N; j++) { r.acc[i * CB_N + j] = fma(w, xv[j], r.acc[i * CB_N + j]); }
         }
@@ -182,7 +185,7 @@ fn forward(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nw
   let r = conv_block(v, flat(id, nwg));
   if (!r.valid) { return; }
   let plane = v.ho * v.wo;
-  for (var i = 0u; i < CB_M; i++) {
+  for (var i = 0u; i < CHANNELS; i++) {
     let o = r.o0 + i;
     let bias = select(0.0, theta[dims.w_offset + weight_count() + min(o, r.o_last)], dims.has_bias != 0u);
     for (var j = 0u; j < CB_N; j++) {
@@ -241,7 +244,7 @@ fn input_gradient_unit_stride(@builtin(global_invocation_id) id: vec3u, @builtin
   let r = conv_block(v, flat(id, nwg));
   if (!r.valid) { return; }
   let plane = v.ho * v.wo;
-  for (var i = 0u; i < CB_M; i++) {
+  for (var i = 0u; i < CHANNELS; i++) {
     let o = r.o0 + i;
     for (var j = 0u; j < CB_N; j++) {
       let t = r.t0 + j;
@@ -254,13 +257,12 @@ fn input_gradient_unit_stride(@builtin(global_invocation_id) id: vec3u, @builtin
 }
 
 // per_sample_grad in blocks: an invocation sums, over the output pixels, a
-// PSG_M × PSG_N block of one sample's gradient: PSG_M output channels of one
-// group by PSG_N of their taps (c, ky, kx), the bias being one more tap whose
-// input is 1. Per pixel it loads PSG_M values of dy and PSG_N of x for
-// PSG_M · PSG_N FMAs, where one invocation per parameter loaded two per FMA
+// CHANNELS × PSG_N block of one sample's gradient: CHANNELS output channels of
+// one group by PSG_N of their taps (c, ky, kx), the bias being one more tap
+// whose input is 1. Per pixel it loads CHANNELS values of dy and PSG_N of x
+// for CHANNELS · PSG_N FMAs, where one invocation per parameter loaded two per FMA
 // (lavapipe loads lane by lane, so loads bound these sums); the taps' offsets
 // are worked out before the loop, which has no division and no branch.
-const PSG_M: u32 = 8u;
 const PSG_N: u32 = 8u;
 
 @compute @workgroup_size(WG)
@@ -270,7 +272,7 @@ fn per_sample_grad(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgr
   let taps = cg * dims.kh * dims.kw;  // weights per output channel
   let columns = taps + dims.has_bias;
   let tap_blocks = (columns + PSG_N - 1u) / PSG_N;
-  let out_blocks = (og + PSG_M - 1u) / PSG_M;  // per group
+  let out_blocks = (og + CHANNELS - 1u) / CHANNELS;  // per group
   let at = flat(id, nwg);
   if (at >= dims.n * dims.groups * out_blocks * tap_blocks) { return; }
   // Consecutive invocations take consecutive tap blocks of one sample's channels.
@@ -278,7 +280,7 @@ fn per_sample_grad(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgr
   let rest = at / tap_blocks;
   let s = rest / (dims.groups * out_blocks);
   let grp = (rest % (dims.groups * out_blocks)) / out_blocks;
-  let o0 = grp * og + (rest % out_blocks) * PSG_M;
+  let o0 = grp * og + (rest % out_blocks) * CHANNELS;
   let o_last = (grp + 1u) * og - 1u;
   let plane = dims.oh * dims.ow;
   // Tap j reads x at (oy·stride + row[j], ox·stride + col[j]) of channel plane base[j]; a tap
@@ -299,9 +301,9 @@ fn per_sample_grad(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgr
     col[j] = i32(kx * dims.dil_w) - i32(dims.pad_w);
     one[j] = select(0.0, 1.0, tap == taps && dims.has_bias != 0u);
   }
-  var dyo: array<u32, PSG_M>;
-  for (var i = 0u; i < PSG_M; i++) { dyo[i] = (s * dims.c_out + min(o0 + i, o_last)) * plane; }
-  var acc: array<f32, PSG_M * PSG_N>;  // [i · PSG_N + j]
+  var dyo: array<u32, CB_M>;
+  for (var i = 0u; i < CHANNELS; i++) { dyo[i] = (s * dims.c_out + min(o0 + i, o_last)) * plane; }
+  var acc: array<f32, CB_M * PSG_N>;  // [i · PSG_N + j]
   for (var oy = 0u; oy < dims.oh; oy++) {
     let iy0 = i32(oy * dims.stride_h);
     for (var ox = 0u; ox < dims.ow; ox++) {
@@ -315,14 +317,14 @@ fn per_sample_grad(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgr
         let xv = x[select(0u, base[j] + u32(iy) * dims.w + u32(ix), inside)];
         v[j] = select(one[j], xv, inside);
       }
-      for (var i = 0u; i < PSG_M; i++) {
+      for (var i = 0u; i < CHANNELS; i++) {
         let d = dy[dyo[i] + t];
         for (var j = 0u; j < PSG_N; j++) { acc[i * PSG_N + j] = fma(d, v[j], acc[i * PSG_N + j]); }
       }
     }
   }
   let weights = dims.c_out * taps;
-  for (var i = 0u; i < PSG_M; i++) {
+  for (var i = 0u; i < CHANNELS; i++) {
     let o = o0 + i;
     for (var j = 0u; j < PSG_N; j++) {
       let tap = j0 + j;

@@ -12,18 +12,24 @@ import entries from '../../shaders/conv2d.wgsl';
 
 export const CONV2D_WGSL = `${ACTIVATION_WGSL}\n${entries}`;
 
-/** The block kernels' block (forward, input_gradient_unit_stride): output channels by pixels per invocation. */
+/**
+ * The blocked kernels' blocks (forward, input_gradient_unit_stride, per_sample_grad): at most
+ * CB_M output channels of a group by CB_N pixels or PSG_N taps per invocation (the shader's
+ * constants); the channels in use are the CHANNELS override.
+ */
 const CB_M = u32Constant(CONV2D_WGSL, 'CB_M');
 const CB_N = u32Constant(CONV2D_WGSL, 'CB_N');
+const PSG_N = u32Constant(CONV2D_WGSL, 'PSG_N');
 
-/** Invocations of a block kernel per sample: `channels` in `groups`, by a plane of `pixels`. */
-function blocks(groups: number, channels: number, pixels: number): number {
-  return groups * Math.ceil(channels / groups / CB_M) * Math.ceil(pixels / CB_N);
+/** A block's output channels: CB_M, or all of a group's where it has fewer. */
+function blockChannels(groups: number, channels: number): number {
+  return Math.min(CB_M, channels / groups);
 }
 
-/** per_sample_grad's block: output channels by taps per invocation (the shader's constants). */
-const PSG_M = u32Constant(CONV2D_WGSL, 'PSG_M');
-const PSG_N = u32Constant(CONV2D_WGSL, 'PSG_N');
+/** Invocations of a blocked kernel per sample: `channels` in `groups`, by `columns` (pixels or taps) in blocks of `width`. */
+function blocks(groups: number, channels: number, columns: number, width: number): number {
+  return groups * Math.ceil(channels / groups / blockChannels(groups, channels)) * Math.ceil(columns / width);
+}
 
 /** One conv2d's sizes: input [cIn, h, w], output [cOut, oh, ow], per sample. */
 export interface ConvGeometry {
@@ -78,11 +84,11 @@ export class Conv2d {
     this.#family.dispatch1d(
       step,
       'forward',
-      { ACTIVATION: p.activation, STORE_Z: p.z !== undefined },
+      { ACTIVATION: p.activation, STORE_Z: p.z !== undefined, CHANNELS: blockChannels(c.groups, c.cOut) },
       // dy is not read forward; x stands in for its binding.
       { x: p.x, dy: p.x, theta: p.theta, z_out: p.z ?? p.scratch, y: p.y },
       dims(c, p.n, p.wOffset),
-      p.n * blocks(c.groups, c.cOut, c.oh * c.ow),
+      p.n * blocks(c.groups, c.cOut, c.oh * c.ow, CB_N),
     );
   }
 
@@ -96,11 +102,11 @@ export class Conv2d {
     this.#family.dispatch1d(
       step,
       unit ? 'input_gradient_unit_stride' : 'input_gradient',
-      { ACTIVATION: p.inputAct?.code ?? 0 },
+      { ACTIVATION: p.inputAct?.code ?? 0, ...(unit ? { CHANNELS: blockChannels(c.groups, c.cIn) } : {}) },
       // Without an activation z_in is never used, nor x here: dy stands in for those bindings.
       { dy: p.dy, ...(unit ? { x: p.dy } : {}), theta: p.theta, z_in: p.inputAct?.z ?? p.dy, y: p.dx },
       dims(c, p.n, p.wOffset),
-      unit ? p.n * blocks(c.groups, c.cIn, c.h * c.w) : p.n * c.cIn * c.h * c.w,
+      unit ? p.n * blocks(c.groups, c.cIn, c.h * c.w, CB_N) : p.n * c.cIn * c.h * c.w,
     );
   }
 
@@ -112,9 +118,15 @@ export class Conv2d {
 
   /** g[offset + s·ldg + j]: the per-sample gradient of W then b (PyTorch order). */
   perSampleGradient(step: Step, c: ConvGeometry, p: { n: number; x: GPUBuffer; dy: GPUBuffer; g: GPUBuffer; ldg: number; offset: number }): void {
-    // Blocks of PSG_M output channels (within a group) by PSG_N taps, the bias one more tap.
-    const columns = (c.cIn / c.groups) * c.kernel[0] * c.kernel[1] + (c.bias ? 1 : 0);
-    const blocks = c.groups * Math.ceil(c.cOut / c.groups / PSG_M) * Math.ceil(columns / PSG_N);
-    this.#family.dispatch1d(step, 'per_sample_grad', {}, { x: p.x, dy: p.dy, g: p.g }, dims(c, p.n, 0, p), p.n * blocks);
+    // Blocks of output channels (within a group) by taps, the bias one more tap.
+    const taps = (c.cIn / c.groups) * c.kernel[0] * c.kernel[1] + (c.bias ? 1 : 0);
+    this.#family.dispatch1d(
+      step,
+      'per_sample_grad',
+      { CHANNELS: blockChannels(c.groups, c.cOut) },
+      { x: p.x, dy: p.dy, g: p.g },
+      dims(c, p.n, 0, p),
+      p.n * blocks(c.groups, c.cOut, taps, PSG_N),
+    );
   }
 }
