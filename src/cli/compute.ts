@@ -9,7 +9,7 @@ import { Dataset } from '../model/data.js';
 import { InputError } from '../layers/errors.js';
 import { Network } from '../model/network.js';
 import { diskFree, hostBudget } from './plan.js';
-import { Profile } from './profile.js';
+import { kernelLines, Profile } from './profile.js';
 import { progressBar } from './progress.js';
 
 export interface ComputeArgs {
@@ -91,13 +91,14 @@ export async function compute(args: ComputeArgs): Promise<void> {
   try {
     const t0 = performance.now();
     const run = () => fisher(engine, model, data, options);
-    // Under --profile the passes are timed on the device (timestamp queries), to split the computing.
-    const { result: F, gpuSeconds } = args.profile && device ? await device.timed(run) : { result: await run(), gpuSeconds: undefined };
+    // Under --profile the passes are timed on the device (timestamp queries), kernel by kernel, to split the computing.
+    const { result: F, gpuSeconds, kernels } = args.profile && device ? await device.timed(run, { byKernel: true }) : { result: await run(), gpuSeconds: undefined, kernels: undefined };
     const seconds = (performance.now() - t0) / 1000;
     bar.stop();
     profile.mark('computing');
     if (gpuSeconds !== undefined) {
       profile.detail('the passes on the device (timestamp queries: the kernels, and lavapipe\'s compile at first dispatch)', gpuSeconds);
+      for (const [name, seconds] of kernelLines(kernels ?? [])) profile.detail(`  ${name}`, seconds);
       profile.detail('the rest: pipeline builds, uploads, read-backs, host float64 sums', seconds - gpuSeconds);
     }
     await F.save(args.out, { dtype: args.dtype });

@@ -1,3 +1,5 @@
+import type { LabelTime } from '../gpu/timing.js';
+
 /**
  * `fisher compute --profile`: where the whole process's time goes, as a
  * table on stderr. Phases are marked in order; the first is everything
@@ -36,4 +38,12 @@ export class Profile {
   write(): void {
     if (this.enabled) process.stderr.write(`${this.table()}\n`);
   }
+}
+
+/** The kernels' lines under the passes on the device: the `shown` longest, then the rest as one line. */
+export function kernelLines(kernels: readonly LabelTime[], shown = 8): [string, number][] {
+  const lines = kernels.slice(0, shown).map((k): [string, number] => [`${k.label} (${k.passes} dispatch${k.passes === 1 ? '' : 'es'})`, k.seconds]);
+  const rest = kernels.slice(shown);
+  if (rest.length > 0) lines.push([`${rest.length} other kernel${rest.length === 1 ? '' : 's'}`, rest.reduce((s, k) => s + k.seconds, 0)]);
+  return lines;
 }

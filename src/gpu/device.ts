@@ -13,7 +13,7 @@ import { DeviceLostError, GpuError, GpuInternalError, GpuLimitError, GpuOutOfMem
 import { ComputeKernel, type DispatchRecord, type KernelSpec } from './kernel.js';
 import { pacePolling } from './poll.js';
 import { StagingBelt } from './staging.js';
-import { GpuTimer } from './timing.js';
+import { GpuTimer, type LabelTime } from './timing.js';
 import { trace, TRACE_ENABLED } from './trace.js';
 
 export interface OpenDeviceOptions {
@@ -50,9 +50,10 @@ export interface AdapterDescription {
   subgroupMaxSize: number;
 }
 
-/** One step of work: a command encoder with one compute pass. */
+/** One step of work: a command encoder with one compute pass (one per dispatch while timed by kernel). */
 export interface Step {
-  readonly pass: GPUComputePassEncoder;
+  /** The pass a dispatch of `kernel` is encoded in. */
+  passFor(kernel: string): GPUComputePassEncoder;
   readonly encoder: GPUCommandEncoder;
   uniformBuffer(bytes: ArrayBuffer, label: string): GPUBuffer;
   record(d: DispatchRecord): void;
@@ -238,12 +239,24 @@ export class GpuDevice {
     let result: T | undefined;
     let thrown: unknown;
     const t0 = TRACE_ENABLED ? performance.now() : 0;
+    const timer = this.#timer;
+    const mark = timer?.mark ?? 0;
+    let pass: GPUComputePassEncoder | undefined;
     try {
       const encoder = device.createCommandEncoder({ label });
-      const timestampWrites = this.#timer?.nextPass();
-      const pass = encoder.beginComputePass(timestampWrites ? { label, timestampWrites } : { label });
+      const open = (passLabel: string) => {
+        const timestampWrites = timer?.nextPass(passLabel);
+        return encoder.beginComputePass(timestampWrites ? { label: passLabel, timestampWrites } : { label: passLabel });
+      };
+      // Timed by kernel, each dispatch gets a pass of its own, opened as it is encoded.
+      const perDispatch = timer?.perDispatch ?? false;
+      if (!perDispatch) pass = open(label);
       const step: Step = {
-        pass,
+        passFor: (kernel) => {
+          if (!perDispatch) return pass!;
+          pass?.end();
+          return (pass = open(kernel));
+        },
         encoder,
         uniformBuffer: (bytes, ulabel) => {
           const b = device.createBuffer({ size: bytes.byteLength, usage: GPUBufferUsage.UNIFORM, mappedAtCreation: true, label: ulabel });
@@ -259,9 +272,10 @@ export class GpuDevice {
       try {
         result = encode(step);
       } finally {
-        pass.end();
+        pass?.end();
       }
-      // An attempt that waits for builds is dropped unsubmitted (its timestamps are never resolved).
+      // An attempt that waits for builds is dropped unsubmitted, and its passes untimed.
+      if (builds.length > 0) timer?.discard(mark);
       if (builds.length === 0) {
         for (const c of copies) if (c[4] > 0) encoder.copyBufferToBuffer(...c);
         device.queue.submit([encoder.finish()]);
@@ -363,16 +377,19 @@ export class GpuDevice {
   /**
    * Runs `work` with every step's pass timed on the device; returns its
    * result with the summed GPU time in seconds (undefined where the adapter
-   * has no timestamp queries).
+   * has no timestamp queries). `byKernel`: each dispatch runs in a pass of
+   * its own, and `kernels` gives the time per kernel entry point, longest
+   * first (the passes' boundaries cost a little time of their own).
    */
-  async timed<T>(work: () => Promise<T>): Promise<{ result: T; gpuSeconds: number | undefined }> {
+  async timed<T>(work: () => Promise<T>, options: { byKernel?: boolean } = {}): Promise<{ result: T; gpuSeconds: number | undefined; kernels?: LabelTime[] }> {
     if (!this.canTime || this.#timer) return { result: await work(), gpuSeconds: undefined };
-    const timer = new GpuTimer(this.device);
+    const timer = new GpuTimer(this.device, options.byKernel ?? false);
     this.#timer = timer;
     try {
       const result = await work();
       this.#timer = undefined;
-      return { result, gpuSeconds: await timer.stop() };
+      const times = await timer.stop();
+      return { result, gpuSeconds: times?.seconds, ...(options.byKernel && times ? { kernels: times.labels } : {}) };
     } finally {
       this.#timer = undefined;
     }

@@ -72,8 +72,7 @@ export class ComputeKernel {
    * of the dispatch; `step.uniformBuffer` supplies the uniform's buffer.
    */
   encode(
-    pass: GPUComputePassEncoder,
-    step: { uniformBuffer(bytes: ArrayBuffer, label: string): GPUBuffer; record(d: DispatchRecord): void },
+    step: { passFor(kernel: string): GPUComputePassEncoder; uniformBuffer(bytes: ArrayBuffer, label: string): GPUBuffer; record(d: DispatchRecord): void },
     buffers: Readonly<Record<string, BufferBinding>>,
     uniforms: Readonly<Record<string, number>>,
     workgroups: [number, number?, number?],
@@ -96,6 +95,7 @@ export class ComputeKernel {
     }
     if (given.size > 0) throw new Error(`${this.name}: the shader has no binding named ${[...given].join(', ')}`);
     const bindGroup = this.device.createBindGroup({ label: this.name, layout: this.layout, entries });
+    const pass = step.passFor(this.name);
     pass.setPipeline(this.pipeline);
     pass.setBindGroup(0, bindGroup);
     if (wg[0] > 0 && wg[1] > 0 && wg[2] > 0) pass.dispatchWorkgroups(...wg);

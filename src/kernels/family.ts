@@ -37,7 +37,7 @@ export class KernelFamily {
       step.awaitBuild(this.gpu.kernel({ family: this.family, source: this.source, entry, overrides: all }).then((k) => this.#built.set(key, k)));
       return;
     }
-    kernel.encode(step.pass, step, buffers, uniforms, workgroups);
+    kernel.encode(step, buffers, uniforms, workgroups);
   }
 
   /** Encodes `entry` over `count` invocations (a 2-D grid where one dimension is not enough; see dispatch.ts). */

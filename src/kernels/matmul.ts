@@ -394,7 +394,7 @@ export class Matmul {
     }
     const tile = tileOf(c);
     const bound = core.vectorLoads ? { ...buffers, a4: buffers['a']!, b4: buffers['b']! } : buffers;
-    k.encode(step.pass, step, bound, dims({ ...d, activation }), [groups(d.n, tile.cols), groups(d.m, tile.rows)]);
+    k.encode(step, bound, dims({ ...d, activation }), [groups(d.n, tile.cols), groups(d.m, tile.rows)]);
   }
 
   /**

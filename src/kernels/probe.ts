@@ -46,7 +46,7 @@ export class Probe {
     const out = await this.gpu.storage(invocations * 16, 'probe out');
     try {
       const seconds = await this.#time((step) =>
-        this.fma.encode(step.pass, step, { dst: out }, { iterations, count: 0, seed: 1.5 }, [groups(invocations, WG)]),
+        this.fma.encode(step, { dst: out }, { iterations, count: 0, seed: 1.5 }, [groups(invocations, WG)]),
       );
       return { seconds, work: invocations * iterations * FLOP_PER_ROUND };
     } finally {
@@ -61,7 +61,7 @@ export class Probe {
     const dst = await this.gpu.storage(count * 16, 'probe dst');
     try {
       const seconds = await this.#time((step) =>
-        this.copyKernel.encode(step.pass, step, { src, dst }, { iterations: 0, count, seed: 0 }, grid(count, WG, this.gpu.limits.maxComputeWorkgroupsPerDimension)),
+        this.copyKernel.encode(step, { src, dst }, { iterations: 0, count, seed: 0 }, grid(count, WG, this.gpu.limits.maxComputeWorkgroupsPerDimension)),
       );
       return { seconds, work: 2 * count * 16 };
     } finally {

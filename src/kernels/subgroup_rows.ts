@@ -76,7 +76,7 @@ async function askDevice(gpu: GpuDevice, wgM: number, wgN: number): Promise<stri
   const count = gx * gy * wgM * wgN;
   const out = await gpu.storage(count * 4, 'subgroup rows');
   try {
-    await gpu.step('subgroup rows', (step) => kernel.encode(step.pass, step, { out }, {}, [gx, gy]));
+    await gpu.step('subgroup rows', (step) => kernel.encode(step, { out }, {}, [gx, gy]));
     const got = await gpu.readF32(out, count * 4);
     const bad = got.findIndex((v) => v !== 1);
     return bad < 0 ? undefined : `the device does not form its subgroups as the rows of a ${wgM}×${wgN} workgroup (invocation ${bad} of ${count} shares its subgroup across rows)`;

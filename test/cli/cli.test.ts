@@ -260,6 +260,8 @@ describe('fisher', () => {
     const r = await fisher('compute', ...files, '--out', 'profiled.safetensors', '--profile');
     expect(r.code, r.stderr).toBe(0);
     for (const phase of ['profile of the whole process', 'start-up: Node and the modules', 'reading the data', 'opening the device', 'computing', 'the passes on the device', 'writing the output']) expect(r.stderr).toContain(phase);
+    // The passes split by kernel entry point, under them: the forward product among them.
+    expect(r.stderr).toMatch(/^ {4}matmul[\w/]*\.linear_forward \(\d+ dispatch(es)?\) +\d+\.\d{3} s/m);
     // The tests turn tuning off; with it on and an empty cache of its own, the first run searches.
     const cache = { FISHER_GPU_TUNING: 'on', FISHER_GPU_CACHE_DIR: join(dir, 'first-use-cache') };
     const first = await fisherWith(cache, 'compute', ...files, '--out', 'first.safetensors');

@@ -86,13 +86,47 @@ describe('GPU runtime', () => {
         step.awaitBuild(d.kernel({ family: 'lazy', source, entry: 'main' }).then((k) => (built = k)));
         return;
       }
-      built.encode(step.pass, step, { out }, {}, [1]);
+      built.encode(step, { out }, {}, [1]);
     });
     expect(attempts).toBe(2);
     // Incremented once: the first attempt was dropped, not submitted.
     expect(Array.from(await d.readF32(out, 4))).toEqual([1]);
     // A build that fails fails the step with the build's error.
     await expect(d.step('broken build', (step) => step.awaitBuild(d.kernel({ family: 'broken', source: 'fn x(', entry: 'main' })))).rejects.toThrow(ShaderError);
+    d.buffers.release(out);
+  });
+
+  it('times the passes by kernel: a pass per dispatch, a dropped attempt not counted, past one query set of 2,048 passes', async (ctx) => {
+    const d = gpu();
+    if (!d.canTime) ctx.skip('this adapter has no timestamp queries');
+    const source = '@group(0) @binding(0) var<storage, read_write> out: array<f32>;\n@compute @workgroup_size(1) fn add() { out[0] = out[0] + 1.0; }\n@compute @workgroup_size(1) fn twice() { out[1] = 2.0 * out[1] + 1.0; }';
+    const out = await d.storage(8, 'out', Float32Array.of(0, 0));
+    const add = await d.kernel({ family: 'timed', source, entry: 'add' });
+    let twice: Awaited<ReturnType<typeof d.kernel>> | undefined;
+    const steps = 1100;
+    const { gpuSeconds, kernels } = await d.timed(
+      async () => {
+        // The first attempt of the first step encodes `add`, then waits for `twice`: dropped.
+        await d.step('both', (step) => {
+          add.encode(step, { out }, {}, [1]);
+          if (!twice) return step.awaitBuild(d.kernel({ family: 'timed', source, entry: 'twice' }).then((k) => (twice = k)));
+          twice.encode(step, { out }, {}, [1]);
+        });
+        for (let i = 1; i < steps; i++) await d.step('both', (step) => (add.encode(step, { out }, {}, [1]), twice!.encode(step, { out }, {}, [1])));
+      },
+      { byKernel: true },
+    );
+    expect(Array.from(await d.readF32(out, 8))[0]).toBe(steps);
+    expect(kernels!.map((k) => [k.label, k.passes]).sort()).toEqual([
+      ['timed.add', steps],
+      ['timed.twice', steps],
+    ]);
+    expect(kernels!.every((k) => k.seconds > 0)).toBe(true);
+    expect(kernels!.reduce((s, k) => s + k.seconds, 0)).toBeCloseTo(gpuSeconds!, 9);
+    // Without byKernel: one pass per step, no kernels.
+    const plain = await d.timed(() => d.step('one', (step) => add.encode(step, { out }, {}, [1])));
+    expect(plain.kernels).toBeUndefined();
+    expect(plain.gpuSeconds).toBeGreaterThan(0);
     d.buffers.release(out);
   });
 
@@ -114,10 +148,10 @@ describe('GPU runtime', () => {
     const k = await gpu().kernel({ family: 'names', source, entry: 'main', overrides: { N: 3 } });
     expect(k.info.bindings.map((b) => b.name)).toEqual(['out']);
     const out = await gpu().storage(4, 'out', Float32Array.of(0));
-    await gpu().step('names', (step) => k.encode(step.pass, step, { out }, {}, [1]));
+    await gpu().step('names', (step) => k.encode(step, { out }, {}, [1]));
     expect(Array.from(await gpu().readF32(out, 4))).toEqual([3]);
-    await expect(gpu().step('names', (step) => k.encode(step.pass, step, {}, {}, [1]))).rejects.toThrow(/names.main: no buffer for binding "out"/);
-    await expect(gpu().step('names', (step) => k.encode(step.pass, step, { out, unused: out }, {}, [1]))).rejects.toThrow(/names.main: the shader has no binding named unused/);
+    await expect(gpu().step('names', (step) => k.encode(step, {}, {}, [1]))).rejects.toThrow(/names.main: no buffer for binding "out"/);
+    await expect(gpu().step('names', (step) => k.encode(step, { out, unused: out }, {}, [1]))).rejects.toThrow(/names.main: the shader has no binding named unused/);
     gpu().buffers.release(out);
   });
 
