@@ -338,24 +338,28 @@ fn per_sample_grad(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgr
 
 // The patches of groups = 1 (K-FAC's ā): g[(s·oh·ow + t)·taps + k] for output
 // pixel t = (oy, ox) and tap k = (c, ky, kx), taps = c_in·kh·kw, 0 outside
-// the image. One invocation per element of g.
+// the image. One invocation per output pixel (a row of g), its taps in a
+// loop: the pixel's divisions once per row, not once per element.
 @compute @workgroup_size(WG)
 fn im2col(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let at = flat(id, nwg);
-  let taps = dims.c_in * dims.kh * dims.kw;
   let plane = dims.oh * dims.ow;
-  if (at >= dims.n * plane * taps) { return; }
-  let k = at % taps;
-  let t = (at / taps) % plane;
-  let s = at / (taps * plane);
-  let kx = k % dims.kw;
-  let ky = (k / dims.kw) % dims.kh;
-  let c = k / (dims.kw * dims.kh);
-  let iy = i32((t / dims.ow) * dims.stride_h + ky * dims.dil_h) - i32(dims.pad_h);
-  let ix = i32((t % dims.ow) * dims.stride_w + kx * dims.dil_w) - i32(dims.pad_w);
-  var v = 0.0;
-  if (iy >= 0 && iy < i32(dims.h) && ix >= 0 && ix < i32(dims.w)) {
-    v = x[((s * dims.c_in + c) * dims.h + u32(iy)) * dims.w + u32(ix)];
+  if (at >= dims.n * plane) { return; }
+  let s = at / plane;
+  let t = at % plane;
+  let iy0 = i32((t / dims.ow) * dims.stride_h) - i32(dims.pad_h);
+  let ix0 = i32((t % dims.ow) * dims.stride_w) - i32(dims.pad_w);
+  var out = at * dims.c_in * dims.kh * dims.kw;
+  for (var c = 0u; c < dims.c_in; c++) {
+    let xc = (s * dims.c_in + c) * dims.h;
+    for (var ky = 0u; ky < dims.kh; ky++) {
+      let iy = iy0 + i32(ky * dims.dil_h);
+      for (var kx = 0u; kx < dims.kw; kx++) {
+        let ix = ix0 + i32(kx * dims.dil_w);
+        let inside = iy >= 0 && ix >= 0 && iy < i32(dims.h) && ix < i32(dims.w);
+        g[out] = select(0.0, x[select(0u, (xc + u32(iy)) * dims.w + u32(ix), inside)], inside);
+        out++;
+      }
+    }
   }
-  g[at] = v;
 }

@@ -113,7 +113,7 @@ export class Conv2d {
   /** The patches (groups = 1) [n·oh·ow, cIn·kh·kw] into `out`, 0 outside the image. */
   im2col(step: Step, c: ConvGeometry, p: { n: number; x: GPUBuffer; out: GPUBuffer }): void {
     if (c.groups !== 1) throw new Error('im2col is for convolutions of one group');
-    this.#family.dispatch1d(step, 'im2col', {}, { x: p.x, g: p.out }, dims(c, p.n, 0), p.n * c.oh * c.ow * c.cIn * c.kernel[0] * c.kernel[1]);
+    this.#family.dispatch1d(step, 'im2col', {}, { x: p.x, g: p.out }, dims(c, p.n, 0), p.n * c.oh * c.ow);
   }
 
   /** g[offset + s·ldg + j]: the per-sample gradient of W then b (PyTorch order). */

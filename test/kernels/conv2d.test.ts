@@ -6,7 +6,7 @@
  * kernel, stride 2, padding, dilation 2, one channel, no bias. Outputs are
  * pre-filled with NaN, so an element a kernel forgets fails.
  */
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Conv2d, type ConvGeometry } from '../../src/kernels/conv2d.js';
 import { DEFAULT_MATMUL_CONFIG, Matmul, matmulConfigProblem, type MatmulConfig } from '../../src/kernels/matmul.js';
 import { conv2d } from '../../src/layers/conv2d.js';
@@ -117,6 +117,30 @@ describe.each(CONFIGS)('conv2d as implicit products, matmul %o', (config) => {
     expectClose(await gpu().readF32(b.z, ref.y.length * 4), ref.y, tol, 'z');
     expectClose(await gpu().readF32(b.dx, ref.dx.length * 4), ref.dx, tol, 'dx');
     for (const buffer of Object.values(b)) gpu().buffers.release(buffer);
+  });
+});
+
+describe('conv2d.wgsl, the patches (K-FAC\'s input rows)', () => {
+  it.for(GEOMETRIES)('im2col of %o against the twin\'s patches', async (fields) => {
+    const nd = node(fields);
+    const n = 3;
+    const [c, h, w] = nd.input as [number, number, number];
+    const [co, oh, ow] = nd.output as [number, number, number];
+    const f = nd.fields as { kernel_size: [number, number]; stride: [number, number]; padding: [number, number]; dilation: [number, number] };
+    const g: ConvGeometry = { cIn: c, h, w, cOut: co, oh, ow, kernel: f.kernel_size, stride: f.stride, padding: f.padding, dilation: f.dilation, groups: 1, bias: false };
+    const x = new Rng(23).normals(n * c * h * w);
+    const rows = oh * ow * c * f.kernel_size[0] * f.kernel_size[1];
+    const want = new Float64Array(n * rows);
+    for (let s = 0; s < n; s++) want.set(conv2d.kronecker!.inputs(nd as never, Float64Array.from(x.subarray(s * c * h * w, (s + 1) * c * h * w))), s * rows);
+    const bx = await gpu().storage(x.byteLength, 'x', x);
+    const out = await gpu().storage((n * rows + 1) * 4, 'patches', new Float32Array(n * rows + 1).fill(NaN));
+    const k = new Conv2d(gpu());
+    await gpu().step('im2col', (step) => k.im2col(step, g, { n, x: bx, out }));
+    const got = await gpu().readF32(out, (n * rows + 1) * 4);
+    expectClose(got.subarray(0, n * rows), want, { rtol: 0, atol: 0 }, 'patches');
+    expect(Number.isNaN(got[n * rows])).toBe(true);
+    gpu().buffers.release(bx);
+    gpu().buffers.release(out);
   });
 });
 
