@@ -4,6 +4,7 @@
 //   forward          y[s, o, oy, ox] = b[o] + Σ_{c, ky, kx} W[o, c, ky, kx] · x[s, g·CG + c, iy, ix]
 //                    iy = oy·stride_h − pad_h + ky·dil_h (likewise ix); out-of-range x is 0
 //   input_gradient   dx[s, ci, iy, ix] = Σ over the (o, ky, kx) that read it of W[o, c, ky, kx] · dy[s, o, oy, ox]
+//   (and input_gradient_unit_stride: the same at stride 1, in blocks)
 //   per_sample_grad  g[s, (o, c, ky, kx)] = Σ_{oy, ox} dy[s, o, oy, ox] · x[s, g·CG + c, iy, ix],
 //                    g[s, bias o] = Σ_{oy, ox} dy[s, o, oy, ox]
 //   im2col           g[s, (oy, ox), (c, ky, kx)] = x[s, c, iy, ix]   (groups = 1: K-FAC's patches)
@@ -12,10 +13,11 @@
 // group (CG = c_in / groups of them; group g = o / (c_out / groups)). Every
 // tensor is row-major; W [c_out, CG, kh, kw] then b [c_out] are read from θ
 // at w_offset. forward fuses an output activation (y = act(z), z stored when
-// STORE_Z) and input_gradient the input producer's act'(z_in). One
-// invocation per output element (forward) or input element (input_gradient);
-// per_sample_grad's take a block of a sample's parameters (below).
-// Composed after activation.wgsl.
+// STORE_Z) and the input gradients the input producer's act'(z_in).
+// forward, input_gradient_unit_stride and per_sample_grad run in blocks: an
+// invocation takes up to 8 output channels of a group by 8 pixels or taps
+// (below). input_gradient (any stride) runs one invocation per element of
+// dx, im2col one per output pixel. Composed after activation.wgsl.
 
 override WG: u32 = 64u;
 override ACTIVATION: u32 = 0u;
@@ -150,15 +152,15 @@ fn conv_block(v: ConvView, at: u32) -> ConvBlock {
     let in_plane = (r.s * v.ci + grp * v.gi + q) * v.hi * v.wi;
     let wq = q * q_stride;
     for (var ky = 0u; ky < dims.kh; ky++) {
-      let dy_ = i32(ky * dims.dil_h);
+      let tap_y = i32(ky * dims.dil_h);
       for (var kx = 0u; kx < dims.kw; kx++) {
-        let dx_ = i32(kx * dims.dil_w);
+        let tap_x = i32(kx * dims.dil_w);
         let k = ky * dims.kw + kx;
         let wk = wq + select(k, taps - 1u - k, v.transposed);
         var xv: array<f32, CB_N>;
         for (var j = 0u; j < CB_N; j++) {
-          let iy = row[j] + dy_;
-          let ix = col[j] + dx_;
+          let iy = row[j] + tap_y;
+          let ix = col[j] + tap_x;
           let inside = iy >= 0 && ix >= 0 && iy < i32(v.hi) && ix < i32(v.wi);
           xv[j] = select(0.0, conv_input(v, select(0u, in_plane + u32(iy) * v.wi + u32(ix), inside)), inside);
         }
@@ -185,9 +187,10 @@ fn forward(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nw
   let r = conv_block(v, flat(id, nwg));
   if (!r.valid) { return; }
   let plane = v.ho * v.wo;
+  let biases = dims.w_offset + weight_count();
   for (var i = 0u; i < CHANNELS; i++) {
     let o = r.o0 + i;
-    let bias = select(0.0, theta[dims.w_offset + weight_count() + min(o, r.o_last)], dims.has_bias != 0u);
+    let bias = select(0.0, theta[biases + min(o, r.o_last)], dims.has_bias != 0u);
     for (var j = 0u; j < CB_N; j++) {
       let t = r.t0 + j;
       if (o <= r.o_last && t < plane) {

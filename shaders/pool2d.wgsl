@@ -6,12 +6,14 @@
 //                 arg = the winner's index in its channel plane (iy·w + ix),
 //                 the first in row-major order on ties, as PyTorch
 //   max_backward  dx[s, c, iy, ix] = Σ over the windows whose arg is (iy, ix) of dy
+//                 (max_backward_tiled: the same where the windows tile the input)
 //   avg_forward   y = Σ over the window of x (padding 0) / (kh·kw)
 //   avg_backward  dx[s, c, iy, ix] = Σ over the windows holding (iy, ix) of dy / (kh·kw)
 //
 // Window (oy, ox) covers iy = oy·stride_h − pad_h + ky, ky < kh (likewise
-// ix). One invocation per output (forward) or input (backward) element; the
-// backward passes gather, so overlapping windows need no atomics.
+// ix). One invocation per output (forward, max_backward_tiled) or input
+// (backward) element; the backward passes gather, so overlapping windows
+// need no atomics, except where windows tile the input and none overlap.
 
 override WG: u32 = 64u;
 
@@ -97,6 +99,31 @@ fn max_backward(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroup
     }
   }
   y[at] = acc;
+}
+
+// max_backward where the windows tile the input (stride = kernel, and the
+// last window reaches the edge): one invocation per window writes each of
+// its elements, dy at the winner and 0 elsewhere. For 2 × 2 windows a
+// quarter of the gather's invocations, and no search over windows.
+@compute @workgroup_size(WG)
+fn max_backward_tiled(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let at = flat(id, nwg);
+  if (at >= dims.n * dims.c * dims.oh * dims.ow) { return; }
+  let ox = at % dims.ow;
+  let oy = (at / dims.ow) % dims.oh;
+  let base = (at / (dims.oh * dims.ow)) * dims.h * dims.w;
+  let d = dy[at];
+  let winner = arg_in[at];
+  for (var ky = 0u; ky < dims.kh; ky++) {
+    let iy = i32(oy * dims.stride_h + ky) - i32(dims.pad_h);
+    if (iy < 0 || iy >= i32(dims.h)) { continue; }
+    for (var kx = 0u; kx < dims.kw; kx++) {
+      let ix = i32(ox * dims.stride_w + kx) - i32(dims.pad_w);
+      if (ix < 0 || ix >= i32(dims.w)) { continue; }
+      let k = u32(iy) * dims.w + u32(ix);
+      y[base + k] = select(0.0, d, k == winner);
+    }
+  }
 }
 
 @compute @workgroup_size(WG)

@@ -98,7 +98,7 @@ export async function compute(args: ComputeArgs): Promise<void> {
     profile.mark('computing');
     if (gpuSeconds !== undefined) {
       profile.detail('the passes on the device (timestamp queries: the kernels, and lavapipe\'s compile at first dispatch)', gpuSeconds);
-      for (const [name, seconds] of kernelLines(kernels ?? [])) profile.detail(`  ${name}`, seconds);
+      for (const [kernel, kernelSeconds] of kernelLines(kernels ?? [])) profile.detail(`  ${kernel}`, kernelSeconds);
       profile.detail('the rest: pipeline builds, uploads, read-backs, host float64 sums', seconds - gpuSeconds);
     }
     await F.save(args.out, { dtype: args.dtype });

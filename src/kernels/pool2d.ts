@@ -56,12 +56,26 @@ export class Pool2d {
     } else this.#family.dispatch1d(step, 'avg_forward', {}, { x: p.x, y: p.y }, dims(g, p.n), count);
   }
 
-  /** dx [n, c, h, w] from dy [n, c, oh, ow] (and max pooling's `arg`). */
+  /**
+   * dx [n, c, h, w] from dy [n, c, oh, ow] (and max pooling's `arg`). Max pooling whose windows
+   * tile the input scatters from each window; otherwise every input element gathers.
+   */
   backward(step: Step, mode: PoolMode, g: PoolGeometry, p: { n: number; dy: GPUBuffer; dx: GPUBuffer; arg?: GPUBuffer }): void {
     const count = p.n * g.c * g.h * g.w;
     if (mode === 'max') {
       if (!p.arg) throw new Error('pool2d: max pooling needs an arg buffer');
-      this.#family.dispatch1d(step, 'max_backward', {}, { dy: p.dy, y: p.dx, arg_in: p.arg }, dims(g, p.n), count);
+      const tiled = windowsTile(g);
+      this.#family.dispatch1d(step, tiled ? 'max_backward_tiled' : 'max_backward', {}, { dy: p.dy, y: p.dx, arg_in: p.arg }, dims(g, p.n), tiled ? p.n * g.c * g.oh * g.ow : count);
     } else this.#family.dispatch1d(step, 'avg_backward', {}, { dy: p.dy, y: p.dx }, dims(g, p.n), count);
   }
+}
+
+/**
+ * Whether every input element lies in exactly one window: stride = kernel (no overlap, no gap)
+ * on both axes, and the last window reaching the far edge (window oy covers oy·k − pad … oy·k −
+ * pad + k − 1, so the windows cover up to oh·k − pad).
+ */
+export function windowsTile(g: PoolGeometry): boolean {
+  const axis = (size: number, out: number, k: number, stride: number, pad: number) => stride === k && out * k - pad >= size;
+  return axis(g.h, g.oh, g.kernel[0], g.stride[0], g.padding[0]) && axis(g.w, g.ow, g.kernel[1], g.stride[1], g.padding[1]);
 }
