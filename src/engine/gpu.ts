@@ -98,6 +98,7 @@ export class GpuModel implements LoadedModel {
     readonly kernels: LayerKernels,
     readonly head: LikelihoodHead,
     readonly optimizer: Optimizer,
+    convolutions: GpuEnv['convolutions'],
   ) {
     const offsets = layerOffsets(model.layout);
     const env: GpuEnv = {
@@ -110,7 +111,7 @@ export class GpuModel implements LoadedModel {
         return o;
       },
       sequence: (nodes, input) => new SequenceOp(env, nodes, input),
-      convolutions: adapterKind(gpu) === 'cpu' ? 'direct' : 'products',
+      convolutions,
     };
     this.#network = new SequenceOp(env, model.layers, model.inputShape);
     this.#leaves = model.layout.layers.length;
@@ -126,10 +127,12 @@ export class GpuModel implements LoadedModel {
     return this.kernels.matmul;
   }
 
-  static async load(gpu: GpuDevice, model: Network, shapes: MatmulConfig | readonly MatmulShape[] = DEFAULT_MATMUL_CONFIG): Promise<GpuModel> {
+  /** `convolutions`: how convolutions run (GpuEnv); default: directly on a CPU-SIMD adapter, as products on a GPU. */
+  static async load(gpu: GpuDevice, model: Network, shapes: MatmulConfig | readonly MatmulShape[] = DEFAULT_MATMUL_CONFIG, convolutions?: GpuEnv['convolutions']): Promise<GpuModel> {
     const [matmul, head, optimizer] = await Promise.all([Matmul.create(gpu, shapes), LikelihoodHead.create(gpu, model.likelihood.spec.type), Optimizer.create(gpu)]);
     const theta = model.parameters();
-    return new GpuModel(gpu, model, await gpu.storage(theta.byteLength, 'θ', theta), await layerKernels(gpu, matmul), head, optimizer);
+    const route = convolutions ?? (adapterKind(gpu) === 'cpu' ? 'direct' : 'products');
+    return new GpuModel(gpu, model, await gpu.storage(theta.byteLength, 'θ', theta), await layerKernels(gpu, matmul), head, optimizer, route);
   }
 
   /**
@@ -888,10 +891,14 @@ export class GpuEngine implements Engine {
    * @param shapes one matmul configuration for every product, or shapes with
    * their rates to choose from per product; default: those tuned for this
    * adapter (`fisher bench --tune`), else a safe default.
+   * @param options.convolutions how convolutions of one group run: `direct`
+   * (blocked direct kernels) or `products` (implicit matrix products);
+   * default: by the adapter's kind, direct on a CPU-SIMD driver.
    */
   constructor(
     readonly gpu: GpuDevice,
     shapes?: MatmulConfig | readonly MatmulShape[],
+    readonly options: { convolutions?: GpuEnv['convolutions'] } = {},
   ) {
     this.shapes = shapes === undefined ? matmulShapesFor(gpu) : asShapes(shapes);
   }
@@ -915,7 +922,7 @@ export class GpuEngine implements Engine {
   }
 
   load(model: Network): Promise<GpuModel> {
-    return GpuModel.load(this.gpu, model, this.shapes);
+    return GpuModel.load(this.gpu, model, this.shapes, this.options.convolutions);
   }
 
   /** The device belongs to the caller; the engine leaves it open. */

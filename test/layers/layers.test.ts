@@ -124,8 +124,10 @@ describe.each(NETWORK_CASES)('GPU against the twin: $name', (c) => {
   const types = caseLayerTypes(c);
   const layout = model.layout;
 
-  it('forward and per-sample gradients, per tensor', async () => {
-    const [gm, cm] = [await new GpuEngine(gpu()).load(model), await cpu.load(model)];
+  // Convolutions of one group run directly on a CPU-SIMD driver such as lavapipe and as implicit
+  // products on a GPU: both routes, whatever the adapter.
+  it.for(['direct', 'products'] as const)('forward and per-sample gradients, per tensor (convolutions %s)', async (convolutions) => {
+    const [gm, cm] = [await new GpuEngine(gpu(), undefined, { convolutions }).load(model), await cpu.load(model)];
     try {
       expectRelativeError(await gm.forward(data.x, data.n), await cm.forward(data.x, data.n), 1e-5, 'forward');
       const [g, c] = [await gm.gradients(data), await cm.gradients(data)];
