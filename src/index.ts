@@ -91,7 +91,7 @@ export { planStructure, planEvery, type StructurePlan, type MemoryBudget } from 
 export { KfacFisher, type LayerFactor, type KroneckerFactor, type DiagonalFactor, type FactorShape } from './fisher/structures/kfac.js';
 export { EkfacFisher, type EkfacFactor, type EigenbasisFactor } from './fisher/structures/ekfac.js';
 export { LowRankFisher, type LowRankReport } from './fisher/structures/lowrank.js';
-export type { KroneckerGeometry } from './layers/layer.js';
+export type { ConvolutionRoute, KroneckerGeometry } from './layers/layer.js';
 export { readSafetensors, writeSafetensors, decodeSafetensors, encodeSafetensors, SafetensorsError, type SafetensorsFile } from './io/safetensors.js';
 export type { Tensor, Dtype } from './io/dtypes.js';
 export { train, accuracy, TrainingDivergedError, type TrainOptions } from './train/train.js';

@@ -23,7 +23,7 @@ import { LikelihoodHead } from '../kernels/likelihood.js';
 import { asShapes, DEFAULT_MATMUL_CONFIG, Matmul, tileOf, type MatmulConfig, type MatmulShape } from '../kernels/matmul.js';
 import { Optimizer } from '../kernels/optimizer.js';
 import { layerKernels, type LayerKernels } from '../layers/kernels.js';
-import type { GpuEnv, KroneckerGeometry, ParameterLeaf } from '../layers/layer.js';
+import type { ConvolutionRoute, GpuEnv, KroneckerGeometry, ParameterLeaf } from '../layers/layer.js';
 import { kroneckerGeometry } from '../layers/registry.js';
 import type { Dataset } from '../model/data.js';
 import { layerOffsets } from '../model/layout.js';
@@ -98,7 +98,7 @@ export class GpuModel implements LoadedModel {
     readonly kernels: LayerKernels,
     readonly head: LikelihoodHead,
     readonly optimizer: Optimizer,
-    convolutions: GpuEnv['convolutions'],
+    convolutions: ConvolutionRoute,
   ) {
     const offsets = layerOffsets(model.layout);
     const env: GpuEnv = {
@@ -128,7 +128,7 @@ export class GpuModel implements LoadedModel {
   }
 
   /** `convolutions`: how convolutions run (GpuEnv); default: directly on a CPU-SIMD adapter, as products on a GPU. */
-  static async load(gpu: GpuDevice, model: Network, shapes: MatmulConfig | readonly MatmulShape[] = DEFAULT_MATMUL_CONFIG, convolutions?: GpuEnv['convolutions']): Promise<GpuModel> {
+  static async load(gpu: GpuDevice, model: Network, shapes: MatmulConfig | readonly MatmulShape[] = DEFAULT_MATMUL_CONFIG, convolutions?: ConvolutionRoute): Promise<GpuModel> {
     const [matmul, head, optimizer] = await Promise.all([Matmul.create(gpu, shapes), LikelihoodHead.create(gpu, model.likelihood.spec.type), Optimizer.create(gpu)]);
     const theta = model.parameters();
     const route = convolutions ?? (adapterKind(gpu) === 'cpu' ? 'direct' : 'products');
@@ -898,7 +898,7 @@ export class GpuEngine implements Engine {
   constructor(
     readonly gpu: GpuDevice,
     shapes?: MatmulConfig | readonly MatmulShape[],
-    readonly options: { convolutions?: GpuEnv['convolutions'] } = {},
+    readonly options: { convolutions?: ConvolutionRoute } = {},
   ) {
     this.shapes = shapes === undefined ? matmulShapesFor(gpu) : asShapes(shapes);
   }

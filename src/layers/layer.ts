@@ -225,14 +225,17 @@ export interface GpuEnv {
   offset(node: LayerNode): number;
   /** The op of a nested sequence of layers (a residual branch). */
   sequence(nodes: readonly LayerNode[], input: Shape): GpuOp;
-  /**
-   * How convolutions of one group run forward and backward: `products`, as
-   * implicit matrix products on the tuned core (workgroup-shared tiles on a
-   * GPU), or `direct`, the blocked direct kernels, which a CPU-SIMD driver
-   * runs 1.4–2.3× faster (bench/RESULTS.md). Grouped convolutions are always direct.
-   */
-  readonly convolutions: 'products' | 'direct';
+  /** How convolutions of one group run forward and backward (ConvolutionRoute). */
+  readonly convolutions: ConvolutionRoute;
 }
+
+/**
+ * How convolutions of one group run forward and backward: `products`, as
+ * implicit matrix products on the tuned core (workgroup-shared tiles on a
+ * GPU), or `direct`, the blocked direct kernels, which a CPU-SIMD driver
+ * runs 1.4–2.3× faster (bench/RESULTS.md). Grouped convolutions are always direct.
+ */
+export type ConvolutionRoute = 'products' | 'direct';
 
 /** A layer type: one module of this folder, one entry of registry.ts. */
 export interface LayerType<F> {
