@@ -8,6 +8,7 @@
 //   weight_gradient   [dW | db] = scale · Dᵀ [A, 1]      D [K, M], A [K, N-1]   ([A] and N-1 → N without a bias)
 //   squared_gradient  [SW | Sb] = (D²)ᵀ [A², 1]          D [K, M], A [K, N-1]
 //   gram              F = G[:, o+r0:o+r0+M]ᵀ G[:, o:o+N]  G [K, ld], upper triangle of a diagonal block at o
+//   gram_sliced       the same, k in slices (one per z), each slice's F apart
 //   product           C = A B into rows of stride ldc      A [M, K], B [K, N]
 //   upper_update      C −= Aᵀ B on and above C's diagonal  A [K, M], B [K, N] (a blocked Cholesky's Schur complement)
 //   (and conv_forward, conv_input_gradient: the convolution forms below)
@@ -52,6 +53,10 @@ struct Dims {
   c_offset: u32,       // where a parameter-shaped result's weight goes (gram: the tile's first element)
   c_bias_offset: u32,  // where its bias goes
   ldc: u32,            // row stride of c (product, upper_update)
+  // gram_sliced: the rows of A and B in all (k is then the rows of one slice), and the
+  // elements between the slices' results in c.
+  k_total: u32,
+  c_slice: u32,
   // The ACT_* code of activation.wgsl the forward forms apply and the backward forms differentiate.
   // A uniform, not an override: one pipeline serves every activation (each pipeline compiles for
   // seconds on lavapipe, at its first dispatch).
@@ -108,11 +113,16 @@ const A_KM: u32 = 1u;          // a[a_offset + k·lda + m]
 const A_KM_SQUARED: u32 = 2u;  // a[a_offset + k·lda + m]²
 const A_IM2COL: u32 = 3u;      // patch element k = (c, ky, kx) of output pixel m = (s, oy, ox)
 const A_COL2IM: u32 = 4u;      // δ at the output pixel that reads input pixel m = (s, iy, ix) through tap k = (o, ky, kx); 0 if none
+const A_KM_SLICED: u32 = 5u;   // A_KM at row k + k_shift, 0 past k_total rows (a slice of k: gram_sliced)
 const B_NK: u32 = 0u;          // b[b_offset + n·ldb + k]
 const B_KN: u32 = 1u;          // b[b_offset + k·ldb + n]
 const B_KN_ONE: u32 = 2u;      // b[b_offset + k·ldb + n], and 1 in the last column (the bias's input)
 const B_KN_SQUARED_ONE: u32 = 3u;  // the same, squared
 const B_CONV_T: u32 = 4u;      // W[o, n, ky, kx] at b_offset for k = (o, ky, kx): the transposed convolution
+const B_KN_SLICED: u32 = 5u;   // B_KN at row k + k_shift, 0 past k_total rows
+
+// The first row of A and B the invocation's slice of k starts at (gram_sliced; 0 elsewhere).
+var<private> k_shift: u32;
 
 // Where output pixel t = oy·OW + ox of sample s reads x through tap q = (c·KH + ky)·KW + kx, or -1 in the padding.
 fn patch_index(s: u32, t: u32, q: u32) -> i32 {
@@ -183,6 +193,10 @@ fn load_a(form: u32, m: u32, k: u32) -> f32 {
       return select(0.0, a[u32(max(i, 0))], i >= 0);
     }
     case A_COL2IM: { let i = col2im_index(m, k); return select(0.0, a[u32(max(i, 0))], i >= 0); }
+    case A_KM_SLICED: {
+      let row = k + k_shift;
+      return select(0.0, a[dims.a_offset + min(row, dims.k_total - 1u) * dims.lda + m], row < dims.k_total);
+    }
     default: { return a[dims.a_offset + m * dims.lda + k]; }
   }
 }
@@ -195,6 +209,10 @@ fn load_b(form: u32, k: u32, n: u32) -> f32 {
       let inputs = dims.n - dims.has_bias;
       let v = b[dims.b_offset + k * dims.ldb + min(n, inputs - 1u)];
       return select(select(v, v * v, form == B_KN_SQUARED_ONE), 1.0, n >= inputs);
+    }
+    case B_KN_SLICED: {
+      let row = k + k_shift;
+      return select(0.0, b[dims.b_offset + min(row, dims.k_total - 1u) * dims.ldb + n], row < dims.k_total);
     }
     case B_CONV_T: {
       let taps = dims.conv_kh * dims.conv_kw;
@@ -275,11 +293,11 @@ fn squared_gradient(inv: Invocation) {
 }
 
 // The block into c, row-major from c_offset with row stride `ld`, or (subtract) taken from what is there.
-fn store_block(o: vec2u, blk: ptr<function, Block>, ld: u32, subtract: bool) {
+fn store_block(o: vec2u, blk: ptr<function, Block>, ld: u32, subtract: bool, c_offset: u32) {
   for (var i = 0u; i < block_rows(); i++) {
     for (var j = 0u; j < block_cols(); j++) {
       if (in_range(o, i, j)) {
-        let at = dims.c_offset + (o.x + i) * ld + o.y + j;
+        let at = c_offset + (o.x + i) * ld + o.y + j;
         if (subtract) { c[at] = c[at] - block_at(blk, i, j); } else { c[at] = block_at(blk, i, j); }
       }
     }
@@ -294,7 +312,21 @@ fn gram(inv: Invocation) {
   let o = block_origin(inv.id);
   if (block_skippable(dims.a_offset + o.x >= dims.b_offset + o.y + TN)) { return; }
   var blk = block_product(o.x, o.y, A_KM, B_KN, lane_of(inv));
-  store_block(o, &blk, dims.n, false);
+  store_block(o, &blk, dims.n, false, dims.c_offset);
+}
+
+// gram with k cut into slices, one per z of the dispatch, each slice's block
+// stored c_slice elements after the last's: a thin Gram over many rows (K-FAC's
+// factors of a convolution: 26 × 26 over 10⁶ rows) is otherwise one workgroup,
+// run by one thread of a CPU-SIMD driver or one core of a GPU. The host sums
+// the slices.
+@compute @workgroup_size(WG_N, WG_M)
+fn gram_sliced(inv: Invocation) {
+  let o = block_origin(inv.id);
+  if (block_skippable(dims.a_offset + o.x >= dims.b_offset + o.y + TN)) { return; }
+  k_shift = inv.id.z * dims.k;
+  var blk = block_product(o.x, o.y, A_KM_SLICED, B_KN_SLICED, lane_of(inv));
+  store_block(o, &blk, dims.n, false, dims.c_offset + inv.id.z * dims.c_slice);
 }
 
 // C = A B: a blocked Cholesky's panel, U12 = U11⁻ᵀ A12 (A = L11⁻¹, small).
@@ -302,7 +334,7 @@ fn gram(inv: Invocation) {
 fn product(inv: Invocation) {
   let o = block_origin(inv.id);
   var blk = block_product(o.x, o.y, A_MK, B_KN, lane_of(inv));
-  store_block(o, &blk, dims.ldc, false);
+  store_block(o, &blk, dims.ldc, false, dims.c_offset);
 }
 
 // C −= Aᵀ B for square C, the trailing update A22 −= U12ᵀ U12 of a blocked
@@ -314,7 +346,7 @@ fn upper_update(inv: Invocation) {
   let o = block_origin(inv.id);
   if (block_skippable(o.x >= o.y + TN)) { return; }
   var blk = block_product(o.x, o.y, A_KM, B_KN, lane_of(inv));
-  store_block(o, &blk, dims.ldc, true);
+  store_block(o, &blk, dims.ldc, true, dims.c_offset);
 }
 
 // The convolution as implicit products (groups = 1): rows are output pixels

@@ -41,6 +41,17 @@ export const MAX_BATCH = 4096;
 const BATCH_MEMORY_BUDGET = 512 * 2 ** 20;
 const F32 = 4;
 
+/**
+ * Slices of the rows for a K-FAC factor's Gram (Matmul.gramSliced), by the
+ * factor's width. A factor at most 64 wide is a few tiles (a convolution's
+ * 26 × 26: one) over every row of the batch (n·T: nearly 10⁶ for the cnn's
+ * first layer), which one workgroup would otherwise sum alone. Fixed per
+ * width, so that the planner knows the statistics' size before any batch.
+ */
+function factorSlices(width: number): number {
+  return width <= 64 ? 16 : 1;
+}
+
 /** The per-batch buffers of the network's input and output, sized for `capacity` samples and reused across batches. */
 interface BatchBuffers {
   capacity: number;
@@ -200,7 +211,7 @@ export class GpuModel implements LoadedModel {
         const reduce = mode === 'reduce';
         // Stacked δ rows for every label source of a step: at most all of them.
         const perStep = this.#kfacPerStep(v, mode, 1);
-        const stats = f.reduce((s, { k }) => s + k.inputs ** 2 + k.inputs + k.outputs ** 2, 0);
+        const stats = f.reduce((s, { k }) => s + factorSlices(k.inputs) * k.inputs ** 2 + k.inputs + factorSlices(k.outputs) * k.outputs ** 2, 0);
         const unfactored = this.#kronecker.some((k) => k === undefined);
         return {
           perSample: {
@@ -546,11 +557,12 @@ export class GpuModel implements LoadedModel {
     const factored = this.#factored(mode, labels.length);
     const diagonal = geometries.some((k) => k === undefined);
     const sizes = this.#structureBuffers('kfac', { virtualSamples: labels.length, kfac: mode });
-    // Where each layer's Σ ā āᵀ, Σ ā and Σ δ δᵀ go in one statistics buffer.
+    // Where each layer's Σ ā āᵀ, Σ ā and Σ δ δᵀ go in one statistics buffer (the Grams in their slices).
     let floats = 0;
     const at = factored.map(({ k }) => {
-      const o = { aa: floats, a: floats + k.inputs ** 2, gg: floats + k.inputs ** 2 + k.inputs };
-      floats = o.gg + k.outputs ** 2;
+      const aa = factorSlices(k.inputs) * k.inputs ** 2;
+      const o = { aa: floats, a: floats + aa, gg: floats + aa + k.inputs };
+      floats = o.gg + factorSlices(k.outputs) * k.outputs ** 2;
       return o;
     });
     if (floats * F32 > binding) throw new GpuLimitError(`K-FAC's factors (${floats} floats) exceed the device's ${binding}-byte binding limit`);
@@ -576,6 +588,10 @@ export class GpuModel implements LoadedModel {
       );
       const add = (into: Float32Array | Float64Array, from: Float32Array, offset: number) => {
         for (let i = 0; i < into.length; i++) into[i]! += from[offset + i]!;
+      };
+      // A Gram's slices, one after the other.
+      const addSlices = (into: Float32Array | Float64Array, from: Float32Array, offset: number, width: number) => {
+        for (let z = 0; z < factorSlices(width); z++) add(into, from, offset + z * width * width);
       };
       for (let v0 = 0; v0 < labels.length; v0 += perStep) {
         const some = labels.slice(v0, v0 + perStep);
@@ -614,14 +630,14 @@ export class GpuModel implements LoadedModel {
           factored.forEach(({ layer, k, rows }, j) => this.#encodeGram(step, dStacks[j] ?? leaves[layer]!.dy, some.length * n * rows, k.outputs, stats, at[j]!.gg));
         });
         const s = await this.gpu.readF32(stats, floats * F32);
-        factored.forEach(({ layer, rows }, j) => {
+        factored.forEach(({ layer, k, rows }, j) => {
           const part = parts[layer]! as Extract<KroneckerPartial, { kind: 'kronecker' }>;
           if (v0 === 0) {
-            add(part.aa, s, at[j]!.aa);
+            addSlices(part.aa, s, at[j]!.aa, k.inputs);
             add(part.a, s, at[j]!.a);
             part.rows = n * rows;
           }
-          add(part.gg, s, at[j]!.gg);
+          addSlices(part.gg, s, at[j]!.gg, k.outputs);
         });
         if (squares) {
           const sq = await this.gpu.readF32(squares, some.length * p * F32);
@@ -759,9 +775,12 @@ export class GpuModel implements LoadedModel {
     }
   }
 
-  /** Σ_r row_r row_rᵀ of rows [count, width] (upper triangle) into out from element `at`. */
+  /** Σ_r row_r row_rᵀ of rows [count, width] (upper triangle) into out from element `at`, in factorSlices(width) slices. */
   #encodeGram(step: Step, rows: GPUBuffer, count: number, width: number, out: GPUBuffer, at: number): void {
-    this.matmul.gram(step, { g: rows, out, batch: count, ld: width, offset: 0, size: width, row0: 0, rows: width, at });
+    const gram = { g: rows, out, batch: count, ld: width, offset: 0, size: width, row0: 0, rows: width, at };
+    const slices = factorSlices(width);
+    if (slices > 1) this.matmul.gramSliced(step, { ...gram, slices });
+    else this.matmul.gram(step, gram);
   }
 
   async setOptimizer(spec: OptimizerSpec, penalty?: PenaltyGradient): Promise<void> {

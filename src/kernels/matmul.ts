@@ -216,7 +216,7 @@ export function vectorLoads(config: MatmulConfig, entry: string, a: OperandLayou
   };
 }
 
-type Entry = 'linear_forward' | 'linear_backward' | 'weight_gradient' | 'squared_gradient' | 'gram' | 'product' | 'upper_update' | 'conv_forward' | 'conv_input_gradient';
+type Entry = 'linear_forward' | 'linear_backward' | 'weight_gradient' | 'squared_gradient' | 'gram' | 'gram_sliced' | 'product' | 'upper_update' | 'conv_forward' | 'conv_input_gradient';
 
 const NO_CONV = { conv_c: 0, conv_h: 0, conv_w: 0, conv_co: 0, conv_oh: 0, conv_ow: 0, conv_kh: 0, conv_kw: 0, conv_sh: 0, conv_sw: 0, conv_ph: 0, conv_pw: 0, conv_dh: 0, conv_dw: 0 };
 
@@ -253,6 +253,9 @@ interface Dims {
   c_offset?: number;
   c_bias_offset?: number;
   ldc?: number;
+  /** gram_sliced: the rows in all (k is one slice's), and the elements between slices' results. */
+  k_total?: number;
+  c_slice?: number;
   activation?: number;
   /** linear_forward, conv_forward: 1 stores Z beside Y. */
   store_z?: number;
@@ -272,6 +275,8 @@ function dims(d: Dims): Record<string, number> {
     c_offset: d.c_offset ?? 0,
     c_bias_offset: d.c_bias_offset ?? 0,
     ldc: d.ldc ?? 0,
+    k_total: d.k_total ?? 0,
+    c_slice: d.c_slice ?? 0,
     activation: d.activation ?? 0,
     store_z: d.store_z ?? 0,
     scale: d.scale ?? 1,
@@ -372,7 +377,7 @@ export class Matmul {
     return new Matmul(gpu, usable.length > 0 ? usable : [{ config: DEFAULT_MATMUL_CONFIG, gflops: 1 }]);
   }
 
-  #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims, shapes = this.shapes): void {
+  #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims, shapes = this.shapes, slices = 1): void {
     const shape = shapes.length === 1 ? 0 : fastestShape(shapes, d.m, d.n);
     const c = shapes[shape]!.config;
     const core = CORES[c.core];
@@ -394,7 +399,7 @@ export class Matmul {
     }
     const tile = tileOf(c);
     const bound = core.vectorLoads ? { ...buffers, a4: buffers['a']!, b4: buffers['b']! } : buffers;
-    k.encode(step, bound, dims({ ...d, activation }), [groups(d.n, tile.cols), groups(d.m, tile.rows)]);
+    k.encode(step, bound, dims({ ...d, activation }), [groups(d.n, tile.cols), groups(d.m, tile.rows), slices]);
   }
 
   /**
@@ -533,6 +538,25 @@ export class Matmul {
    */
   gram(step: Step, p: { g: GPUBuffer; out: GPUBuffer; batch: number; ld: number; offset: number; size: number; row0: number; rows: number; at?: number }): void {
     this.#encode(step, 'gram', 0, { a: p.g, b: p.g, c: p.out }, { m: p.rows, n: p.size, k: p.batch, lda: p.ld, ldb: p.ld, a_offset: p.offset + p.row0, b_offset: p.offset, c_offset: p.at ?? 0 });
+  }
+
+  /**
+   * `gram` with the rows cut into `slices` parts, one per z of the dispatch:
+   * the Gram of part s goes to element `at + s · rows · size` of `out`
+   * (each as `gram` leaves it, only its upper triangle written), and the
+   * caller sums them. A thin Gram over many rows is otherwise one workgroup.
+   */
+  gramSliced(step: Step, p: { g: GPUBuffer; out: GPUBuffer; batch: number; ld: number; offset: number; size: number; row0: number; rows: number; at?: number; slices: number }): void {
+    const k = Math.ceil(p.batch / p.slices);
+    this.#encode(
+      step,
+      'gram_sliced',
+      0,
+      { a: p.g, b: p.g, c: p.out },
+      { m: p.rows, n: p.size, k, k_total: p.batch, lda: p.ld, ldb: p.ld, a_offset: p.offset + p.row0, b_offset: p.offset, c_offset: p.at ?? 0, c_slice: p.rows * p.size },
+      this.shapes,
+      p.slices,
+    );
   }
 
   /**

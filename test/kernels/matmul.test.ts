@@ -268,6 +268,43 @@ describe('matmul subgroup core, the check that subgroups are workgroup rows', ()
 
 // The dense products of the device Cholesky, at offsets and row strides inside larger buffers.
 // A plain core, an awkward one and a subgroup core (each product compiles per shape: a few suffice).
+// gram_sliced cuts the rows into slices, one per z of the dispatch; the slices' upper triangles
+// sum to the Gram. More slices than rows leave some empty (all zero); the rows sit at a column
+// offset, in a wider buffer, and the tile starts at row0.
+describe.each([CONFIGS[0]!, CONFIGS[3]!, CONFIGS[4]!, CONFIGS[8]!, VECTOR_CONFIG])('gram_sliced %o', (config) => {
+  it.for([
+    [1, 3],
+    [4, 37],
+    [5, 23],
+    [9, 4],
+  ] as const)('%i slices of %i rows', async ([slices, batch], ctx) => {
+    skipUnfit(config, ctx);
+    const mm = await Matmul.create(gpu(), config);
+    const [ld, offset, size, row0] = [29, 3, 23, 2];
+    const rows = size - row0;
+    const g = f64(batch * ld, new Rng(slices * 100 + batch));
+    const want: number[] = [];
+    const got: number[] = [];
+    const [bg, bf] = [await upload(g, 'G'), await nanBuffer(5 + slices * rows * size, 'F')];
+    await gpu().step('gram_sliced', (s) => mm.gramSliced(s, { g: bg, out: bf, batch, ld, offset, size, row0, rows, at: 5, slices }));
+    const f = await read(bf, 5 + slices * rows * size);
+    for (let r = 0; r < rows; r++) {
+      for (let c = row0 + r; c < size; c++) {
+        let sum = 0;
+        for (let q = 0; q < batch; q++) sum += g[q * ld + offset + row0 + r]! * g[q * ld + offset + c]!;
+        want.push(sum);
+        let parts = 0;
+        for (let z = 0; z < slices; z++) parts += f[5 + z * rows * size + r * size + c]!;
+        got.push(parts);
+      }
+    }
+    expectClose(got, want, { rtol: f32Tolerance(batch), atol: f32Tolerance(batch) }, `${slices} slices`);
+    expect(Number.isNaN(f[4]!)).toBe(true);
+    gpu().buffers.release(bg);
+    gpu().buffers.release(bf);
+  });
+});
+
 describe.each([CONFIGS[0]!, CONFIGS[3]!, CONFIGS[4]!, CONFIGS[8]!, VECTOR_CONFIG])('product and upper_update %o', (config) => {
   it.for([
     [1, 1, 1],
