@@ -42,14 +42,18 @@ const BATCH_MEMORY_BUDGET = 512 * 2 ** 20;
 const F32 = 4;
 
 /**
- * Slices of the rows for a K-FAC factor's Gram (Matmul.gramSliced), by the
- * factor's width. A factor at most 64 wide is a few tiles (a convolution's
- * 26 × 26: one) over every row of the batch (n·T: nearly 10⁶ for the cnn's
- * first layer), which one workgroup would otherwise sum alone. Fixed per
- * width, so that the planner knows the statistics' size before any batch.
+ * Rows per slice of a K-FAC factor's Gram (Matmul.gramSliced). A factor is a
+ * Gram over every row of a batch, n·T of them for a convolution (nearly 10⁶
+ * for the cnn's first layer): one float32 sum over them drifted to 3·10⁻⁴
+ * relative, and a thin factor (26 × 26) was one workgroup. In slices of at
+ * most this many rows each sum stays short, the slices run in parallel, and
+ * the host sums them in float64.
  */
-function factorSlices(width: number): number {
-  return width <= 64 ? 16 : 1;
+const SLICE_ROWS = 4096;
+
+/** The slices of a Gram over `count` rows. */
+function gramSlices(count: number): number {
+  return Math.max(1, Math.ceil(count / SLICE_ROWS));
 }
 
 /** The per-batch buffers of the network's input and output, sized for `capacity` samples and reused across batches. */
@@ -186,7 +190,8 @@ export class GpuModel implements LoadedModel {
    * The buffers a batch of `structure` holds on the device beyond the
    * network's (DESIGN.md §2): floats per sample of each per-batch buffer
    * (allocated for the batch's capacity) and floats of each fixed one. The
-   * allocations below read their sizes from here, and so does the planner.
+   * allocations below read their sizes from here, and so does the planner
+   * (K-FAC's statistics: a bound, the batch's own slices counted at its size).
    */
   #structureBuffers(structure: BatchStructure, o: BatchOptions): { perSample: Record<string, number>; fixed: Record<string, number> } {
     const p = this.model.parameterCount;
@@ -211,7 +216,9 @@ export class GpuModel implements LoadedModel {
         const reduce = mode === 'reduce';
         // Stacked δ rows for every label source of a step: at most all of them.
         const perStep = this.#kfacPerStep(v, mode, 1);
-        const stats = f.reduce((s, { k }) => s + factorSlices(k.inputs) * k.inputs ** 2 + k.inputs + factorSlices(k.outputs) * k.outputs ** 2, 0);
+        // Each Gram in gramSlices(count) ≤ count / SLICE_ROWS + 1 slices: the first per factor fixed, the rest per sample.
+        const stats = f.reduce((s, { k }) => s + k.inputs ** 2 + k.inputs + k.outputs ** 2, 0);
+        const slices = f.reduce((s, { k, rows }) => s + (rows * k.inputs ** 2 + perStep * rows * k.outputs ** 2) / SLICE_ROWS, 0);
         const unfactored = this.#kronecker.some((k) => k === undefined);
         return {
           perSample: {
@@ -219,6 +226,7 @@ export class GpuModel implements LoadedModel {
             aReduced: reduce ? most(f.map(({ k }) => k.inputs)) : 0,
             dTemp: reduce ? most(f.map(({ k, inPlace }) => (inPlace ? 0 : k.positions * k.outputs))) : 0,
             dStacks: perStep * f.reduce((s, { k, rows, dDirect }) => s + (dDirect ? 0 : rows * k.outputs), 0),
+            slices,
           },
           fixed: { stats, squares: unfactored ? perStep * p : 0 },
         };
@@ -557,16 +565,17 @@ export class GpuModel implements LoadedModel {
     const factored = this.#factored(mode, labels.length);
     const diagonal = geometries.some((k) => k === undefined);
     const sizes = this.#structureBuffers('kfac', { virtualSamples: labels.length, kfac: mode });
-    // Where each layer's Σ ā āᵀ, Σ ā and Σ δ δᵀ go in one statistics buffer (the Grams in their slices).
+    const perStep = this.#kfacPerStep(labels.length, mode, cap);
+    // Where each layer's Σ ā āᵀ, Σ ā and Σ δ δᵀ go in one statistics buffer, the Grams in their
+    // slices (room for a step of perStep label sources; a last, shorter step takes fewer).
     let floats = 0;
-    const at = factored.map(({ k }) => {
-      const aa = factorSlices(k.inputs) * k.inputs ** 2;
+    const at = factored.map(({ k, rows }) => {
+      const aa = gramSlices(n * rows) * k.inputs ** 2;
       const o = { aa: floats, a: floats + aa, gg: floats + aa + k.inputs };
-      floats = o.gg + factorSlices(k.outputs) * k.outputs ** 2;
+      floats = o.gg + gramSlices(perStep * n * rows) * k.outputs ** 2;
       return o;
     });
     if (floats * F32 > binding) throw new GpuLimitError(`K-FAC's factors (${floats} floats) exceed the device's ${binding}-byte binding limit`);
-    const perStep = this.#kfacPerStep(labels.length, mode, cap);
     const alloc = (count: number, label: string) => this.gpu.storage(Math.max(4, count * F32), label);
     const owned: GPUBuffer[] = [];
     const own = async (count: number, label: string) => {
@@ -575,7 +584,7 @@ export class GpuModel implements LoadedModel {
       return b;
     };
     try {
-      const stats = await own(sizes.fixed['stats']!, 'K-FAC statistics');
+      const stats = await own(floats, 'K-FAC statistics');
       const aRows = await own(cap * sizes.perSample['aRows']!, 'K-FAC ā rows');
       const aReduced = reduce ? await own(cap * sizes.perSample['aReduced']!, 'K-FAC mean ā') : aRows;
       const dTemp = reduce ? await own(cap * sizes.perSample['dTemp']!, 'K-FAC δ rows') : undefined;
@@ -589,9 +598,9 @@ export class GpuModel implements LoadedModel {
       const add = (into: Float32Array | Float64Array, from: Float32Array, offset: number) => {
         for (let i = 0; i < into.length; i++) into[i]! += from[offset + i]!;
       };
-      // A Gram's slices, one after the other.
-      const addSlices = (into: Float32Array | Float64Array, from: Float32Array, offset: number, width: number) => {
-        for (let z = 0; z < factorSlices(width); z++) add(into, from, offset + z * width * width);
+      // The slices of a Gram over `count` rows, one after the other.
+      const addSlices = (into: Float32Array | Float64Array, from: Float32Array, offset: number, width: number, count: number) => {
+        for (let z = 0; z < gramSlices(count); z++) add(into, from, offset + z * width * width);
       };
       for (let v0 = 0; v0 < labels.length; v0 += perStep) {
         const some = labels.slice(v0, v0 + perStep);
@@ -633,11 +642,11 @@ export class GpuModel implements LoadedModel {
         factored.forEach(({ layer, k, rows }, j) => {
           const part = parts[layer]! as Extract<KroneckerPartial, { kind: 'kronecker' }>;
           if (v0 === 0) {
-            addSlices(part.aa, s, at[j]!.aa, k.inputs);
+            addSlices(part.aa, s, at[j]!.aa, k.inputs, n * rows);
             add(part.a, s, at[j]!.a);
             part.rows = n * rows;
           }
-          addSlices(part.gg, s, at[j]!.gg, k.outputs);
+          addSlices(part.gg, s, at[j]!.gg, k.outputs, some.length * n * rows);
         });
         if (squares) {
           const sq = await this.gpu.readF32(squares, some.length * p * F32);
@@ -775,10 +784,10 @@ export class GpuModel implements LoadedModel {
     }
   }
 
-  /** Σ_r row_r row_rᵀ of rows [count, width] (upper triangle) into out from element `at`, in factorSlices(width) slices. */
+  /** Σ_r row_r row_rᵀ of rows [count, width] (upper triangle) into out from element `at`, in gramSlices(count) slices. */
   #encodeGram(step: Step, rows: GPUBuffer, count: number, width: number, out: GPUBuffer, at: number): void {
     const gram = { g: rows, out, batch: count, ld: width, offset: 0, size: width, row0: 0, rows: width, at };
-    const slices = factorSlices(width);
+    const slices = gramSlices(count);
     if (slices > 1) this.matmul.gramSliced(step, { ...gram, slices });
     else this.matmul.gram(step, gram);
   }
