@@ -270,8 +270,9 @@ describe('matmul subgroup core, the check that subgroups are workgroup rows', ()
 // A plain core, an awkward one and a subgroup core (each product compiles per shape: a few suffice).
 // gram_sliced cuts the rows into slices, one per z of the dispatch; the slices' upper triangles
 // sum to the Gram. More slices than rows leave some empty (all zero); the rows sit at a column
-// offset, in a wider buffer, and the tile starts at row0.
-describe.each([CONFIGS[0]!, CONFIGS[3]!, CONFIGS[4]!, CONFIGS[8]!, VECTOR_CONFIG])('gram_sliced %o', (config) => {
+// offset, in a wider buffer, and the tile starts at row0. One shape per core: each new pipeline
+// compiles for seconds on a fresh machine's lavapipe.
+describe.each([CONFIGS[3]!, CONFIGS[4]!, CONFIGS[8]!])('gram_sliced %o', (config) => {
   it.for([
     [1, 3],
     [4, 37],
