@@ -306,11 +306,12 @@ fn store_block(o: vec2u, blk: ptr<function, Block>, ld: u32, subtract: bool, c_o
 
 // F is symmetric: a block wholly below the diagonal (its first row, in F's
 // numbering, past its last column) is neither computed nor stored; the host
-// mirrors the upper triangle. Half the work.
+// mirrors the upper triangle. Half the work. A block wholly past F's last row
+// (a tall tile over a thin F) is skipped too.
 @compute @workgroup_size(WG_N, WG_M)
 fn gram(inv: Invocation) {
   let o = block_origin(inv.id);
-  if (block_skippable(dims.a_offset + o.x >= dims.b_offset + o.y + TN)) { return; }
+  if (block_skippable(o.x >= dims.m || dims.a_offset + o.x >= dims.b_offset + o.y + TN)) { return; }
   var blk = block_product(o.x, o.y, A_KM, B_KN, lane_of(inv));
   store_block(o, &blk, dims.n, false, dims.c_offset);
 }
@@ -323,7 +324,7 @@ fn gram(inv: Invocation) {
 @compute @workgroup_size(WG_N, WG_M)
 fn gram_sliced(inv: Invocation) {
   let o = block_origin(inv.id);
-  if (block_skippable(dims.a_offset + o.x >= dims.b_offset + o.y + TN)) { return; }
+  if (block_skippable(o.x >= dims.m || dims.a_offset + o.x >= dims.b_offset + o.y + TN)) { return; }
   k_shift = inv.id.z * dims.k;
   var blk = block_product(o.x, o.y, A_KM_SLICED, B_KN_SLICED, lane_of(inv));
   store_block(o, &blk, dims.n, false, dims.c_offset + inv.id.z * dims.c_slice);
@@ -344,7 +345,7 @@ fn product(inv: Invocation) {
 @compute @workgroup_size(WG_N, WG_M)
 fn upper_update(inv: Invocation) {
   let o = block_origin(inv.id);
-  if (block_skippable(o.x >= o.y + TN)) { return; }
+  if (block_skippable(o.x >= dims.m || o.x >= o.y + TN)) { return; }
   var blk = block_product(o.x, o.y, A_KM, B_KN, lane_of(inv));
   store_block(o, &blk, dims.ldc, true, dims.c_offset);
 }

@@ -65,15 +65,22 @@ fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> B
   // lavapipe's compiler seconds).
   let vec_a = VEC_A && a_along_m(a_form);
   let vec_b = VEC_B && b_along_n(b_form);
+  // Whether the block has columns in the second vec4 of a row: with TN ≤ 4
+  // (thin Grams) half the FMAs and loads of a step go.
+  let wide = TN > 4u;
   for (var k = 0u; k < dims.k; k++) {
     var b0: vec4f;
     var b1: vec4f;
     if (vec_b) {
       b0 = load_b4(b_form, k, col0);
-      b1 = load_b4(b_form, k, col0 + 4u);
+      if (wide) { b1 = load_b4(b_form, k, col0 + 4u); }
     } else {
-      b0 = vec4f(load_b(b_form, k, cols[0]), load_b(b_form, k, cols[1]), load_b(b_form, k, cols[2]), load_b(b_form, k, cols[3]));
-      b1 = vec4f(load_b(b_form, k, cols[4]), load_b(b_form, k, cols[5]), load_b(b_form, k, cols[6]), load_b(b_form, k, cols[7]));
+      // Only the block's TN columns (the tests fold): a thin Gram's 8 × 1 blocks load one.
+      b0 = vec4f(load_b(b_form, k, cols[0]));
+      if (TN > 1u) { b0.y = load_b(b_form, k, cols[1]); }
+      if (TN > 2u) { b0.z = load_b(b_form, k, cols[2]); }
+      if (TN > 3u) { b0.w = load_b(b_form, k, cols[3]); }
+      if (wide) { b1 = vec4f(load_b(b_form, k, cols[4]), load_b(b_form, k, cols[5]), load_b(b_form, k, cols[6]), load_b(b_form, k, cols[7])); }
     }
     if (vec_a) {
       // Lane l loads rows 4l … 4l + 3 of each 4·WG_N (TM is a multiple of it).
@@ -85,7 +92,7 @@ fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> B
             let a = vec4f(q[s]);
             let i = r + 4u * l + s;
             acc[2u * i] = fma(a, b0, acc[2u * i]);
-            acc[2u * i + 1u] = fma(a, b1, acc[2u * i + 1u]);
+            if (wide) { acc[2u * i + 1u] = fma(a, b1, acc[2u * i + 1u]); }
           }
         }
       }
@@ -95,7 +102,7 @@ fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> B
         for (var l = 0u; l < WG_N; l++) {
           let a = vec4f(subgroupShuffle(mine, l));
           acc[2u * (r + l)] = fma(a, b0, acc[2u * (r + l)]);
-          acc[2u * (r + l) + 1u] = fma(a, b1, acc[2u * (r + l) + 1u]);
+          if (wide) { acc[2u * (r + l) + 1u] = fma(a, b1, acc[2u * (r + l) + 1u]); }
         }
       }
     }

@@ -37,7 +37,21 @@ interface CoreSpec {
   deviceProblem?: (config: MatmulConfig, gpu: GpuDevice) => Promise<string | undefined>;
   /** Whether the core reads aligned operands as vec4s (the VEC_A and VEC_B overrides, the a4 and b4 bindings). */
   vectorLoads?: boolean;
+  /**
+   * The relative time of one step of k of one subgroup's block (tm rows by
+   * wgN·tn columns), where it was measured: a Gram then runs on the thinner
+   * version of its shape that this predicts fastest (thinGramConfig).
+   */
+  stepCost?: (config: MatmulConfig) => number;
 }
+
+/**
+ * A lane's scalar load in vec4 FMAs, on lavapipe: each is a loop over the
+ * lanes with a mask test and a bounds test (bench/RESULTS.md). Fitted to
+ * thin Grams' times per row of 8 × 1, 16 × 2, 32 × 4, 8 × 8 and 32 × 8
+ * blocks, within ±20%.
+ */
+const SUBGROUP_LOAD_COST = 4;
 
 const CORES: Record<MatmulCore, CoreSpec> = {
   plain: { source: plainBlock, family: 'matmul' },
@@ -54,6 +68,9 @@ const CORES: Record<MatmulCore, CoreSpec> = {
     },
     deviceProblem: (config, gpu) => subgroupRowsProblem(gpu, config.wgM, config.wgN),
     vectorLoads: true,
+    // Per row of the block one vec4 FMA, two past 4 columns (its accumulators are two vec4s a row);
+    // per lane tm / wgN loads of A (shared by shuffles) and tn of B.
+    stepCost: (c) => c.tm * (c.tn > 4 ? 2 : 1) + SUBGROUP_LOAD_COST * (c.tm / c.wgN + c.tn),
   },
   shared: {
     source: sharedBlock,
@@ -143,6 +160,67 @@ export function fastestShape(shapes: readonly MatmulShape[], m: number, n: numbe
     const { rows, cols } = tileOf(config);
     const time = (Math.ceil(m / rows) * rows * Math.ceil(n / cols) * cols) / gflops;
     if (time < bestTime) [best, bestTime] = [i, time];
+  });
+  return best;
+}
+
+/**
+ * The blocks of tm rows by wgN·tn columns (a subgroup's, with the subgroup
+ * core) that `gram` computes of C [m, n] whose row r is row r + shift of F:
+ * those past C's last row or wholly below F's diagonal are skipped.
+ */
+export function gramBlocks(c: MatmulConfig, m: number, n: number, shift: number): number {
+  const cols = c.wgN * c.tn;
+  let count = 0;
+  for (let r = 0; r < m; r += c.tm) {
+    // Column block j is computed where shift + r < (j + 1)·cols.
+    count += Math.max(0, Math.ceil(n / cols) - Math.floor((shift + r) / cols));
+  }
+  return count;
+}
+
+/**
+ * A shape and its thinner versions: tm halved i times with tn halved i + 1
+ * times (32 × 8: 32 × 4, 16 × 2, 8 × 1), while the core allows them. The
+ * workgroup stays (the device checked the subgroups of that one).
+ */
+export function thinnerConfigs(c: MatmulConfig): readonly MatmulConfig[] {
+  const known = THINNER.get(c);
+  if (known) return known;
+  const out = [c];
+  for (let tm = c.tm, tn = c.tn; tm >= 1 && tn > 1; tm /= 2) {
+    tn = Math.max(1, tn / 2);
+    const thin = { ...c, tm, tn };
+    if (!Number.isInteger(tm) || !Number.isInteger(tn) || matmulConfigProblem(thin)) break;
+    out.push(thin);
+  }
+  THINNER.set(c, out);
+  return out;
+}
+
+const THINNER_GAIN = 0.75;
+
+/** thinnerConfigs by configuration: every Gram's dispatch asks. */
+const THINNER = new WeakMap<MatmulConfig, readonly MatmulConfig[]>();
+
+/**
+ * The index in thinnerConfigs(c) of the shape predicted fastest for the Gram
+ * C [m, n] (row r is F's row r + shift): the blocks it computes times its
+ * core's step cost. A K-FAC factor of a convolution is as thin as 6 × 6 over
+ * 10⁶ rows, where a 32 × 64 subgroup block would be nearly all padding.
+ * A thinner shape is taken only where it is predicted at least a quarter
+ * faster than the best before it, beyond the cost model's ±20%: each is a
+ * pipeline of its own (at 70 and 151 columns, 32 × 4 and 32 × 8 measured
+ * the same). 0 (the shape itself) where the core has no step cost.
+ */
+export function thinGramChoice(c: MatmulConfig, m: number, n: number, shift: number): number {
+  const cost = CORES[c.core].stepCost;
+  if (!cost) return 0;
+  let best = 0;
+  let bestTime = Infinity;
+  thinnerConfigs(c).forEach((t, i) => {
+    const time = gramBlocks(t, m, n, shift) * cost(t);
+    if (time < THINNER_GAIN * bestTime) [best, bestTime] = [i, time];
   });
   return best;
 }
@@ -342,6 +420,8 @@ export class Matmul {
     readonly gpu: GpuDevice,
     /** The shapes each product chooses from (fastestShape); the first is the tuned or default one. */
     readonly shapes: readonly MatmulShape[],
+    /** Whether a Gram may run on a thinner version of its shape (thinGramChoice). */
+    private readonly thinGrams: boolean,
   ) {
     const fits = NARROW_CONFIGS.filter((config) => !matmulConfigProblem(config, gpu));
     this.#convShapes = [...shapes, ...fits.map((config) => ({ config, gflops: shapes[0]!.gflops }))];
@@ -357,10 +437,11 @@ export class Matmul {
    * first needs one (a shape and entry point a run never uses costs nothing):
    * the step waits for the build and is encoded again. One configuration
    * means one shape for every product, and a configuration the device
-   * cannot run is an error. Of a list (the tuned or default shapes), those
-   * that only a dispatch shows the device cannot run (subgroups not formed
-   * as workgroup rows) are left out, and the plain default is used where
-   * none is left.
+   * cannot run is an error. A list (the tuned or default shapes) lets each
+   * product choose (fastestShape) and each Gram run on a thinner version of
+   * its shape (thinGramChoice); those that only a dispatch shows the device
+   * cannot run (subgroups not formed as workgroup rows) are left out of it,
+   * and the plain default is used where none is left.
    */
   static async create(gpu: GpuDevice, shapes: MatmulConfig | readonly MatmulShape[] = DEFAULT_MATMUL_CONFIG): Promise<Matmul> {
     const list = asShapes(shapes);
@@ -371,21 +452,24 @@ export class Matmul {
     }
     const problems = await Promise.all(list.map(({ config }) => CORES[config.core].deviceProblem?.(config, gpu)));
     const usable = list.filter((_, i) => problems[i] === undefined);
-    if (usable.length === list.length) return new Matmul(gpu, list);
+    if (usable.length === list.length) return new Matmul(gpu, list, Array.isArray(shapes));
     if (!Array.isArray(shapes)) throw new RangeError(`matmul config ${JSON.stringify(list[0]!.config)}: ${problems[0]}`);
     problems.forEach((p, i) => p && trace(`not using the matmul shape ${describeMatmulConfig(list[i]!.config)}: ${p}`));
-    return new Matmul(gpu, usable.length > 0 ? usable : [{ config: DEFAULT_MATMUL_CONFIG, gflops: 1 }]);
+    return new Matmul(gpu, usable.length > 0 ? usable : [{ config: DEFAULT_MATMUL_CONFIG, gflops: 1 }], true);
   }
 
   #encode(step: Step, entry: Entry, activation: number, buffers: Record<string, GPUBuffer>, d: Dims, shapes = this.shapes, slices = 1): void {
     const shape = shapes.length === 1 ? 0 : fastestShape(shapes, d.m, d.n);
-    const c = shapes[shape]!.config;
+    let c = shapes[shape]!.config;
+    // A Gram takes the thinner version of its shape predicted fastest for it.
+    const thin = this.thinGrams && (entry === 'gram' || entry === 'gram_sliced') ? thinGramChoice(c, d.m, d.n, (d.a_offset ?? 0) - (d.b_offset ?? 0)) : 0;
+    if (thin > 0) c = thinnerConfigs(c)[thin]!;
     const core = CORES[c.core];
     // Operands loaded as vec4s take a pipeline of their own.
     const vec = vectorLoads(c, entry, { buffer: buffers['a']!, offset: d.a_offset ?? 0, ld: d.lda }, { buffer: buffers['b']!, offset: d.b_offset ?? 0, ld: d.ldb });
     // By position in its list (the products' or the convolutions', which begins with the products'): no string work per dispatch.
     // The activation and store_z are uniforms: one pipeline per shape and entry serves every layer.
-    const key = `${shapes === this.shapes ? 'p' : 'c'}${shape}/${entry}/${vec.a ? 'a' : ''}${vec.b ? 'b' : ''}`;
+    const key = `${shapes === this.shapes ? 'p' : 'c'}${shape}.${thin}/${entry}/${vec.a ? 'a' : ''}${vec.b ? 'b' : ''}`;
     const k = this.#kernels.get(key);
     if (!k) {
       const build = this.gpu.kernel({

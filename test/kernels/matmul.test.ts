@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { GpuValidationError } from '../../src/gpu/errors.js';
 import { entryInfo } from '../../src/gpu/reflect.js';
 import { activationCode } from '../../src/kernels/activation.js';
-import { DEFAULT_MATMUL_CONFIG, fastestShape, Matmul, matmulConfigProblem, matmulWgsl, MATMUL_WGSL, vectorLoads, type MatmulConfig, type MatmulShape } from '../../src/kernels/matmul.js';
+import { DEFAULT_MATMUL_CONFIG, fastestShape, gramBlocks, Matmul, matmulConfigProblem, matmulWgsl, MATMUL_WGSL, thinGramChoice, thinnerConfigs, vectorLoads, type MatmulConfig, type MatmulShape } from '../../src/kernels/matmul.js';
 import { setSubgroupRowsAnswer, subgroupRowsProblem } from '../../src/kernels/subgroup_rows.js';
 import { ACTIVATIONS, ACTIVATION_NAMES } from '../../src/layers/activations.js';
 import { defaultShapesFor, quickCandidates } from '../../src/engine/autotune.js';
@@ -267,6 +267,36 @@ describe('matmul subgroup core, the check that subgroups are workgroup rows', ()
 });
 
 // The dense products of the device Cholesky, at offsets and row strides inside larger buffers.
+/**
+ * gram_sliced of G's columns [offset + row0, offset + size) against [offset, offset + size), over
+ * `batch` rows of stride ld in `slices` slices: the slices' upper triangles must sum to the Gram,
+ * and the element before them stay NaN.
+ */
+async function checkGramSliced(mm: Matmul, p: { slices: number; batch: number; ld: number; offset: number; size: number; row0: number }): Promise<void> {
+  const { slices, batch, ld, offset, size, row0 } = p;
+  const rows = size - row0;
+  const g = f64(batch * ld, new Rng(slices * 100 + batch + size));
+  const want: number[] = [];
+  const got: number[] = [];
+  const [bg, bf] = [await upload(g, 'G'), await nanBuffer(5 + slices * rows * size, 'F')];
+  await gpu().step('gram_sliced', (s) => mm.gramSliced(s, { g: bg, out: bf, batch, ld, offset, size, row0, rows, at: 5, slices }));
+  const f = await read(bf, 5 + slices * rows * size);
+  for (let r = 0; r < rows; r++) {
+    for (let c = row0 + r; c < size; c++) {
+      let sum = 0;
+      for (let q = 0; q < batch; q++) sum += g[q * ld + offset + row0 + r]! * g[q * ld + offset + c]!;
+      want.push(sum);
+      let parts = 0;
+      for (let z = 0; z < slices; z++) parts += f[5 + z * rows * size + r * size + c]!;
+      got.push(parts);
+    }
+  }
+  expectClose(got, want, { rtol: f32Tolerance(batch), atol: f32Tolerance(batch) }, `${slices} slices`);
+  expect(Number.isNaN(f[4]!)).toBe(true);
+  gpu().buffers.release(bg);
+  gpu().buffers.release(bf);
+}
+
 // A plain core, an awkward one and a subgroup core (each product compiles per shape: a few suffice).
 // gram_sliced cuts the rows into slices, one per z of the dispatch; the slices' upper triangles
 // sum to the Gram. More slices than rows leave some empty (all zero); the rows sit at a column
@@ -280,29 +310,58 @@ describe.each([CONFIGS[3]!, CONFIGS[4]!, CONFIGS[8]!])('gram_sliced %o', (config
     [9, 4],
   ] as const)('%i slices of %i rows', async ([slices, batch], ctx) => {
     skipUnfit(config, ctx);
-    const mm = await Matmul.create(gpu(), config);
-    const [ld, offset, size, row0] = [29, 3, 23, 2];
-    const rows = size - row0;
-    const g = f64(batch * ld, new Rng(slices * 100 + batch));
-    const want: number[] = [];
-    const got: number[] = [];
-    const [bg, bf] = [await upload(g, 'G'), await nanBuffer(5 + slices * rows * size, 'F')];
-    await gpu().step('gram_sliced', (s) => mm.gramSliced(s, { g: bg, out: bf, batch, ld, offset, size, row0, rows, at: 5, slices }));
-    const f = await read(bf, 5 + slices * rows * size);
-    for (let r = 0; r < rows; r++) {
-      for (let c = row0 + r; c < size; c++) {
-        let sum = 0;
-        for (let q = 0; q < batch; q++) sum += g[q * ld + offset + row0 + r]! * g[q * ld + offset + c]!;
-        want.push(sum);
-        let parts = 0;
-        for (let z = 0; z < slices; z++) parts += f[5 + z * rows * size + r * size + c]!;
-        got.push(parts);
+    await checkGramSliced(await Matmul.create(gpu(), config), { slices, batch, ld: 29, offset: 3, size: 23, row0: 2 });
+  });
+});
+
+// A Gram runs on a thinner version of its shape where the subgroup core's cost model predicts it
+// faster (thinGramChoice): K-FAC's factors of a convolution are 6 to 30 wide over 10⁶ rows.
+describe('thin Grams', () => {
+  const tall: MatmulConfig = { tm: 32, tn: 8, wgM: 4, wgN: 8, core: 'subgroup' };
+  const name = (c: MatmulConfig) => `${c.tm}x${c.tn}`;
+
+  it('halve the block down the ladder the core allows', () => {
+    expect(thinnerConfigs(tall).map(name)).toEqual(['32x8', '32x4', '16x2', '8x1']);
+    expect(thinnerConfigs({ ...tall, tm: 16, tn: 3 }).map(name)).toEqual(['16x3']);
+    expect(thinnerConfigs({ ...tall, tm: 40 }).map(name)).toEqual(['40x8', '40x4']);
+    expect(thinnerConfigs(DEFAULT_MATMUL_CONFIG).map(name)).toEqual(['8x8', '8x4', '4x2', '2x1']);
+  });
+
+  it('count the blocks the kernel computes: none past the last row, none wholly below the diagonal', () => {
+    const rng = new Rng(7);
+    for (let trial = 0; trial < 300; trial++) {
+      const c = thinnerConfigs(tall)[trial % 4]!;
+      const [m, n] = [1 + Math.floor(rng.uniform() * 200), 1 + Math.floor(rng.uniform() * 200)];
+      const shift = Math.floor(rng.uniform() * 50);
+      // matmul.wgsl's gram, lane by lane: a subgroup's block is skipped when every lane's is.
+      let want = 0;
+      for (let r0 = 0; r0 < Math.ceil(m / (c.wgM * c.tm)) * c.wgM * c.tm; r0 += c.tm) {
+        for (let c0 = 0; c0 < Math.ceil(n / (c.wgN * c.tn)) * c.wgN * c.tn; c0 += c.wgN * c.tn) {
+          const lanes = Array.from({ length: c.wgN }, (_, l) => c0 + l * c.tn);
+          if (!(r0 >= m || lanes.every((y) => shift + r0 >= y + c.tn))) want++;
+        }
       }
+      expect(gramBlocks(c, m, n, shift), `${name(c)} m=${m} n=${n} shift=${shift}`).toBe(want);
     }
-    expectClose(got, want, { rtol: f32Tolerance(batch), atol: f32Tolerance(batch) }, `${slices} slices`);
-    expect(Number.isNaN(f[4]!)).toBe(true);
-    gpu().buffers.release(bg);
-    gpu().buffers.release(bf);
+  });
+
+  it('take the thinner block where it is predicted a quarter faster, and the tuned one for wide Grams', () => {
+    const chosen = (w: number, shift = 0) => name(thinnerConfigs(tall)[thinGramChoice(tall, w, w + shift, shift)]!);
+    expect([6, 16, 26, 151, 401, 2410].map((w) => chosen(w))).toEqual(['8x1', '16x2', '32x4', '32x8', '32x8', '32x8']);
+    // A row tile of a wide Gram: mostly above the diagonal.
+    expect(chosen(6, 200)).toBe('8x1');
+    // Cores without a cost model keep their shape.
+    const shared: MatmulConfig = { tm: 4, tn: 4, wgM: 16, wgN: 16, core: 'shared' };
+    expect(thinGramChoice(shared, 6, 6, 0)).toBe(0);
+  });
+
+  // The lavapipe kind's shape as a list (one configuration alone is one shape for every product),
+  // on Grams 6, 16 and 26 wide (8 × 1, 16 × 2 and 32 × 4 blocks).
+  it.for([6, 16, 26] as const)('gram_sliced %i wide on the thinner blocks', async (size, ctx) => {
+    skipUnfit(tall, ctx);
+    const mm = await Matmul.create(gpu(), [{ config: tall, gflops: 1 }]);
+    await checkGramSliced(mm, { slices: 3, batch: 70, ld: size + 3, offset: 2, size, row0: 0 });
+    await checkGramSliced(mm, { slices: 2, batch: 9, ld: size + 3, offset: 2, size, row0: 1 });
   });
 });
 
