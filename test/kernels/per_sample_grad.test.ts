@@ -8,33 +8,38 @@ import { useGpu } from '../helpers/gpu.js';
 const gpu = useGpu();
 
 describe('per-sample gradient rows', () => {
+  // Blocks of at most 8 outputs by 8 input columns (the bias one more column): partial blocks of
+  // both, several of each, with and without a bias.
   it.each([
-    [1, 1, 1, 1],
-    [3, 7, 2, 1],
-    [17, 5, 13, 1],
-    [65, 63, 1, 1],
-    [2, 5, 3, 7],
-    [9, 1, 4, 2],
-  ])('batch %i, in %i, out %i, %i positions, at an offset inside wider rows', async (n, inputs, outputs, positions) => {
+    [1, 1, 1, 1, true],
+    [3, 7, 2, 1, true],
+    [17, 5, 13, 1, true],
+    [65, 63, 1, 1, true],
+    [2, 5, 3, 7, true],
+    [9, 1, 4, 2, true],
+    [4, 16, 20, 3, false],
+    [3, 8, 8, 5, false],
+    [5, 23, 17, 9, true],
+  ] as const)('batch %i, in %i, out %i, %i positions, bias %s, at an offset inside wider rows', async (n, inputs, outputs, positions, bias) => {
     const kernel = new PerSampleGrad(gpu());
     const rng = new Rng(n + inputs + outputs + positions);
     const delta = rng.normals(n * positions * outputs);
     const a = rng.normals(n * positions * inputs);
     const offset = 3;
-    const block = outputs * (inputs + 1);
+    const block = outputs * (inputs + (bias ? 1 : 0));
     const p = offset + block + 2;
     const [bd, ba, bg] = [await gpu().storage(delta.byteLength, 'd', delta), await gpu().storage(a.byteLength, 'a', a), await gpu().storage(n * p * 4, 'g', new Float32Array(n * p).fill(NaN))];
-    await gpu().step('rows', (s) => kernel.encode(s, { delta: bd, a: ba, g: bg, batch: n, positions, inputs, outputs, bias: true, ldg: p, offset }));
+    await gpu().step('rows', (s) => kernel.encode(s, { delta: bd, a: ba, g: bg, batch: n, positions, inputs, outputs, bias, ldg: p, offset }));
     const got = await gpu().readF32(bg, n * p * 4);
     const ref = new Float64Array(n * p).fill(NaN);
     for (let s = 0; s < n; s++) {
       for (let o = 0; o < outputs; o++) {
         for (let i = 0; i < inputs; i++) ref[s * p + offset + o * inputs + i] = 0;
-        ref[s * p + offset + outputs * inputs + o] = 0;
+        if (bias) ref[s * p + offset + outputs * inputs + o] = 0;
         for (let t = 0; t < positions; t++) {
           const r = s * positions + t;
           for (let i = 0; i < inputs; i++) ref[s * p + offset + o * inputs + i]! += delta[r * outputs + o]! * a[r * inputs + i]!;
-          ref[s * p + offset + outputs * inputs + o]! += delta[r * outputs + o]!;
+          if (bias) ref[s * p + offset + outputs * inputs + o]! += delta[r * outputs + o]!;
         }
       }
     }
