@@ -225,6 +225,31 @@ export function thinGramChoice(c: MatmulConfig, m: number, n: number, shift: num
   return best;
 }
 
+/**
+ * The shape with tn halved while C's n columns fit in half a workgroup's
+ * (wgN·tn): the same workgroups, each computing and storing half the
+ * columns and loading half of B's (the subgroup core also halves its FMAs
+ * below 5 columns). EK-FAC's rotations are products 6 to 26 wide over 10⁶
+ * rows, whose 64-column tiles were mostly padding: 6 wide, 143 → 60 ns a
+ * row on lavapipe (bench/RESULTS.md). It stops where the core refuses the
+ * shape and, where B loads as vec4s (`vecB`), at tn = 4, below which they
+ * would turn scalar. Products under NARROW_WORK padded FMAs keep their
+ * shape: they would gain microseconds for a pipeline of their own.
+ */
+export function narrowerConfig(c: MatmulConfig, m: number, n: number, k: number, vecB: boolean): MatmulConfig {
+  const { rows, cols } = tileOf(c);
+  if (Math.ceil(m / rows) * rows * cols * k < NARROW_WORK) return c;
+  let out = c;
+  while (out.tn > (vecB ? 4 : 1) && n <= (out.wgN * out.tn) / 2) {
+    const half = { ...out, tn: out.tn / 2 };
+    if (!Number.isInteger(half.tn) || matmulConfigProblem(half)) break;
+    out = half;
+  }
+  return out;
+}
+
+const NARROW_WORK = 2 ** 22;
+
 /** The composed module of a core: the block core (its `enable` first), the activations, the entry points. */
 export function matmulWgsl(core: MatmulCore): string {
   return `${CORES[core].source}\n${ACTIVATION_WGSL}\n${entries}`;
@@ -420,8 +445,8 @@ export class Matmul {
     readonly gpu: GpuDevice,
     /** The shapes each product chooses from (fastestShape); the first is the tuned or default one. */
     readonly shapes: readonly MatmulShape[],
-    /** Whether a Gram may run on a thinner version of its shape (thinGramChoice). */
-    private readonly thinGrams: boolean,
+    /** Whether a product may run on a thinner version of its shape (thinGramChoice, narrowerConfig). */
+    private readonly thinner: boolean,
   ) {
     const fits = NARROW_CONFIGS.filter((config) => !matmulConfigProblem(config, gpu));
     this.#convShapes = [...shapes, ...fits.map((config) => ({ config, gflops: shapes[0]!.gflops }))];
@@ -438,8 +463,9 @@ export class Matmul {
    * the step waits for the build and is encoded again. One configuration
    * means one shape for every product, and a configuration the device
    * cannot run is an error. A list (the tuned or default shapes) lets each
-   * product choose (fastestShape) and each Gram run on a thinner version of
-   * its shape (thinGramChoice); those that only a dispatch shows the device
+   * product choose (fastestShape), each Gram run on a thinner version of its
+   * shape (thinGramChoice) and each narrow product on narrower tiles
+   * (narrowerConfig); those that only a dispatch shows the device
    * cannot run (subgroups not formed as workgroup rows) are left out of it,
    * and the plain default is used where none is left.
    */
@@ -462,14 +488,22 @@ export class Matmul {
     const shape = shapes.length === 1 ? 0 : fastestShape(shapes, d.m, d.n);
     let c = shapes[shape]!.config;
     // A Gram takes the thinner version of its shape predicted fastest for it.
-    const thin = this.thinGrams && (entry === 'gram' || entry === 'gram_sliced') ? thinGramChoice(c, d.m, d.n, (d.a_offset ?? 0) - (d.b_offset ?? 0)) : 0;
+    const gram = entry === 'gram' || entry === 'gram_sliced';
+    const thin = this.thinner && gram ? thinGramChoice(c, d.m, d.n, (d.a_offset ?? 0) - (d.b_offset ?? 0)) : 0;
     if (thin > 0) c = thinnerConfigs(c)[thin]!;
     const core = CORES[c.core];
     // Operands loaded as vec4s take a pipeline of their own.
-    const vec = vectorLoads(c, entry, { buffer: buffers['a']!, offset: d.a_offset ?? 0, ld: d.lda }, { buffer: buffers['b']!, offset: d.b_offset ?? 0, ld: d.ldb });
+    const a = { buffer: buffers['a']!, offset: d.a_offset ?? 0, ld: d.lda };
+    const b = { buffer: buffers['b']!, offset: d.b_offset ?? 0, ld: d.ldb };
+    let vec = vectorLoads(c, entry, a, b);
+    // Another product whose columns fit half its tiles takes them narrower.
+    if (this.thinner && !gram) {
+      const narrow = narrowerConfig(c, d.m, d.n, d.k, vec.b);
+      if (narrow !== c) [c, vec] = [narrow, vectorLoads(narrow, entry, a, b)];
+    }
     // By position in its list (the products' or the convolutions', which begins with the products'): no string work per dispatch.
     // The activation and store_z are uniforms: one pipeline per shape and entry serves every layer.
-    const key = `${shapes === this.shapes ? 'p' : 'c'}${shape}.${thin}/${entry}/${vec.a ? 'a' : ''}${vec.b ? 'b' : ''}`;
+    const key = `${shapes === this.shapes ? 'p' : 'c'}${shape}.${thin}.${c.tn}/${entry}/${vec.a ? 'a' : ''}${vec.b ? 'b' : ''}`;
     const k = this.#kernels.get(key);
     if (!k) {
       const build = this.gpu.kernel({

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { GpuValidationError } from '../../src/gpu/errors.js';
 import { entryInfo } from '../../src/gpu/reflect.js';
 import { activationCode } from '../../src/kernels/activation.js';
-import { DEFAULT_MATMUL_CONFIG, fastestShape, gramBlocks, Matmul, matmulConfigProblem, matmulWgsl, MATMUL_WGSL, thinGramChoice, thinnerConfigs, vectorLoads, type MatmulConfig, type MatmulShape } from '../../src/kernels/matmul.js';
+import { DEFAULT_MATMUL_CONFIG, fastestShape, gramBlocks, Matmul, matmulConfigProblem, matmulWgsl, MATMUL_WGSL, narrowerConfig, thinGramChoice, thinnerConfigs, vectorLoads, type MatmulConfig, type MatmulShape } from '../../src/kernels/matmul.js';
 import { setSubgroupRowsAnswer, subgroupRowsProblem } from '../../src/kernels/subgroup_rows.js';
 import { ACTIVATIONS, ACTIVATION_NAMES } from '../../src/layers/activations.js';
 import { defaultShapesFor, quickCandidates } from '../../src/engine/autotune.js';
@@ -362,6 +362,70 @@ describe('thin Grams', () => {
     const mm = await Matmul.create(gpu(), [{ config: tall, gflops: 1 }]);
     await checkGramSliced(mm, { slices: 3, batch: 70, ld: size + 3, offset: 2, size, row0: 0 });
     await checkGramSliced(mm, { slices: 2, batch: 9, ld: size + 3, offset: 2, size, row0: 1 });
+  });
+});
+
+// A product whose columns fit half its tiles runs on narrower ones (narrowerConfig): the same
+// workgroups, half the columns each, while they still cover n.
+describe('narrow products', () => {
+  const tall: MatmulConfig = { tm: 32, tn: 8, wgM: 4, wgN: 8, core: 'subgroup' };
+
+  it('halve tn while n fits half the tile, not below 4 where B loads as vec4s, and only for large products', () => {
+    const tn = (n: number, vecB = false, m = 4096, k = 26) => narrowerConfig(tall, m, n, k, vecB).tn;
+    expect([1, 6, 8, 9, 10, 16, 17, 26, 32, 33, 64, 500].map((n) => tn(n))).toEqual([1, 1, 1, 2, 2, 2, 4, 4, 4, 8, 8, 8]);
+    expect(tn(6, true)).toBe(4);
+    // Under 2²² padded FMAs (here 128 × 64 × 26) a product keeps its shape.
+    expect(tn(6, false, 100)).toBe(8);
+    // The shared core holds tiles in vec4s: tn stays a multiple of 4.
+    expect(narrowerConfig({ tm: 4, tn: 8, wgM: 16, wgN: 16, core: 'shared' }, 4096, 6, 64, false).tn).toBe(4);
+  });
+
+  // Layers 40 → 6 (the forward narrowed) and 6 → 40 (the backward and both reductions narrowed),
+  // over 2,048 rows, from the lavapipe kind's shapes as a list.
+  it.for([
+    [40, 6],
+    [6, 40],
+  ] as const)('forward, backward and the reductions of a %i → %i layer against float64', async ([inputs, outputs], ctx) => {
+    skipUnfit(tall, ctx);
+    const mm = await Matmul.create(gpu(), [{ config: tall, gflops: 1 }]);
+    const batch = 2048;
+    const rng = new Rng(inputs * 100 + outputs);
+    const x = f64(batch * inputs, rng);
+    const { theta, layer } = packTheta(f64(outputs * inputs, rng), f64(outputs, rng), 5);
+    const delta = f64(batch * outputs, rng);
+    const zBelow = f64(batch * inputs, rng);
+    const [bx, bt, bd, bzb] = [await upload(x, 'x'), await upload(theta, 'θ'), await upload(delta, 'δ'), await upload(zBelow, 'z below')];
+    const [bz, by, bdb] = [await nanBuffer(batch * outputs, 'z'), await nanBuffer(batch * outputs, 'y'), await nanBuffer(batch * inputs, 'δ below')];
+    const size = layer.biasOffset + outputs;
+    const [bs, bg] = [await nanBuffer(size, 'S'), await nanBuffer(size, 'grad')];
+    const identity = activationCode('identity');
+    await gpu().step('narrow', (s) => {
+      mm.forward(s, { x: bx, theta: bt, layer, z: bz, y: by, batch, inputs, outputs, activation: identity });
+      mm.backward(s, { delta: bd, theta: bt, layer, zBelow: bzb, deltaBelow: bdb, batch, inputs, outputs, activation: identity });
+      mm.squaredGradient(s, { delta: bd, a: bx, out: bs, layer, batch, inputs, outputs });
+      mm.weightGradient(s, { delta: bd, a: bx, out: bg, layer, batch, inputs, outputs, scale: 1 });
+    });
+    const tol = (k: number) => ({ rtol: f32Tolerance(k), atol: f32Tolerance(k) * Math.sqrt(k) });
+    expectClose(await read(bz, batch * outputs), forwardReference(x, theta, layer, batch, outputs, inputs), tol(inputs), 'z');
+    const dRef = new Float64Array(batch * inputs);
+    for (let r = 0; r < batch; r++) for (let i = 0; i < inputs; i++) {
+      for (let o = 0; o < outputs; o++) dRef[r * inputs + i]! += delta[r * outputs + o]! * theta[layer.weightOffset + o * inputs + i]!;
+    }
+    expectClose(await read(bdb, batch * inputs), dRef, tol(outputs), "δ'");
+    const sums = (square: boolean) => {
+      const ref = new Float64Array(size - layer.weightOffset);
+      for (let r = 0; r < batch; r++) for (let o = 0; o < outputs; o++) {
+        const d = delta[r * outputs + o]!;
+        for (let i = 0; i <= inputs; i++) {
+          const v = d * (i === inputs ? 1 : x[r * inputs + i]!);
+          ref[i === inputs ? layer.biasOffset - layer.weightOffset + o : o * inputs + i]! += square ? v * v : v;
+        }
+      }
+      return ref;
+    };
+    expectClose((await read(bs, size)).subarray(layer.weightOffset), sums(true), { rtol: f32Tolerance(batch) }, 'S');
+    expectClose((await read(bg, size)).subarray(layer.weightOffset), sums(false), tol(batch), 'gradient');
+    for (const b of [bx, bt, bd, bzb, bz, by, bdb, bs, bg]) gpu().buffers.release(b);
   });
 });
 
