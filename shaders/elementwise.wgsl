@@ -7,7 +7,7 @@
 //   activation_backward  dx = dy ⊙ act'(z)
 //   add_into             y = y + x                     (y = x + f(x), f(x) computed into y)
 //   add_backward         dx = (dy + dbranch) ⊙ act'(z)   (act: the input's producer's, or identity)
-//   column_reduce        out[offset + j] = scale · Σ_s r(rows[s·ld + j]),  r = x or x²
+//   column_reduce        out[offset + z·count + j] = scale · Σ_{s in slice z} r(rows[s·ld + j]),  r = x or x²
 //   transpose            y[offset + (s, j, i)] = x[(s, i, j)]    x [count/(rows·ld), rows, ld]
 //   positions_sum        y[offset + (s, j)] = scale · Σ_t x[(s, t, j)]   x [count/ld, rows, ld]
 //   augmented_difference y[(o, i)] = x[offset + θ(o, i)] − pre[θ(o, i)]   into [W | b] [rows, count/rows]
@@ -33,6 +33,7 @@ struct Dims {
   ld: u32,      // column_reduce: row stride; transpose, positions_sum: the last dimension
   offset: u32,  // column_reduce, transpose, positions_sum: first element of the output
   scale: f32,   // column_reduce, positions_sum: factor
+  slice: u32,   // column_reduce: rows per slice (one per z of the dispatch); 0: all in one
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -75,17 +76,29 @@ fn add_backward(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroup
   y[i] = (x[i] + y[i]) * activate_derivative(ACTIVATION, pre[i]);
 }
 
-// x holds the rows [rows, ld]; one invocation per column.
+// x holds the rows [rows, ld]; one invocation per column and slice of the
+// rows (z of the dispatch), each slice's sums count elements after the last's.
+// A float32 sum over 10⁶ rows (K-FAC's Σ ā over a convolution's patches)
+// drifts, and runs in one thread: slices of a few thousand rows, summed by
+// the host in float64, run in parallel, and each is compensated as
+// compensated_add's (Neumaier): a plain float32 sum of 4,096 rows of
+// positive values still drifted past 1e-5.
 @compute @workgroup_size(WG)
 fn column_reduce(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let j = flat(id, nwg);
   if (j >= dims.count) { return; }
+  let per = select(dims.rows, dims.slice, dims.slice != 0u);
+  let last = min(dims.rows, (id.z + 1u) * per);
   var acc = 0.0;
-  for (var s = 0u; s < dims.rows; s++) {
-    let v = x[s * dims.ld + j];
-    acc += select(v, v * v, SQUARE);
+  var c = 0.0;
+  for (var s = id.z * per; s < last; s++) {
+    let x_s = x[s * dims.ld + j];
+    let v = select(x_s, x_s * x_s, SQUARE);
+    let t = acc + v;
+    c += select(v - t + acc, acc - t + v, abs(acc) >= abs(v));
+    acc = t;
   }
-  y[dims.offset + j] = dims.scale * acc;
+  y[dims.offset + id.z * dims.count + j] = dims.scale * (acc + c);
 }
 
 // A running total over batches held on the device, so that batches need no

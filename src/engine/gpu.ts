@@ -42,12 +42,13 @@ const BATCH_MEMORY_BUDGET = 512 * 2 ** 20;
 const F32 = 4;
 
 /**
- * Rows per slice of a K-FAC factor's Gram (Matmul.gramSliced). A factor is a
- * Gram over every row of a batch, n·T of them for a convolution (nearly 10⁶
- * for the cnn's first layer): one float32 sum over them drifted to 3·10⁻⁴
- * relative, and a thin factor (26 × 26) was one workgroup. In slices of at
- * most this many rows each sum stays short, the slices run in parallel, and
- * the host sums them in float64.
+ * Rows per slice of a K-FAC factor's Gram (Matmul.gramSliced) and of its
+ * Σ ā (Elementwise.columnReduce). A factor is a sum over every row of a
+ * batch, n·T of them for a convolution (nearly 10⁶ for the cnn's first
+ * layer): one float32 sum over them drifted to 3·10⁻⁴ relative, and a thin
+ * factor (26 × 26) was one workgroup. In slices of at most this many rows
+ * each sum stays short, the slices run in parallel, and the host sums them
+ * in float64.
  */
 const SLICE_ROWS = 4096;
 
@@ -216,9 +217,9 @@ export class GpuModel implements LoadedModel {
         const reduce = mode === 'reduce';
         // Stacked δ rows for every label source of a step: at most all of them.
         const perStep = this.#kfacPerStep(v, mode, 1);
-        // Each Gram in gramSlices(count) ≤ count / SLICE_ROWS + 1 slices: the first per factor fixed, the rest per sample.
+        // Each Gram and Σ ā in gramSlices(count) ≤ count / SLICE_ROWS + 1 slices: the first per factor fixed, the rest per sample.
         const stats = f.reduce((s, { k }) => s + k.inputs ** 2 + k.inputs + k.outputs ** 2, 0);
-        const slices = f.reduce((s, { k, rows }) => s + (rows * k.inputs ** 2 + perStep * rows * k.outputs ** 2) / SLICE_ROWS, 0);
+        const slices = f.reduce((s, { k, rows }) => s + (rows * (k.inputs ** 2 + k.inputs) + perStep * rows * k.outputs ** 2) / SLICE_ROWS, 0);
         const unfactored = this.#kronecker.some((k) => k === undefined);
         return {
           perSample: {
@@ -571,7 +572,7 @@ export class GpuModel implements LoadedModel {
     let floats = 0;
     const at = factored.map(({ k, rows }) => {
       const aa = gramSlices(n * rows) * k.inputs ** 2;
-      const o = { aa: floats, a: floats + aa, gg: floats + aa + k.inputs };
+      const o = { aa: floats, a: floats + aa, gg: floats + aa + gramSlices(n * rows) * k.inputs };
       floats = o.gg + gramSlices(perStep * n * rows) * k.outputs ** 2;
       return o;
     });
@@ -598,9 +599,9 @@ export class GpuModel implements LoadedModel {
       const add = (into: Float32Array | Float64Array, from: Float32Array, offset: number) => {
         for (let i = 0; i < into.length; i++) into[i]! += from[offset + i]!;
       };
-      // The slices of a Gram over `count` rows, one after the other.
-      const addSlices = (into: Float32Array | Float64Array, from: Float32Array, offset: number, width: number, count: number) => {
-        for (let z = 0; z < gramSlices(count); z++) add(into, from, offset + z * width * width);
+      // The slices of a sum over `count` rows (a Gram's, Σ ā's), one after the other.
+      const addSlices = (into: Float32Array | Float64Array, from: Float32Array, offset: number, count: number) => {
+        for (let z = 0; z < gramSlices(count); z++) add(into, from, offset + z * into.length);
       };
       for (let v0 = 0; v0 < labels.length; v0 += perStep) {
         const some = labels.slice(v0, v0 + perStep);
@@ -616,7 +617,7 @@ export class GpuModel implements LoadedModel {
               if (reduce) this.kernels.elementwise.positionsSum(step, { x: all, y: aReduced, batch: n, positions: k.positions, width: k.inputs, offset: 0, scale: 1 / k.positions });
               const source = reduce ? aReduced : all;
               this.#encodeGram(step, source, n * rows, k.inputs, stats, at[j]!.aa);
-              this.kernels.elementwise.columnReduce(step, { rows: source, out: stats, columns: k.inputs, samples: n * rows, ld: k.inputs, offset: at[j]!.a, scale: 1, square: false });
+              this.kernels.elementwise.columnReduce(step, { rows: source, out: stats, columns: k.inputs, samples: n * rows, ld: k.inputs, offset: at[j]!.a, scale: 1, square: false, slices: gramSlices(n * rows) });
             });
           }
           some.forEach((l, v) => {
@@ -639,14 +640,14 @@ export class GpuModel implements LoadedModel {
           factored.forEach(({ layer, k, rows }, j) => this.#encodeGram(step, dStacks[j] ?? leaves[layer]!.dy, some.length * n * rows, k.outputs, stats, at[j]!.gg));
         });
         const s = await this.gpu.readF32(stats, floats * F32);
-        factored.forEach(({ layer, k, rows }, j) => {
+        factored.forEach(({ layer, rows }, j) => {
           const part = parts[layer]! as Extract<KroneckerPartial, { kind: 'kronecker' }>;
           if (v0 === 0) {
-            addSlices(part.aa, s, at[j]!.aa, k.inputs, n * rows);
-            add(part.a, s, at[j]!.a);
+            addSlices(part.aa, s, at[j]!.aa, n * rows);
+            addSlices(part.a, s, at[j]!.a, n * rows);
             part.rows = n * rows;
           }
-          addSlices(part.gg, s, at[j]!.gg, k.outputs, some.length * n * rows);
+          addSlices(part.gg, s, at[j]!.gg, some.length * n * rows);
         });
         if (squares) {
           const sq = await this.gpu.readF32(squares, some.length * p * F32);

@@ -7,13 +7,14 @@
  */
 import type { GpuDevice, Step } from '../gpu/device.js';
 import { ACTIVATION_WGSL } from './activation.js';
-import { KernelFamily } from './family.js';
+import { grid } from './dispatch.js';
+import { KernelFamily, WG } from './family.js';
 import entries from '../../shaders/elementwise.wgsl';
 
 export const ELEMENTWISE_WGSL = `${ACTIVATION_WGSL}\n${entries}`;
 
-function dims(count: number, more: { rows?: number; ld?: number; offset?: number; scale?: number } = {}): Record<string, number> {
-  return { count, rows: more.rows ?? 0, ld: more.ld ?? 0, offset: more.offset ?? 0, scale: more.scale ?? 1 };
+function dims(count: number, more: { rows?: number; ld?: number; offset?: number; scale?: number; slice?: number } = {}): Record<string, number> {
+  return { count, rows: more.rows ?? 0, ld: more.ld ?? 0, offset: more.offset ?? 0, scale: more.scale ?? 1, slice: more.slice ?? 0 };
 }
 
 export class Elementwise {
@@ -48,15 +49,23 @@ export class Elementwise {
   /**
    * out[offset + j] = scale · Σ_s r(rows[s·ld + j]) for j < columns, r the
    * identity or the square: per-sample gradient rows summed over samples.
+   * With `slices`, the rows are cut into that many parts of equal length
+   * (the last shorter), part z's sums at out[offset + z·columns + j], for
+   * the caller to add.
    */
-  columnReduce(step: Step, p: { rows: GPUBuffer; out: GPUBuffer; columns: number; samples: number; ld: number; offset: number; scale: number; square: boolean }): void {
-    this.#family.dispatch1d(
+  columnReduce(
+    step: Step,
+    p: { rows: GPUBuffer; out: GPUBuffer; columns: number; samples: number; ld: number; offset: number; scale: number; square: boolean; slices?: number },
+  ): void {
+    const slices = p.slices ?? 1;
+    const [x, y] = grid(p.columns, WG, this.#family.gpu.limits.maxComputeWorkgroupsPerDimension);
+    this.#family.dispatch(
       step,
       'column_reduce',
       { SQUARE: p.square },
       { x: p.rows, y: p.out },
-      dims(p.columns, { rows: p.samples, ld: p.ld, offset: p.offset, scale: p.scale }),
-      p.columns,
+      dims(p.columns, { rows: p.samples, ld: p.ld, offset: p.offset, scale: p.scale, slice: slices > 1 ? Math.ceil(p.samples / slices) : 0 }),
+      [x, y, slices],
     );
   }
 

@@ -1,4 +1,4 @@
-/** elementwise.wgsl's running total: compensated_add against float64 sums. */
+/** elementwise.wgsl: the running total (compensated_add) and the column sums (column_reduce) against float64 sums. */
 import { describe, expect, it } from 'vitest';
 import { Elementwise } from '../../src/kernels/elementwise.js';
 import { Rng } from '../../src/model/random.js';
@@ -46,5 +46,36 @@ describe('compensated_add: a running total on the device', () => {
       const got = sum[j]! + compensation[j]!;
       expect(Math.abs(got - exact[j]!)).toBeLessThanOrEqual(2 ** -23 * exact[j]!);
     }
+  });
+});
+
+// Per-sample rows summed over the samples: columns [0, columns) of rows of stride ld, squared or
+// not, scaled, from an offset; with `slices`, in parts of ⌈samples / slices⌉ rows whose sums lie
+// one after the other (the last part shorter or empty), for the caller to add in float64.
+describe('column_reduce: sums of columns over rows', () => {
+  it.each([
+    [10, 5, 7, 1, false],
+    [10, 5, 7, 3, true],
+    [9, 3, 3, 4, false],
+    [4100, 26, 26, 2, false],
+  ] as const)('%i rows, %i of %i columns, %i slices, squared %s', async (samples, columns, ld, slices, square) => {
+    const kernel = new Elementwise(gpu());
+    const rows = new Rng(samples + columns + slices).normals(samples * ld);
+    const [offset, scale] = [3, 0.5];
+    const size = offset + slices * columns + 2;
+    const [bx, by] = [await gpu().storage(rows.byteLength, 'rows', rows), await gpu().storage(size * 4, 'sums', new Float32Array(size).fill(NaN))];
+    await gpu().step('reduce', (s) => kernel.columnReduce(s, { rows: bx, out: by, columns, samples, ld, offset, scale, square, slices }));
+    const got = await gpu().readF32(by, size * 4);
+    const per = Math.ceil(samples / slices);
+    for (let z = 0; z < slices; z++) {
+      for (let j = 0; j < columns; j++) {
+        let want = 0;
+        for (let s = z * per; s < Math.min(samples, (z + 1) * per); s++) want += square ? rows[s * ld + j]! ** 2 : rows[s * ld + j]!;
+        expect(got[offset + z * columns + j]).toBeCloseTo(scale * want, 3);
+      }
+    }
+    expect([got[offset - 1], got[offset + slices * columns]].every(Number.isNaN)).toBe(true);
+    gpu().buffers.release(bx);
+    gpu().buffers.release(by);
   });
 });
