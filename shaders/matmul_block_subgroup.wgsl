@@ -55,7 +55,8 @@ fn block_skippable(skip: bool) -> bool {
 }
 
 // Columns are held as two vec4s (TN ≤ 8), so the inner step is two vec4 FMAs
-// per row: small enough a loop body for the compiler to unroll fully.
+// per row (one where TN ≤ 4): small enough a loop body for the compiler to
+// unroll fully.
 fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> Block {
   var acc: array<vec4f, 128>;  // as Block.v
   var cols: array<u32, BLOCK_COLS>;
@@ -75,7 +76,8 @@ fn block_product(row0: u32, col0: u32, a_form: u32, b_form: u32, lane: u32) -> B
       b0 = load_b4(b_form, k, col0);
       if (wide) { b1 = load_b4(b_form, k, col0 + 4u); }
     } else {
-      // Only the block's TN columns (the tests fold): a thin Gram's 8 × 1 blocks load one.
+      // Only the block's TN columns (the tests on the override fold at pipeline creation):
+      // a thin Gram's 8 × 1 blocks load one.
       b0 = vec4f(load_b(b_form, k, cols[0]));
       if (TN > 1u) { b0.y = load_b(b_form, k, cols[1]); }
       if (TN > 2u) { b0.z = load_b(b_form, k, cols[2]); }

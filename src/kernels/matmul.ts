@@ -40,7 +40,7 @@ interface CoreSpec {
   /**
    * The relative time of one step of k of one subgroup's block (tm rows by
    * wgN·tn columns), where it was measured: a Gram then runs on the thinner
-   * version of its shape that this predicts fastest (thinGramConfig).
+   * version of its shape that this predicts fastest (thinGramChoice).
    */
   stepCost?: (config: MatmulConfig) => number;
 }
@@ -501,8 +501,8 @@ export class Matmul {
       const narrow = narrowerConfig(c, d.m, d.n, d.k, vec.b);
       if (narrow !== c) [c, vec] = [narrow, vectorLoads(narrow, entry, a, b)];
     }
-    // By position in its list (the products' or the convolutions', which begins with the products'): no string work per dispatch.
-    // The activation and store_z are uniforms: one pipeline per shape and entry serves every layer.
+    // By position in its list (the products' or the convolutions', which begins with the products'), the thinner
+    // version and tn. The activation and store_z are uniforms: one pipeline per shape and entry serves every layer.
     const key = `${shapes === this.shapes ? 'p' : 'c'}${shape}.${thin}.${c.tn}/${entry}/${vec.a ? 'a' : ''}${vec.b ? 'b' : ''}`;
     const k = this.#kernels.get(key);
     if (!k) {
