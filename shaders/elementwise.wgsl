@@ -124,16 +124,17 @@ fn compensated_add(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgr
 }
 
 // Each sample's [rows, ld] matrix transposed: K-FAC's δ rows from a
-// channel-major conv output (rows = 1 copies).
+// channel-major conv output (rows = 1 copies). One invocation per row of x,
+// its ld elements in a loop: the divisions once per row, not per element
+// (a CPU-SIMD driver divides lane by lane).
 @compute @workgroup_size(WG)
 fn transpose(@builtin(global_invocation_id) id: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  let k = flat(id, nwg);
-  if (k >= dims.count) { return; }
-  let per = dims.rows * dims.ld;
-  let s = k / per;
-  let i = (k % per) / dims.ld;
-  let j = k % dims.ld;
-  y[dims.offset + s * per + j * dims.rows + i] = x[k];
+  let r = flat(id, nwg);
+  if (r * dims.ld >= dims.count) { return; }
+  let s = r / dims.rows;
+  let i = r % dims.rows;
+  let to = dims.offset + s * dims.rows * dims.ld + i;
+  for (var j = 0u; j < dims.ld; j++) { y[to + j * dims.rows] = x[r * dims.ld + j]; }
 }
 
 // Sums over the positions of each sample: one invocation per (sample, column).

@@ -81,7 +81,8 @@ export class Elementwise {
   /** Each of `batch` [rows, cols] matrices of x transposed into y from element `offset`. */
   transpose(step: Step, p: { x: GPUBuffer; y: GPUBuffer; batch: number; rows: number; cols: number; offset: number }): void {
     const count = p.batch * p.rows * p.cols;
-    this.#family.dispatch1d(step, 'transpose', {}, { x: p.x, y: p.y }, dims(count, { rows: p.rows, ld: p.cols, offset: p.offset }), count);
+    // One invocation per row of x.
+    this.#family.dispatch1d(step, 'transpose', {}, { x: p.x, y: p.y }, dims(count, { rows: p.rows, ld: p.cols, offset: p.offset }), p.batch * p.rows);
   }
 
   /**

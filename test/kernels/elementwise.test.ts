@@ -1,4 +1,4 @@
-/** elementwise.wgsl: the running total (compensated_add) and the column sums (column_reduce) against float64 sums. */
+/** elementwise.wgsl: the running total (compensated_add), the column sums (column_reduce) and the transpose against plain loops. */
 import { describe, expect, it } from 'vitest';
 import { Elementwise } from '../../src/kernels/elementwise.js';
 import { Rng } from '../../src/model/random.js';
@@ -75,6 +75,29 @@ describe('column_reduce: sums of columns over rows', () => {
       }
     }
     expect([got[offset - 1], got[offset + slices * columns]].every(Number.isNaN)).toBe(true);
+    gpu().buffers.release(bx);
+    gpu().buffers.release(by);
+  });
+});
+
+// Each sample's [rows, cols] matrix transposed into y from an offset (K-FAC's δ rows from a
+// channel-major output; rows = 1 is a copy); what lies outside stays NaN.
+describe('transpose', () => {
+  it.each([
+    [3, 5, 7],
+    [2, 1, 9],
+    [4, 16, 1],
+  ] as const)('%i samples of [%i, %i]', async (batch, rows, cols) => {
+    const kernel = new Elementwise(gpu());
+    const x = new Rng(batch * rows * cols).normals(batch * rows * cols);
+    const offset = 2;
+    const size = offset + x.length + 3;
+    const [bx, by] = [await gpu().storage(x.byteLength, 'x', x), await gpu().storage(size * 4, 'y', new Float32Array(size).fill(NaN))];
+    await gpu().step('transpose', (s) => kernel.transpose(s, { x: bx, y: by, batch, rows, cols, offset }));
+    const got = await gpu().readF32(by, size * 4);
+    const want = new Float32Array(size).fill(NaN);
+    for (let s = 0; s < batch; s++) for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) want[offset + (s * cols + j) * rows + i] = x[(s * rows + i) * cols + j]!;
+    expect(Array.from(got)).toEqual(Array.from(want));
     gpu().buffers.release(bx);
     gpu().buffers.release(by);
   });
