@@ -9,6 +9,7 @@
  *   node tools/run-ts.mjs bench/thin-gram.ts 409600 6,16,26,151
  */
 import { defaultShapesFor } from '../src/engine/autotune.js';
+import { gramSlices } from '../src/engine/gpu.js';
 import { openDevice } from '../src/gpu/device.js';
 import { describeMatmulConfig, Matmul, thinGramChoice, thinnerConfigs, type MatmulConfig } from '../src/kernels/matmul.js';
 
@@ -16,9 +17,8 @@ const rows = Number(process.argv[2] ?? 409_600);
 const widths = (process.argv[3] ?? '6,16,26,151').split(',').map(Number);
 const gpu = await openDevice();
 const shape: MatmulConfig = process.env['SHAPE'] ? (JSON.parse(process.env['SHAPE']) as MatmulConfig) : defaultShapesFor(gpu)[0]!.config;
-// As the engine slices a factor's rows (src/engine/gpu.ts).
-const SLICE_ROWS = 4096;
-const slices = Math.ceil(rows / SLICE_ROWS);
+// As the engine slices a factor's rows.
+const slices = gramSlices(rows);
 console.log(`${gpu.adapter.description}: ${rows} rows in ${slices} slices`);
 for (const width of widths) {
   const data = new Float32Array(rows * width);

@@ -53,7 +53,7 @@ const F32 = 4;
 const SLICE_ROWS = 4096;
 
 /** The slices of a Gram over `count` rows. */
-function gramSlices(count: number): number {
+export function gramSlices(count: number): number {
   return Math.max(1, Math.ceil(count / SLICE_ROWS));
 }
 
