@@ -24,7 +24,8 @@ export {
   GpuLimitError,
 } from './gpu/errors.js';
 export { Network, Mlp } from './model/network.js';
-export { Dataset } from './model/data.js';
+export { Dataset, type DataSource } from './model/data.js';
+export { DataFile } from './model/data-file.js';
 export { parseSpec, mlpSpec, type ModelSpec } from './model/spec.js';
 export { LAYER_TYPE_NAMES } from './layers/registry.js';
 export type { LayerNode, Shape, ParameterSpec } from './layers/layer.js';

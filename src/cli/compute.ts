@@ -5,7 +5,10 @@ import { selectEngine, type BackendChoice } from '../engine/select.js';
 import { fisher, prepareFisher } from '../fisher/estimate.js';
 import type { FisherKind, FisherOptions, FisherStructure, KfacMode, Reduction } from '../fisher/options.js';
 import type { FileDtype } from '../fisher/result.js';
-import { Dataset } from '../model/data.js';
+import type { DataSource } from '../model/data.js';
+import { DataFile } from '../model/data-file.js';
+import { MAX_BATCH } from '../engine/gpu.js';
+import { shardRange } from '../fisher/shard.js';
 import { InputError } from '../layers/errors.js';
 import { Network } from '../model/network.js';
 import { diskFree, hostBudget } from './plan.js';
@@ -64,13 +67,20 @@ export async function compute(args: ComputeArgs): Promise<void> {
     ...(args.shard === undefined ? {} : { shard: args.shard }),
     onProgress: (done, total) => bar.update(done, total),
   };
-  // While the data is read, the device opens and the run's pipelines are built (prepareFisher).
-  // Errors of either surface in order below: the data's first, then the device's, then the run's own.
+  // The data file's header and targets are read (and checked), and its first batch of inputs read ahead,
+  // as the device opens (one core's work, mostly) and the run's pipelines are built (prepareFisher).
+  // Errors surface in order below: the data's first, then the device's, then the run's own.
   const opening = selectEngine(args.backend, { tune: args.tune, say: (line) => process.stderr.write(`${line}\n`) });
+  const dataOpening = DataFile.open(args.data, model).then((file) => {
+    // The first batch as large as the GPU engine's go: a smaller batch is a view of it.
+    const first = args.shard ? shardRange(args.shard, file.n).start : 0;
+    file.readAhead(first, first + MAX_BATCH);
+    return file;
+  });
   const preparing = opening.then(({ engine }) => prepareFisher(engine, model, options)).catch(() => undefined);
-  let data: Dataset;
+  let data: DataSource;
   try {
-    data = await Dataset.load(args.data, model);
+    data = await dataOpening;
   } catch (e) {
     bar.stop();
     await preparing;
@@ -79,7 +89,7 @@ export async function compute(args: ComputeArgs): Promise<void> {
     opened?.device?.dispose();
     throw e;
   }
-  profile.mark('reading the data, as the device opens and builds the run\'s pipelines');
+  profile.mark('reading the data\'s header and targets, as the device opens');
   const { engine, device, fallback } = await opening.catch((e: unknown) => {
     bar.stop();
     throw e;

@@ -8,12 +8,13 @@
  *   mc         M labels ŷ ~ p(· | x_n, θ)                   c = 1/(N·M)
  *   exact      the columns of S, S Sᵀ = H (so Σ_v = J ᵀH J)  c = 1/N
  * and c without its 1/N for reduction 'sum'. Batches are as large as the
- * engine allows (or as asked), so N is bounded by nothing but time.
+ * engine allows (or as asked), and a data source (a file) need hold no more
+ * than two of them, so N is bounded by nothing but time.
  */
 import type { GpuDevice } from '../gpu/device.js';
 import { DATA_LABELS, type Engine, type LabelSource } from '../engine/engine.js';
 import { engineFor } from '../engine/select.js';
-import { Dataset } from '../model/data.js';
+import { Dataset, type DataSource } from '../model/data.js';
 import type { Network } from '../model/network.js';
 import { resolveOptions, type FisherOptions, type ResolvedOptions } from './options.js';
 import type { FisherInfo, FisherMatrix } from './result.js';
@@ -26,29 +27,22 @@ import { STRUCTURE_TYPES } from './structures/registry.js';
  *
  * @param target a GPU device from `openDevice()`, or an engine (e.g. `new CpuEngine()`).
  */
-export async function fisher(target: Engine | GpuDevice, model: Network, whole: Dataset, options: FisherOptions = {}): Promise<FisherMatrix> {
+export async function fisher(target: Engine | GpuDevice, model: Network, whole: DataSource, options: FisherOptions = {}): Promise<FisherMatrix> {
   const o = resolveOptions(options);
   whole.check(model);
-  // A shard: its slice of the data, its labels drawn as in the whole run (by dataset index).
-  let data = whole;
-  let first = 0;
-  if (o.shard) {
-    checkShard(o.shard, whole.n);
-    const { start, end } = shardRange(o.shard, whole.n);
-    data = whole.slice(start, end);
-    first = start;
-  }
+  // A shard: its rows [first, first + n) of the data, its labels drawn as in the whole run (by dataset index).
+  const { first, n } = rowsOf(o, whole.n);
   const engine = engineFor(target);
   const info: FisherInfo = {
     kind: o.kind,
     structure: o.structure,
     reduction: o.reduction,
-    n: data.n,
+    n,
     samples: o.samples,
     seed: o.seed,
     backend: engine.backend,
     ...(o.structure === 'kfac' || o.structure === 'ekfac' ? { kfac: o.kfac } : {}),
-    ...(o.shard ? { shard: { ...o.shard, totalN: whole.n, run: runDigest(model, whole, o) } } : {}),
+    ...(o.shard ? { shard: { ...o.shard, totalN: whole.n, run: await runDigest(model, whole, o) } } : {}),
   };
   // Refuses what the structure cannot hold before any work.
   const run = STRUCTURE_TYPES.get(o.structure)!.start(model, o, info);
@@ -60,11 +54,20 @@ export async function fisher(target: Engine | GpuDevice, model: Network, whole: 
     if (!plan.fits) throw refusal(plan, planEvery(loaded, model, o, virtualSamples, o.memoryBudget));
     const batch = plan.batch;
     do {
-      for (let start = 0; start < data.n; start += batch) {
-        const end = Math.min(data.n, start + batch);
-        // One forward pass per batch; the engine runs one backward pass per virtual sample.
-        await run.add(loaded, data.slice(start, end), labelSources(o, model, first + start));
-        o.onProgress?.(end, data.n);
+      // Batch i + 1 is read while batch i computes (a file's rows come from disk; DataSource.rows allows one ahead).
+      const read = (start: number) => whole.rows(first + start, first + Math.min(n, start + batch));
+      let next: Promise<Dataset> | undefined = read(0);
+      try {
+        for (let start = 0; start < n; start += batch) {
+          const rows = await next!;
+          next = start + batch < n ? read(start + batch) : undefined;
+          // One forward pass per batch; the engine runs one backward pass per virtual sample.
+          await run.add(loaded, rows, labelSources(o, model, first + start));
+          o.onProgress?.(start + rows.n, n);
+        }
+      } finally {
+        // A read left behind by an error is awaited (its own error is the lesser one), so none is left unhandled.
+        await next?.catch(() => undefined);
       }
       loaded.endPass();
     } while (await (run.nextPass?.() ?? false));
@@ -118,6 +121,14 @@ export async function prepareFisher(target: Engine | GpuDevice, model: Network, 
     await run.abort?.();
     loaded.release();
   }
+}
+
+/** The rows a run reads: all n, or its shard's [first, first + n). */
+function rowsOf(o: ResolvedOptions, total: number): { first: number; n: number } {
+  if (!o.shard) return { first: 0, n: total };
+  checkShard(o.shard, total);
+  const { start, end } = shardRange(o.shard, total);
+  return { first: start, n: end - start };
 }
 
 /** The virtual samples of each input, for a batch starting at dataset index `start`. */

@@ -7,7 +7,7 @@
  * merge). Pure TypeScript (no Node modules): a browser computes shards too.
  */
 import { InputError } from '../layers/errors.js';
-import type { Dataset } from '../model/data.js';
+import type { DataSource } from '../model/data.js';
 import type { Network } from '../model/network.js';
 import type { ResolvedOptions } from './options.js';
 import type { FisherMatrix } from './result.js';
@@ -29,31 +29,54 @@ export function shardRange(s: ShardChoice, n: number): { start: number; end: num
   return { start: Math.floor(((s.index - 1) * n) / s.count), end: Math.floor((s.index * n) / s.count) };
 }
 
-/** A 53-bit hash of byte runs (cyrb53): tells runs apart by accident of inputs, not against an adversary. */
-function digest(parts: readonly Uint8Array[]): string {
-  let h1 = 0xdeadbeef;
-  let h2 = 0x41c6ce57;
-  for (const bytes of parts) {
+/** A 53-bit hash of byte runs (cyrb53), fed a part at a time: tells runs apart by accident of inputs, not against an adversary. */
+class Digest {
+  #h1 = 0xdeadbeef;
+  #h2 = 0x41c6ce57;
+
+  /** Adds bytes to the current part. */
+  add(bytes: Uint8Array): this {
+    let h1 = this.#h1;
+    let h2 = this.#h2;
     for (let i = 0; i < bytes.length; i++) {
       const b = bytes[i]!;
       h1 = Math.imul(h1 ^ b, 2654435761);
       h2 = Math.imul(h2 ^ b, 1597334677);
     }
-    // A separator, so that moving bytes between parts changes the hash.
-    h1 = Math.imul(h1 ^ 0xff, 2654435761);
+    [this.#h1, this.#h2] = [h1, h2];
+    return this;
   }
-  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
-  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
-  return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(16).padStart(14, '0');
+
+  /** Ends a part: a separator, so that moving bytes between parts changes the hash. */
+  endPart(): this {
+    this.#h1 = Math.imul(this.#h1 ^ 0xff, 2654435761);
+    return this;
+  }
+
+  value(): string {
+    let [h1, h2] = [this.#h1, this.#h2];
+    h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+    h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+    return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(16).padStart(14, '0');
+  }
 }
 
 const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
+/** Rows of the data the digest reads at a time (a file's, from disk). */
+const DIGEST_ROWS = 4096;
+
 /** The digest of a run: the model's spec and weights, the whole data, and the options that change the result. */
-export function runDigest(model: Network, data: Dataset, o: ResolvedOptions): string {
+export async function runDigest(model: Network, data: DataSource, o: ResolvedOptions): Promise<string> {
   const text = JSON.stringify({ spec: model.specJson(), kind: o.kind, structure: o.structure, reduction: o.reduction, samples: o.samples, seed: o.seed, kfac: o.kfac, rank: o.rank, n: data.n });
-  const weights = [...model.tensors().values()].map((t) => bytesOf(t.data as Float32Array));
-  return digest([new TextEncoder().encode(text), ...weights, bytesOf(data.x), bytesOf(data.y)]);
+  const d = new Digest().add(new TextEncoder().encode(text)).endPart();
+  for (const t of model.tensors().values()) d.add(bytesOf(t.data as Float32Array)).endPart();
+  // x and then y, each one part, read in rows: a data file is never held whole.
+  for (const part of ['x', 'y'] as const) {
+    for (let start = 0; start < data.n; start += DIGEST_ROWS) d.add(bytesOf((await data.rows(start, start + DIGEST_ROWS))[part]));
+    d.endPart();
+  }
+  return d.value();
 }
 
 /**

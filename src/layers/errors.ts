@@ -10,13 +10,13 @@ export class InputError extends Error {
   }
 }
 
-/** Throws an InputError naming the first NaN or Inf in `data`, if any. */
-export function assertFinite(data: ArrayLike<number>, what: string, shape?: readonly number[]): void {
+/** Throws an InputError naming the first NaN or Inf in `data`, if any; `data` starts at flat index `first` of `shape`. */
+export function assertFinite(data: ArrayLike<number>, what: string, shape?: readonly number[], first = 0): void {
   const finite = data instanceof Float32Array ? allFinite32(data) : data instanceof Float64Array ? allFinite64(data) : allFinite(data);
   if (finite) return;
   for (let i = 0; i < data.length; i++) {
     const v = data[i]!;
-    if (!Number.isFinite(v)) throw new InputError(`${what} holds ${v} at ${formatIndex(i, shape)}`);
+    if (!Number.isFinite(v)) throw new InputError(`${what} holds ${v} at ${formatIndex(first + i, shape)}`);
   }
 }
 

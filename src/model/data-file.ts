@@ -1,0 +1,122 @@
+/**
+ * A data file (safetensors, DESIGN.md §4) read a batch at a time: the
+ * header and the targets when opened, the inputs x as the estimator asks
+ * for their rows. Host memory holds two batches of x, not N samples, and
+ * the first batch computes while the next is read. The whole file read at
+ * once cost the 784-256-256-10 example (31 MB) 120–180 ms before anything
+ * could compute, most of it the kernel's page faults on fresh memory
+ * (bench/RESULTS.md). Node only (files).
+ */
+import { open } from 'node:fs/promises';
+import { DTYPES, numel, type Tensor } from '../io/dtypes.js';
+import { readSafetensorsHeader, SafetensorsError, type TensorEntry } from '../io/safetensors.js';
+import { assertFinite } from '../layers/errors.js';
+import { checkDataShapes, checkFits, Dataset, dataTargets, rowsEnd, type DataSource } from './data.js';
+import type { Network } from './network.js';
+
+export class DataFile implements DataSource {
+  readonly inputs: number;
+  readonly targetWidth: number;
+  /** The two buffers batches alternate between, grown to the largest batch asked for. */
+  readonly #buffers: [Float32Array, Float32Array] = [new Float32Array(0), new Float32Array(0)];
+  #next = 0;
+  /** The rows readAhead read: batches within them are views of its buffer, until one is asked for outside. */
+  #ahead: { start: number; end: number; read: Promise<Float32Array> } | undefined;
+
+  private constructor(
+    readonly path: string,
+    readonly n: number,
+    model: Network,
+    /** Targets, row-major [n, targetWidth], read and checked when opened. */
+    readonly y: Float32Array,
+    /** x as the header gives it: its shape, and its first byte in the file. */
+    readonly x: { shape: number[]; position: number },
+  ) {
+    this.inputs = model.inputs;
+    this.targetWidth = model.targetWidth;
+  }
+
+  /**
+   * Opens `path` for `model`: reads its header and targets and checks them
+   * (the sizes, each target under the likelihood), as Dataset.load does;
+   * x's values are checked as their rows are read.
+   */
+  static async open(path: string, model: Network): Promise<DataFile> {
+    const { entries, dataOffset } = await readSafetensorsHeader(path);
+    const entry = (name: string) => entries.find((e) => e.name === name);
+    const x = entry('x');
+    const y = entry('y');
+    const n = checkDataShapes(x, y, model, path);
+    const file = await open(path, 'r');
+    try {
+      const targets = dataTargets(await readTensor(file, y!, dataOffset, path), n, model, path);
+      return new DataFile(path, n, model, targets, { shape: x!.shape, position: dataOffset + x!.begin });
+    } finally {
+      await file.close();
+    }
+  }
+
+  check(model: Network, source = this.path): void {
+    checkFits(this, model, source);
+  }
+
+  /** A hint: a range that is not one of the file's rows reads nothing. */
+  readAhead(start: number, end: number): void {
+    end = Math.min(end, this.n);
+    if (!(Number.isSafeInteger(start) && Number.isSafeInteger(end) && 0 <= start && start < end)) return;
+    // A buffer of its own (not one of the two): its views stay valid as long as a batch holds one.
+    const read = this.#readX(start, new Float32Array((end - start) * this.inputs));
+    // Its error is the rows call's to throw (or no one's, if none asks).
+    read.catch(() => undefined);
+    this.#ahead = { start, end, read };
+  }
+
+  async rows(start: number, end: number): Promise<Dataset> {
+    end = rowsEnd(start, end, this.n, this.path);
+    const ahead = this.#ahead;
+    if (ahead && ahead.start <= start && end <= ahead.end) {
+      const x = (await ahead.read).subarray((start - ahead.start) * this.inputs, (end - ahead.start) * this.inputs);
+      return this.#dataset(start, end, x);
+    }
+    this.#ahead = undefined;
+    const k = this.#next;
+    this.#next = 1 - k;
+    const count = (end - start) * this.inputs;
+    if (this.#buffers[k]!.length < count) this.#buffers[k] = new Float32Array(count);
+    return this.#dataset(start, end, await this.#readX(start, this.#buffers[k]!.subarray(0, count)));
+  }
+
+  /** Reads x's rows from `start` into `x` (as many as it holds) and checks them. */
+  async #readX(start: number, x: Float32Array): Promise<Float32Array> {
+    const file = await open(this.path, 'r');
+    try {
+      await readFully(file, new Uint8Array(x.buffer, x.byteOffset, x.byteLength), this.x.position + start * this.inputs * 4, this.path);
+    } finally {
+      await file.close();
+    }
+    assertFinite(x, `${this.path}: tensor "x"`, this.x.shape, start * this.inputs);
+    return x;
+  }
+
+  #dataset(start: number, end: number, x: Float32Array): Dataset {
+    return Dataset.checked({ x, y: this.y.subarray(start * this.targetWidth, end * this.targetWidth), n: end - start, inputs: this.inputs, targetWidth: this.targetWidth });
+  }
+}
+
+type FileHandle = Awaited<ReturnType<typeof open>>;
+
+/** Fills `into` from the file at `position`; a file shorter than its header says is an error naming it. */
+async function readFully(file: FileHandle, into: Uint8Array, position: number, path: string): Promise<void> {
+  for (let done = 0; done < into.length; ) {
+    const { bytesRead } = await file.read(into, done, into.length - done, position + done);
+    if (bytesRead === 0) throw new SafetensorsError('FileLengthMismatch', `${path}: the file ended at byte ${position + done}, inside its data`);
+    done += bytesRead;
+  }
+}
+
+/** One tensor's values, read whole. */
+async function readTensor(file: FileHandle, e: TensorEntry, dataOffset: number, path: string): Promise<Tensor> {
+  const bytes = new Uint8Array(e.end - e.begin);
+  await readFully(file, bytes, dataOffset + e.begin, path);
+  return { dtype: e.dtype, shape: e.shape, data: new DTYPES[e.dtype].array(bytes.buffer, 0, numel(e.shape)) };
+}
