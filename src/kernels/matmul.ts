@@ -233,12 +233,13 @@ export function thinGramChoice(c: MatmulConfig, m: number, n: number, shift: num
  * rows, whose 64-column tiles were mostly padding: 6 wide, 143 → 60 ns a
  * row on lavapipe (bench/RESULTS.md). It stops where the core refuses the
  * shape and, where B loads as vec4s (`vecB`), at tn = 4, below which they
- * would turn scalar. Products under NARROW_WORK padded FMAs keep their
- * shape: they would gain microseconds for a pipeline of their own.
+ * would turn scalar. The choice depends on n alone, never on the batch
+ * (m of a layer's products, k of its reductions): prepareFisher's small
+ * warm-up batch then builds the pipelines the run's full batches use.
+ * (With a floor of 2²² padded FMAs it did not: the MLP's 10-wide output
+ * layer built its narrow forward, 60 ms, in the run's first batch.)
  */
-export function narrowerConfig(c: MatmulConfig, m: number, n: number, k: number, vecB: boolean): MatmulConfig {
-  const { rows, cols } = tileOf(c);
-  if (Math.ceil(m / rows) * rows * cols * k < NARROW_WORK) return c;
+export function narrowerConfig(c: MatmulConfig, n: number, vecB: boolean): MatmulConfig {
   let out = c;
   while (out.tn > (vecB ? 4 : 1) && n <= (out.wgN * out.tn) / 2) {
     const half = { ...out, tn: out.tn / 2 };
@@ -247,8 +248,6 @@ export function narrowerConfig(c: MatmulConfig, m: number, n: number, k: number,
   }
   return out;
 }
-
-const NARROW_WORK = 2 ** 22;
 
 /** The composed module of a core: the block core (its `enable` first), the activations, the entry points. */
 export function matmulWgsl(core: MatmulCore): string {
@@ -498,7 +497,7 @@ export class Matmul {
     let vec = vectorLoads(c, entry, a, b);
     // Another product whose columns fit half its tiles takes them narrower.
     if (this.thinner && !gram) {
-      const narrow = narrowerConfig(c, d.m, d.n, d.k, vec.b);
+      const narrow = narrowerConfig(c, d.n, vec.b);
       if (narrow !== c) [c, vec] = [narrow, vectorLoads(narrow, entry, a, b)];
     }
     // By position in its list (the products' or the convolutions', which begins with the products'), the thinner

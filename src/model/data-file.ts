@@ -19,6 +19,8 @@ export class DataFile implements DataSource {
   readonly targetWidth: number;
   /** The two buffers batches alternate between, grown to the largest batch asked for. */
   readonly #buffers: [Float32Array, Float32Array] = [new Float32Array(0), new Float32Array(0)];
+  /** The last read into each buffer, done (or failed): the next into it waits for it. */
+  readonly #writes: [Promise<void>, Promise<void>] = [Promise.resolve(), Promise.resolve()];
   #next = 0;
   /** The rows readAhead read: batches within them are views of its buffer, until one is asked for outside. */
   #ahead: { start: number; end: number; read: Promise<Float32Array> } | undefined;
@@ -64,8 +66,7 @@ export class DataFile implements DataSource {
   readAhead(start: number, end: number): void {
     end = Math.min(end, this.n);
     if (!(Number.isSafeInteger(start) && Number.isSafeInteger(end) && 0 <= start && start < end)) return;
-    // A buffer of its own (not one of the two): its views stay valid as long as a batch holds one.
-    const read = this.#readX(start, new Float32Array((end - start) * this.inputs));
+    const read = this.#readNext(start, end);
     // Its error is the rows call's to throw (or no one's, if none asks).
     read.catch(() => undefined);
     this.#ahead = { start, end, read };
@@ -79,11 +80,27 @@ export class DataFile implements DataSource {
       return this.#dataset(start, end, x);
     }
     this.#ahead = undefined;
+    return this.#dataset(start, end, await this.#readNext(start, end));
+  }
+
+  /**
+   * Reads rows [start, end) of x into the next of the two buffers (the
+   * read-ahead's among them, so that its memory serves again), once the
+   * read before into that buffer is done.
+   */
+  #readNext(start: number, end: number): Promise<Float32Array> {
     const k = this.#next;
     this.#next = 1 - k;
     const count = (end - start) * this.inputs;
-    if (this.#buffers[k]!.length < count) this.#buffers[k] = new Float32Array(count);
-    return this.#dataset(start, end, await this.#readX(start, this.#buffers[k]!.subarray(0, count)));
+    const read = this.#writes[k]!.then(() => {
+      if (this.#buffers[k]!.length < count) this.#buffers[k] = new Float32Array(count);
+      return this.#readX(start, this.#buffers[k]!.subarray(0, count));
+    });
+    this.#writes[k] = read.then(
+      () => undefined,
+      () => undefined,
+    );
+    return read;
   }
 
   /** Reads x's rows from `start` into `x` (as many as it holds) and checks them. */

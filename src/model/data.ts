@@ -34,8 +34,9 @@ export interface DataSource {
   /**
    * Starts reading rows [start, end) before `rows` asks for them (a file's
    * first batch, as the device opens): batches within them are then views
-   * of one buffer, until a batch outside is asked for. Sources in memory
-   * need not have it.
+   * of its buffer, and no other call until a batch outside is asked for.
+   * It counts as a call of `rows` for the reuse of arrays. Sources in
+   * memory need not have it.
    */
   readAhead?(start: number, end: number): void;
 }

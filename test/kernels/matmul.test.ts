@@ -370,14 +370,12 @@ describe('thin Grams', () => {
 describe('narrow products', () => {
   const tall: MatmulConfig = { tm: 32, tn: 8, wgM: 4, wgN: 8, core: 'subgroup' };
 
-  it('halve tn while n fits half the tile, not below 4 where B loads as vec4s, and only for large products', () => {
-    const tn = (n: number, vecB = false, m = 4096, k = 26) => narrowerConfig(tall, m, n, k, vecB).tn;
+  it('halve tn while n fits half the tile, not below 4 where B loads as vec4s', () => {
+    const tn = (n: number, vecB = false) => narrowerConfig(tall, n, vecB).tn;
     expect([1, 6, 8, 9, 10, 16, 17, 26, 32, 33, 64, 500].map((n) => tn(n))).toEqual([1, 1, 1, 2, 2, 2, 4, 4, 4, 8, 8, 8]);
     expect(tn(6, true)).toBe(4);
-    // Under 2²² padded FMAs (here 128 × 64 × 26) a product keeps its shape.
-    expect(tn(6, false, 100)).toBe(8);
     // The shared core holds tiles in vec4s: tn stays a multiple of 4.
-    expect(narrowerConfig({ tm: 4, tn: 8, wgM: 16, wgN: 16, core: 'shared' }, 4096, 6, 64, false).tn).toBe(4);
+    expect(narrowerConfig({ tm: 4, tn: 8, wgM: 16, wgN: 16, core: 'shared' }, 6, false).tn).toBe(4);
   });
 
   // Layers 40 → 6 (the forward narrowed) and 6 → 40 (the backward and both reductions narrowed),

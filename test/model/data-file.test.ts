@@ -67,6 +67,18 @@ describe('DataFile', () => {
     await expect(file.rows(5, 4)).rejects.toThrow(RangeError);
   });
 
+  it('returns the right rows when read-aheads and reads overlap in flight', async () => {
+    const path = await write({ x, y });
+    const whole = await Dataset.load(path, model);
+    const file = await DataFile.open(path, model);
+    // The first read-ahead's buffer is the third read's (which waits for it: timing alone would rarely show otherwise).
+    file.readAhead(0, 11);
+    file.readAhead(3, 5);
+    const [a, b] = await Promise.all([file.rows(6, 8), file.rows(3, 5)]);
+    expect(Array.from(a.x)).toEqual(Array.from(whole.slice(6, 8).x));
+    expect(Array.from(b.x)).toEqual(Array.from(whole.slice(3, 5).x));
+  });
+
   const refusals: [string, Record<string, Tensor>, RegExp][] = [
     ['no x', { y }, /missing tensor "x"/],
     ['no y', { x }, /missing tensor "y"/],
