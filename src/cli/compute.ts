@@ -109,7 +109,7 @@ export async function compute(args: ComputeArgs): Promise<void> {
     if (gpuSeconds !== undefined) {
       profile.detail('the passes on the device (timestamp queries: the kernels, and lavapipe\'s compile at first dispatch)', gpuSeconds);
       for (const [kernel, kernelSeconds] of kernelLines(kernels ?? [])) profile.detail(`  ${kernel}`, kernelSeconds);
-      profile.detail('the rest: pipeline builds, uploads, read-backs, host float64 sums', seconds - gpuSeconds);
+      profile.detail('the rest: reading the later batches, uploads, read-backs, host float64 sums, pipeline builds', seconds - gpuSeconds);
     }
     await F.save(args.out, { dtype: args.dtype });
     profile.mark('writing the output');
