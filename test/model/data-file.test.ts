@@ -110,6 +110,21 @@ describe('DataFile', () => {
     await expect(fisher(new CpuEngine(), model, await DataFile.open(path, model), { batchSize: 4 })).rejects.toThrow(/"x" holds NaN at index \[9, 2\]/);
   });
 
+  it('reads value targets [N, out] and images [N, C, H, W] as Dataset.load does', async () => {
+    const gImages = Network.random({ input: [3, 2, 2], layers: [{ type: 'flatten' }, { type: 'linear', name: 'fc', in: 12, out: 2 }], likelihood: { type: 'gaussian', sigma: 2 } }, 5);
+    const images: Tensor = { dtype: 'F32', shape: [3, 3, 2, 2], data: Float32Array.from({ length: 36 }, (_, i) => i / 7) };
+    const values: Tensor = { dtype: 'F32', shape: [3, 2], data: Float32Array.of(1, -2, 3, -4, 5, -6) };
+    const path = await write({ x: images, y: values });
+    const whole = await Dataset.load(path, gImages);
+    const rows = await (await DataFile.open(path, gImages)).rows(1, 3);
+    expect(Array.from(rows.x)).toEqual(Array.from(whole.slice(1, 3).x));
+    expect(Array.from(rows.y)).toEqual([3, -4, 5, -6]);
+    const bad = Float32Array.from(images.data as Float32Array);
+    bad[2 * 12 + 5] = Infinity;
+    const file = await DataFile.open(await write({ x: { ...images, data: bad }, y: values }), gImages);
+    await expect(file.rows(2, 3)).rejects.toThrow(/"x" holds Infinity at index \[2, 1, 0, 1\]/);
+  });
+
   it('refuses a file cut short, naming it', async () => {
     const path = await write({ x, y });
     truncateSync(path, 100);
