@@ -127,6 +127,12 @@ export interface BatchMemory {
   fixed: number;
   /** The largest batch the device's limits allow (bindings, dispatch), whatever the budget. */
   maxBatch: number;
+  /**
+   * The largest batch the engine prefers where none is asked for, below
+   * maxBatch, and why (a CPU adapter's diagonal: bench/RESULTS.md); absent
+   * where it prefers the largest that fits.
+   */
+  preferred?: { batch: number; why: string };
   /** Of perSample and fixed, what every structure's batches share (the network's buffers, θ): held once however many passes run. */
   shared: { perSample: number; fixed: number };
 }

@@ -39,6 +39,34 @@ import { matmulShapesFor } from './tuning.js';
 export const MAX_BATCH = 4096;
 /** Device memory one batch's buffers may take, at most. */
 const BATCH_MEMORY_BUDGET = 512 * 2 ** 20;
+
+/**
+ * On a CPU-SIMD adapter (lavapipe), device memory is host memory, and each
+ * page of a new buffer costs a fault at its first touch (about 13 µs on
+ * the 2-core VM of bench/RESULTS.md), while batches beyond about a
+ * thousand rows run the kernels no faster. Where a batch costs nothing but
+ * its dispatches (the diagonal: its sums stay on the device, read once at
+ * the end), the engine prefers (BatchMemory.preferred, which the planner
+ * takes where no batch size is asked for) the largest batch whose network
+ * buffers take at most this much, in whole tiles of 128 rows, but not
+ * below CAPPED_BATCH_FLOOR rows. 784-256-256-10's diagonal, 4,096 → 1,664 rows: whole process
+ * −40 ms, −75 ms of CPU; 784-1024-1024-10's, 4,096 → 1,024: −355 ms.
+ * Structures that read partial sums back every batch keep the largest
+ * batch: K-FAC's factors at 1,664 rows took 90 ms longer (issue 12's tenth
+ * part).
+ */
+const CAPPED_BATCH_BYTES = 16 * 2 ** 20;
+/** The fewest rows the preference goes down to (not measured below). */
+const CAPPED_BATCH_FLOOR = 1024;
+/** The structures whose batches cost only their dispatches (sums kept on the device). */
+const DEVICE_SUMMED: ReadonlySet<BatchStructure> = new Set(['diag']);
+
+/** The batch preferred for `structure`, `networkBytes` per sample, on `gpu`: none but on CPU adapters, for the structures of DEVICE_SUMMED. */
+function preferredBatch(gpu: GpuDevice, structure: BatchStructure, networkBytes: number): Pick<BatchMemory, 'preferred'> {
+  if (adapterKind(gpu) !== 'cpu' || !DEVICE_SUMMED.has(structure)) return {};
+  const batch = Math.max(CAPPED_BATCH_FLOOR, 128 * Math.floor(CAPPED_BATCH_BYTES / networkBytes / 128));
+  return { preferred: { batch, why: `a CPU adapter's ${structure} pass: the network's buffers within ${formatBytes(CAPPED_BATCH_BYTES)}, at least ${CAPPED_BATCH_FLOOR} rows` } };
+}
 const F32 = 4;
 
 /**
@@ -253,7 +281,8 @@ export class GpuModel implements LoadedModel {
    * The device memory of a batch of `structure`: bytes per sample (the
    * network's buffers and the structure's), fixed bytes (θ, the structure's
    * fixed buffers), and the largest batch the binding and dispatch limits
-   * allow whatever the budget.
+   * allow whatever the budget (and on a CPU adapter, for the diagonal, the
+   * batch it prefers: preferredBatch).
    */
   memory(structure: BatchStructure, o: BatchOptions = {}): BatchMemory {
     const m = this.model;
@@ -273,6 +302,7 @@ export class GpuModel implements LoadedModel {
       perSample: sum(perSample),
       fixed: sum(fixed),
       maxBatch: Math.min(MAX_BATCH, byBinding, this.gpu.limits.maxComputeWorkgroupsPerDimension),
+      ...preferredBatch(this.gpu, structure, sum(network)),
       shared: { perSample: sum(network), fixed: F32 * m.parameterCount },
     };
   }

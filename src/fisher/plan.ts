@@ -75,13 +75,20 @@ export function planStructure(loaded: LoadedModel, model: Network, o: ResolvedOp
       continue;
     }
     const byBudget = Math.floor((deviceBudget - mem.fixed) / mem.perSample);
-    const b = Math.min(mem.maxBatch, byBudget, o.batchSize ?? Infinity);
+    const b = Math.min(mem.maxBatch, byBudget, o.batchSize ?? mem.preferred?.batch ?? Infinity);
     passes.push(mem);
     if (b < 1) {
       refuse(`device (${passName(work)}): a batch of one needs ${formatBytes(mem.fixed + mem.perSample)} (${formatBytes(mem.fixed)} fixed, ${formatBytes(mem.perSample)} per sample), more than the ${formatBytes(deviceBudget)} budget`);
       continue;
     }
-    const limit = b === o.batchSize ? 'the batch size asked for' : b === mem.maxBatch ? "the device's limits (bindings, dispatch, 4096 at most)" : `the ${formatBytes(deviceBudget)} budget`;
+    const limit =
+      b === o.batchSize
+        ? 'the batch size asked for'
+        : b === mem.maxBatch
+          ? "the device's limits (bindings, dispatch, 4096 at most)"
+          : b === mem.preferred?.batch
+            ? `the engine's preference (${mem.preferred.why})`
+            : `the ${formatBytes(deviceBudget)} budget`;
     reasons.push(`device (${passName(work)}): ${formatBytes(mem.fixed)} fixed + ${formatBytes(mem.perSample)} per sample; batch ${b}, set by ${limit}`);
     batch = Math.min(batch, b);
   }

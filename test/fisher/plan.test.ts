@@ -75,6 +75,26 @@ describe('the planner against the buffer pool', () => {
   });
 });
 
+// On a CPU adapter (lavapipe, where these tests run), the diagonal's batches, which cost only their
+// dispatches, are no larger than needed: the network's buffers within 16 MiB, at least 1,024 rows.
+describe('the batch a CPU adapter prefers', () => {
+  it('caps the diagonal of a wide network where no batch size is asked for, and nothing else', async () => {
+    const wide = randomModel([784, 256, 256, 10], 'relu', { type: 'categorical' }, 3);
+    const loaded = await new GpuEngine(gpu()).load(wide);
+    const network = loaded.memory('diag').shared.perSample;
+    loaded.release();
+    const expected = Math.max(1024, 128 * Math.floor(16 * 2 ** 20 / network / 128));
+    expect(expected).toBeLessThan(4096);
+    const diag = await planned(wide, { structure: 'diag' });
+    expect(diag.batch).toBe(expected);
+    expect(diag.reasons.join('\n')).toContain(`batch ${expected}, set by the engine's preference (a CPU adapter's diag pass`);
+    // Asked for, a larger batch is taken; other structures, and small networks, keep the largest.
+    expect((await planned(wide, { structure: 'diag', batchSize: 4096 })).batch).toBe(4096);
+    expect((await planned(wide, { structure: 'kfac' })).batch).toBe(4096);
+    expect((await planned(randomModel([64, 32, 10], 'relu', { type: 'categorical' }, 3), { structure: 'diag' })).batch).toBe(4096);
+  });
+});
+
 describe('refusals, before any work', () => {
   const model = randomModel([30, 24, 6], 'relu', { type: 'categorical' }, 3);
   const data = randomData(model, 20, 5);
