@@ -49,11 +49,11 @@ const BATCH_MEMORY_BUDGET = 512 * 2 ** 20;
  * the end), the engine prefers (BatchMemory.preferred, which the planner
  * takes where no batch size is asked for) the largest batch whose network
  * buffers take at most this much, in whole tiles of 128 rows, but not
- * below CAPPED_BATCH_FLOOR rows. 784-256-256-10's diagonal, 4,096 → 1,664 rows: whole process
- * −40 ms, −75 ms of CPU; 784-1024-1024-10's, 4,096 → 1,024: −355 ms.
- * Structures that read partial sums back every batch keep the largest
- * batch: K-FAC's factors at 1,664 rows took 90 ms longer (issue 12's tenth
- * part).
+ * below CAPPED_BATCH_FLOOR rows. 784-256-256-10's diagonal, 4,096 → 1,664
+ * rows: whole process −85 ms, −90 ms of CPU; 784-1024-1024-10's, 4,096 →
+ * 1,024: −355 ms. Structures that read partial sums back every batch keep
+ * the largest batch: K-FAC's factors at 1,664 rows took 90 ms longer
+ * (bench/RESULTS.md, issue 12's tenth part).
  */
 const CAPPED_BATCH_BYTES = 16 * 2 ** 20;
 /** The fewest rows the preference goes down to (not measured below). */

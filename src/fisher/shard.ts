@@ -71,12 +71,16 @@ export async function runDigest(model: Network, data: DataSource, o: ResolvedOpt
   const text = JSON.stringify({ spec: model.specJson(), kind: o.kind, structure: o.structure, reduction: o.reduction, samples: o.samples, seed: o.seed, kfac: o.kfac, rank: o.rank, n: data.n });
   const d = new Digest().add(new TextEncoder().encode(text)).endPart();
   for (const t of model.tensors().values()) d.add(bytesOf(t.data as Float32Array)).endPart();
-  // x and then y, each one part, read in rows: a data file is never held whole.
-  for (const part of ['x', 'y'] as const) {
-    for (let start = 0; start < data.n; start += DIGEST_ROWS) d.add(bytesOf((await data.rows(start, start + DIGEST_ROWS))[part]));
-    d.endPart();
+  // x, then y, each one part, in one read of the rows: a data file is never held whole (its targets are, anyway).
+  const y: Float32Array[] = [];
+  for (let start = 0; start < data.n; start += DIGEST_ROWS) {
+    const rows = await data.rows(start, start + DIGEST_ROWS);
+    d.add(bytesOf(rows.x));
+    y.push(rows.y.slice());
   }
-  return d.value();
+  d.endPart();
+  for (const part of y) d.add(bytesOf(part));
+  return d.endPart().value();
 }
 
 /**

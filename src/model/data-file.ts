@@ -3,9 +3,9 @@
  * header and the targets when opened, the inputs x as the estimator asks
  * for their rows. Host memory holds two batches of x, not N samples, and
  * the first batch computes while the next is read. The whole file read at
- * once cost the 784-256-256-10 example (31 MB) 120–180 ms before anything
+ * once cost the 784-256-256-10 example (31 MB) 120–190 ms before anything
  * could compute, most of it the kernel's page faults on fresh memory
- * (bench/RESULTS.md). Node only (files).
+ * (bench/RESULTS.md, issue 12's tenth part). Node only (files).
  */
 import { open } from 'node:fs/promises';
 import { DTYPES, numel, type Tensor } from '../io/dtypes.js';
@@ -24,6 +24,8 @@ export class DataFile implements DataSource {
   #next = 0;
   /** The rows readAhead read: batches within them are views of its buffer, until one is asked for outside. */
   #ahead: { start: number; end: number; read: Promise<Float32Array> } | undefined;
+  /** x as the header gives it: its shape, and its first byte in the file. */
+  readonly #x: { shape: number[]; position: number };
 
   private constructor(
     readonly path: string,
@@ -31,11 +33,11 @@ export class DataFile implements DataSource {
     model: Network,
     /** Targets, row-major [n, targetWidth], read and checked when opened. */
     readonly y: Float32Array,
-    /** x as the header gives it: its shape, and its first byte in the file. */
-    readonly x: { shape: number[]; position: number },
+    x: { shape: number[]; position: number },
   ) {
     this.inputs = model.inputs;
     this.targetWidth = model.targetWidth;
+    this.#x = x;
   }
 
   /**
@@ -107,11 +109,11 @@ export class DataFile implements DataSource {
   async #readX(start: number, x: Float32Array): Promise<Float32Array> {
     const file = await open(this.path, 'r');
     try {
-      await readFully(file, new Uint8Array(x.buffer, x.byteOffset, x.byteLength), this.x.position + start * this.inputs * 4, this.path);
+      await readFully(file, new Uint8Array(x.buffer, x.byteOffset, x.byteLength), this.#x.position + start * this.inputs * 4, this.path);
     } finally {
       await file.close();
     }
-    assertFinite(x, `${this.path}: tensor "x"`, this.x.shape, start * this.inputs);
+    assertFinite(x, `${this.path}: tensor "x"`, this.#x.shape, start * this.inputs);
     return x;
   }
 
