@@ -141,8 +141,8 @@ export interface BatchMemory {
 export interface SquaredGradientTotal {
   /** Adds one batch's squaredGradientSum. */
   add(batch: Dataset, labels?: readonly LabelSource[]): Promise<void>;
-  /** The total so far, [P], float64. */
-  read(): Promise<Float64Array>;
+  /** The total so far times `scale` (default 1), [P], float64: a new array, the caller's. */
+  read(scale?: number): Promise<Float64Array>;
   /** Frees what the total holds; it cannot be used after. */
   release(): void;
 }

@@ -520,13 +520,15 @@ export class GpuModel implements LoadedModel {
         inFlight = this.gpu.finish();
         await before;
       },
-      read: async () => {
+      read: async (scale = 1) => {
         const { sum, compensation } = await buffers();
         await inFlight;
         const [s, c] = [await this.gpu.readF32(sum, p * F32), await this.gpu.readF32(compensation, p * F32)];
-        // A loop: Float64Array.from with a mapping function took 75–100 ms for P = 269,322 (V8, Node 20).
+        // One loop, the scale in it: each pass over P values in a fresh array costs a cold loop and the array's
+        // first touch (3 ms a MB where page faults are slow, as in the VMs of bench/RESULTS.md). Float64Array.from
+        // with a mapping function took 75–100 ms for P = 269,322 (V8, Node 20).
         const total = new Float64Array(p);
-        for (let j = 0; j < p; j++) total[j] = s[j]! + c[j]!;
+        for (let j = 0; j < p; j++) total[j] = (s[j]! + c[j]!) * scale;
         return total;
       },
       release: () => {

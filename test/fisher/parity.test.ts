@@ -105,7 +105,10 @@ describe('streaming and cross-checks', () => {
       for (const b of batches) (await loaded.squaredGradientSum(b)).forEach((v, j) => (host[j]! += v));
       const total = loaded.squaredGradientTotal!();
       for (const b of batches) await total.add(b);
-      expectRelativeError(await total.read(), host, 1e-6, 'device total against host sums');
+      const read = await total.read();
+      expectRelativeError(read, host, 1e-6, 'device total against host sums');
+      // Scaled as read (the diagonal's 1/N), each value the unscaled one times the scale.
+      expectClose(await total.read(0.25), read.map((v) => v * 0.25), { rtol: 1e-15 }, 'the total read times 0.25');
       total.release();
       await expect(total.add(batches[0]!)).rejects.toThrow(/after release/);
       // A second total takes the first one's buffers from the pool.

@@ -109,25 +109,29 @@ export const diag: StructureType = {
   // The compensated sum (two arrays) and the result.
   hostBytes: (model) => 3 * 8 * model.parameterCount,
   start(model) {
-    const acc = new CompensatedSum(model.parameterCount);
-    // Where the engine keeps a running total (the GPU's, summed on the device), the batches go there and it is read once.
+    // Where the engine keeps a running total (the GPU's, summed on the device with compensation), the batches go
+    // there and it is read once, scaled as read: it is the whole sum, so no host sum is made. Otherwise the host
+    // sums the batches' partials.
     let total: SquaredGradientTotal | undefined;
+    let acc: CompensatedSum | undefined;
     return {
       async add(loaded, batch, labels) {
         if (loaded.squaredGradientTotal) {
           total ??= loaded.squaredGradientTotal();
           await total.add(batch, labels);
         } else {
-          acc.add(await loaded.squaredGradientSum(batch, labels));
+          (acc ??= new CompensatedSum(model.parameterCount)).add(await loaded.squaredGradientSum(batch, labels));
         }
       },
       async result(info) {
+        const scale = kindScale(info);
         if (total) {
-          acc.add(await total.read());
+          const values = await total.read(scale);
           total.release();
           total = undefined;
+          return new DiagonalFisher(info, model.layout, values);
         }
-        return new DiagonalFisher(info, model.layout, acc.result(kindScale(info)));
+        return new DiagonalFisher(info, model.layout, (acc ?? new CompensatedSum(model.parameterCount)).result(scale));
       },
       async abort() {
         total?.release();
