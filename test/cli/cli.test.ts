@@ -262,6 +262,13 @@ describe('fisher', () => {
     for (const phase of ['profile of the whole process', 'start-up: Node and the modules', 'reading the data', 'opening the device', 'computing', 'the passes on the device', 'writing the output']) expect(r.stderr).toContain(phase);
     // The passes split by kernel entry point, under them: the forward product among them.
     expect(r.stderr).toMatch(/^ {4}matmul[\w/]*\.linear_forward \(\d+ dispatch(es)?\) +\d+\.\d{3} s/m);
+    // Each phase with the page faults taken in it, and their total; none on the kernels' lines.
+    expect(r.stderr).toMatch(/^computing +\d+\.\d{3} s +[\d.]+% +[\d,]+ page faults$/m);
+    const total = /profile of the whole process \([\d.]+ s, ([\d,]+) page faults\)/.exec(r.stderr);
+    const phases = [...r.stderr.matchAll(/^\S.*% +([\d,]+) page faults$/gm)].map((m) => Number(m[1]!.replaceAll(',', '')));
+    expect(Number(total![1]!.replaceAll(',', ''))).toBe(phases.reduce((a, b) => a + b, 0));
+    expect(phases.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
+    expect(r.stderr).not.toMatch(/^ {4}matmul.*page faults$/m);
     // The tests turn tuning off; with it on and an empty cache of its own, the first run searches.
     const cache = { FISHER_GPU_TUNING: 'on', FISHER_GPU_CACHE_DIR: join(dir, 'first-use-cache') };
     const first = await fisherWith(cache, 'compute', ...files, '--out', 'first.safetensors');
