@@ -7,6 +7,7 @@
  * could compute, most of it the kernel's page faults on fresh memory
  * (bench/RESULTS.md, issue 12's tenth part). Node only (files).
  */
+import { close, openSync, read } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { DTYPES, numel, type Tensor } from '../io/dtypes.js';
 import { readSafetensorsHeader, SafetensorsError, type TensorEntry } from '../io/safetensors.js';
@@ -19,8 +20,8 @@ export class DataFile implements DataSource {
   readonly targetWidth: number;
   /** The two buffers batches alternate between, grown to the largest batch asked for. */
   readonly #buffers: [Float32Array, Float32Array] = [new Float32Array(0), new Float32Array(0)];
-  /** The last read into each buffer, done (or failed): the next into it waits for it. */
-  readonly #writes: [Promise<void>, Promise<void>] = [Promise.resolve(), Promise.resolve()];
+  /** The last read into each buffer, done (or failed): the next into it waits for it. Undefined: none yet. */
+  readonly #writes: [Promise<void> | undefined, Promise<void> | undefined] = [undefined, undefined];
   #next = 0;
   /** The rows readAhead read: batches within them are views of its buffer, until one is asked for outside. */
   #ahead: { start: number; end: number; read: Promise<Float32Array> } | undefined;
@@ -64,7 +65,15 @@ export class DataFile implements DataSource {
     checkFits(this, model, source);
   }
 
-  /** A hint: a range that is not one of the file's rows reads nothing. */
+  /**
+   * A hint: a range that is not one of the file's rows reads nothing. The
+   * first read is handed to the operating system before this returns (a
+   * file opened synchronously, then one read into the buffer): `fisher
+   * compute` calls it just before it opens the device, whose first calls
+   * hold the main thread for 0.13 s on lavapipe, and a read that still
+   * needed the main thread to start waited for them (bench/RESULTS.md,
+   * issue 12's eleventh part).
+   */
   readAhead(start: number, end: number): void {
     end = Math.min(end, this.n);
     if (!(Number.isSafeInteger(start) && Number.isSafeInteger(end) && 0 <= start && start < end)) return;
@@ -94,10 +103,13 @@ export class DataFile implements DataSource {
     const k = this.#next;
     this.#next = 1 - k;
     const count = (end - start) * this.inputs;
-    const read = this.#writes[k]!.then(() => {
+    const into = () => {
       if (this.#buffers[k]!.length < count) this.#buffers[k] = new Float32Array(count);
       return this.#readX(start, this.#buffers[k]!.subarray(0, count));
-    });
+    };
+    // The buffer's first read starts now; a later one once the read before it into the buffer is done.
+    const before = this.#writes[k];
+    const read = before ? before.then(into) : into();
     this.#writes[k] = read.then(
       () => undefined,
       () => undefined,
@@ -107,12 +119,7 @@ export class DataFile implements DataSource {
 
   /** Reads x's rows from `start` into `x` (as many as it holds) and checks them. */
   async #readX(start: number, x: Float32Array): Promise<Float32Array> {
-    const file = await open(this.path, 'r');
-    try {
-      await readFully(file, new Uint8Array(x.buffer, x.byteOffset, x.byteLength), this.#x.position + start * this.inputs * 4, this.path);
-    } finally {
-      await file.close();
-    }
+    await readAt(this.path, new Uint8Array(x.buffer, x.byteOffset, x.byteLength), this.#x.position + start * this.inputs * 4);
     assertFinite(x, `${this.path}: tensor "x"`, this.#x.shape, start * this.inputs);
     return x;
   }
@@ -131,6 +138,29 @@ async function readFully(file: FileHandle, into: Uint8Array, position: number, p
     if (bytesRead === 0) throw new SafetensorsError('FileLengthMismatch', `${path}: the file ended at byte ${position + done}, inside its data`);
     done += bytesRead;
   }
+}
+
+/**
+ * Fills `into` from the file at `position`. The file is opened synchronously
+ * (microseconds) and the read is with the operating system when this
+ * returns: nothing waits for the main thread until it is done. A file
+ * shorter than its header says is an error naming it; one that cannot be
+ * opened throws here.
+ */
+function readAt(path: string, into: Uint8Array, position: number): Promise<void> {
+  const fd = openSync(path, 'r');
+  return new Promise<void>((resolve, reject) => {
+    const finish = (error: Error | undefined) => close(fd, () => (error ? reject(error) : resolve()));
+    const next = (done: number) => {
+      if (done === into.length) return finish(undefined);
+      read(fd, into, done, into.length - done, position + done, (e, bytesRead) => {
+        if (e) return finish(e);
+        if (bytesRead === 0) return finish(new SafetensorsError('FileLengthMismatch', `${path}: the file ended at byte ${position + done}, inside its data`));
+        next(done + bytesRead);
+      });
+    };
+    next(0);
+  });
 }
 
 /** One tensor's values, read whole. */

@@ -3,7 +3,7 @@
  * whole (Dataset.load): the same rows, the same refusals, the same Fisher,
  * and errors in a later batch named by their place in the whole file.
  */
-import { mkdtempSync, rmSync, truncateSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -65,6 +65,19 @@ describe('DataFile', () => {
     for (const [s, e] of [[-1, 3], [5, 5], [12, 20], [0.5, 2]] as const) expect(() => file.readAhead(s, e)).not.toThrow();
     await same(0, 11);
     await expect(file.rows(5, 4)).rejects.toThrow(RangeError);
+  });
+
+  it('has its first read-ahead with the operating system when readAhead returns (before any await)', async () => {
+    // The command line reads ahead just before the device's first calls hold the main thread: a read that still
+    // needed the main thread to open the file would wait for them. Here the file moves away right after the call:
+    // the read-ahead has it open already, a later read does not find it.
+    const path = await write({ x, y });
+    const whole = await Dataset.load(path, model);
+    const file = await DataFile.open(path, model);
+    file.readAhead(0, 7);
+    renameSync(path, `${path}.moved`);
+    expect(Array.from((await file.rows(0, 7)).x)).toEqual(Array.from(whole.slice(0, 7).x));
+    await expect(file.rows(7, 11)).rejects.toThrow(/ENOENT/);
   });
 
   it('returns the right rows when read-aheads and reads overlap in flight', async () => {
