@@ -7,8 +7,8 @@ import type { LabelTime } from '../gpu/timing.js';
  * from the process's clock, which starts with the process. Each phase also
  * shows the minor page faults the process took in it (memory touched for
  * the first time, by any thread): in a virtual machine one costs about
- * 12 µs, so that the 39,000 of the 784-256-256-10 example's run came to a
- * third of a second of its CPU time (bench/RESULTS.md, issue 12's eleventh
+ * 12 µs, so that the 37,000–39,000 of the 784-256-256-10 example's run come
+ * to some 0.4 s of its CPU time (bench/RESULTS.md, issue 12's eleventh
  * part).
  */
 export class Profile {
