@@ -50,13 +50,35 @@ fn activate(code: u32, v: f32) -> f32 {
   }
 }
 
-// d activate / dv at v (v the pre-activation).
+// Added to a code in a backward epilogue: the derivative is taken from the
+// output a = activate(code, z), saved in place of z, for the activations
+// whose derivative is a function of their output (derivative_at_output's
+// cases; the host reads them from there). Their z need not be stored: a
+// buffer less per layer, its stores and its memory. The same float32
+// operations either way, so the results are the same bit for bit.
+const ACT_AT_OUTPUT: u32 = 16u;
+
+// d activate / dv at v (v the pre-activation; the output where the code
+// carries ACT_AT_OUTPUT).
 fn activate_derivative(code: u32, v: f32) -> f32 {
+  if (code >= ACT_AT_OUTPUT) { return derivative_at_output(code - ACT_AT_OUTPUT, v); }
   switch code {
     case ACT_RELU: { return select(0.0, 1.0, v > 0.0); }
     case ACT_TANH: { let a_t = tanh_f32(v); return 1.0 - a_t * a_t; }
     case ACT_SIGMOID: { let a_s = sigmoid_f32(v); return a_s * (1.0 - a_s); }
     case ACT_GELU: { return 0.5 * (1.0 + erf_f32(v * INV_SQRT2)) + v * INV_SQRT_2PI * exp(-0.5 * v * v); }
+    default: { return 1.0; }
+  }
+}
+
+// d activate / dv from the output a = activate(code, v), where it is a
+// function of it. The default (1) serves the identity; no other code comes
+// here (the host adds ACT_AT_OUTPUT only to the codes of the cases below).
+fn derivative_at_output(code: u32, a: f32) -> f32 {
+  switch code {
+    case ACT_RELU: { return select(0.0, 1.0, a > 0.0); }
+    case ACT_TANH: { return 1.0 - a * a; }
+    case ACT_SIGMOID: { return a * (1.0 - a); }
     default: { return 1.0; }
   }
 }

@@ -7,7 +7,10 @@
  *
  * Stage k has an op, optionally a fused activation, and its buffers:
  *   y   its output (after the activation)          [capacity, size]
- *   z   the pre-activation, when an activation is fused
+ *   z   the pre-activation, when an activation is fused whose derivative
+ *       is not a function of its output (GELU), or in the last stage (whose
+ *       output is the sequence's, which a residual block adds to): ReLU,
+ *       tanh and sigmoid are differentiated from y (derivativeCode)
  *   d   ∂ℓ/∂ its pre-activation: what its backward pass consumes
  *   da  ∂ℓ/∂y, when the fused activation's derivative cannot go into the
  *       next op's epilogue (then an elementwise pass turns da into d)
@@ -16,9 +19,10 @@
  * left out, as row-major data need no reshaping.
  */
 import type { Step } from '../gpu/device.js';
-import type { BackwardIO, ForwardIO, GpuEnv, GpuOp, LayerNode, ParameterLeaf, Shape } from '../layers/layer.js';
+import type { BackwardEpilogue, BackwardIO, ForwardIO, GpuEnv, GpuOp, LayerNode, ParameterLeaf, Shape } from '../layers/layer.js';
 import { sizeOf } from '../layers/layer.js';
 import { layerTypeOf } from '../layers/registry.js';
+import { derivativeCode } from '../kernels/activation.js';
 
 const F32 = 4;
 
@@ -66,7 +70,17 @@ export class SequenceOp implements GpuOp {
     const last = k === this.#stages.length - 1;
     const fused = s.act !== undefined;
     const next = this.#stages[k + 1];
-    return { y: !last, z: fused, d: !last || fused, da: fused && !last && !next!.op.fusesInputActivation };
+    const atOutput = fused && !last && derivativeCode(s.act!).atOutput;
+    return { y: !last, z: fused && !atOutput, d: !last || fused, da: fused && !last && !next!.op.fusesInputActivation };
+  }
+
+  /** How stage k's fused activation is differentiated: at z where it is kept, else at its output y. */
+  #derivative(k: number): BackwardEpilogue {
+    const s = this.#stages[k]!;
+    if (s.z) return { code: s.act!, z: s.z };
+    const d = derivativeCode(s.act!);
+    if (!d.atOutput || !s.y) throw new Error(`${s.node.name ?? s.node.type}: no z kept for its activation's derivative`);
+    return { code: d.code, z: s.y };
   }
 
   floatsPerSample(): number {
@@ -122,7 +136,7 @@ export class SequenceOp implements GpuOp {
       return;
     }
     this.#stages.forEach((s, k) => {
-      s.op.forward(step, { n: io.n, ...this.#io(k, io.x, io.y), ...(s.act !== undefined ? { act: { code: s.act, z: s.z! } } : {}) });
+      s.op.forward(step, { n: io.n, ...this.#io(k, io.x, io.y), ...(s.act !== undefined ? { act: { code: s.act, ...(s.z ? { z: s.z } : {}) } } : {}) });
     });
   }
 
@@ -135,7 +149,10 @@ export class SequenceOp implements GpuOp {
       return;
     }
     const last = stages[stages.length - 1]!;
-    if (last.act !== undefined) ew.activationBackward(step, { dy: io.dy, z: last.z!, dx: last.d!, count: io.n * last.size, activation: last.act });
+    if (last.act !== undefined) {
+      const act = this.#derivative(stages.length - 1);
+      ew.activationBackward(step, { dy: io.dy, z: act.z, dx: last.d!, count: io.n * last.size, activation: act.code });
+    }
     for (let k = stages.length - 1; k >= 0; k--) {
       const s = stages[k]!;
       const common = { n: io.n, ...this.#io(k, io.x, io.y), dy: this.#dy(k, io.dy) };
@@ -145,10 +162,11 @@ export class SequenceOp implements GpuOp {
       }
       const below = stages[k - 1]!;
       if (below.act === undefined) s.op.backward(step, { ...common, dx: below.d! });
-      else if (s.op.fusesInputActivation) s.op.backward(step, { ...common, dx: below.d!, inputAct: { code: below.act, z: below.z! } });
+      else if (s.op.fusesInputActivation) s.op.backward(step, { ...common, dx: below.d!, inputAct: this.#derivative(k - 1) });
       else {
         s.op.backward(step, { ...common, dx: below.da! });
-        ew.activationBackward(step, { dy: below.da!, z: below.z!, dx: below.d!, count: io.n * below.size, activation: below.act });
+        const act = this.#derivative(k - 1);
+        ew.activationBackward(step, { dy: below.da!, z: act.z, dx: below.d!, count: io.n * below.size, activation: act.code });
       }
     }
   }

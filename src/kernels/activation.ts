@@ -12,3 +12,23 @@ export const ACTIVATION_WGSL: string = source;
 export function activationCode(name: string): number {
   return u32Constant(source, `ACT_${name.toUpperCase()}`);
 }
+
+/** Added to a code where a backward epilogue reads the activation's output in place of z (activation.wgsl). */
+const AT_OUTPUT = u32Constant(source, 'ACT_AT_OUTPUT');
+
+/** The codes whose derivative is a function of the output: the cases of activation.wgsl's derivative_at_output. */
+const FROM_OUTPUT: ReadonlySet<number> = (() => {
+  const body = /fn derivative_at_output\([^]*?\n}/.exec(source);
+  if (!body) throw new Error('activation.wgsl has no derivative_at_output');
+  return new Set([...body[0].matchAll(/case (ACT_\w+)/g)].map((m) => u32Constant(source, m[1]!)));
+})();
+
+/**
+ * The backward code of an activation and whether it reads the output: the
+ * code with ACT_AT_OUTPUT added where the derivative is a function of the
+ * output (ReLU, tanh, sigmoid), so that z need not be kept; the code as it
+ * is (GELU).
+ */
+export function derivativeCode(code: number): { code: number; atOutput: boolean } {
+  return FROM_OUTPUT.has(code) ? { code: code + AT_OUTPUT, atOutput: true } : { code, atOutput: false };
+}

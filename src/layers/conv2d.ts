@@ -139,7 +139,7 @@ class Conv2dOp implements ParameterOp {
         x: io.x,
         theta: this.env.theta,
         layer: this.#layer,
-        ...(io.act ? { z: io.act.z } : {}),
+        ...(io.act?.z ? { z: io.act.z } : {}),
         scratch: k.scratch,
         y: io.y,
         batch: io.n,
@@ -153,7 +153,7 @@ class Conv2dOp implements ParameterOp {
       theta: this.env.theta,
       wOffset: this.offset,
       y: io.y,
-      ...(io.act ? { z: io.act.z } : {}),
+      ...(io.act?.z ? { z: io.act.z } : {}),
       scratch: this.env.kernels.scratch,
       activation: io.act?.code ?? 0,
     });

@@ -99,11 +99,21 @@ export interface CpuTwin<F> {
   ): Float64Array | undefined;
 }
 
-/** An activation a GPU op applies (forward) or differentiates (backward) in its epilogue. */
+/** An activation a GPU op applies in its forward epilogue: y = act(z), and z stored where `z` is given. */
 export interface Epilogue {
   /** The ACT_* code of shaders/activation.wgsl. */
   code: number;
-  /** The pre-activation z: written by a forward epilogue, read by a backward one. */
+  /** Where z goes; undefined where nothing reads it (the derivative is then taken from y). */
+  z?: GPUBuffer;
+}
+
+/**
+ * An activation a GPU op differentiates in its backward epilogue: dx ⊙
+ * act'(·) at the values in `z`. Those are the pre-activation z, or, where
+ * the code carries ACT_AT_OUTPUT (derivativeCode), the activation's output.
+ */
+export interface BackwardEpilogue {
+  code: number;
   z: GPUBuffer;
 }
 
@@ -111,7 +121,7 @@ export interface ForwardIO {
   n: number;
   x: GPUBuffer;
   y: GPUBuffer;
-  /** y = act(z), z stored too (only for ops that fuse an output activation). */
+  /** y = act(z) (only for ops that fuse an output activation). */
   act?: Epilogue;
 }
 
@@ -123,8 +133,8 @@ export interface BackwardIO {
   dy: GPUBuffer;
   /** Where ∂ℓ/∂x goes; undefined when nobody needs it (the network's input). */
   dx?: GPUBuffer;
-  /** dx ⊙ act'(z) of the input's producer (only for ops that fuse an input activation). */
-  inputAct?: Epilogue;
+  /** dx ⊙ act' of the input's producer (only for ops that fuse an input activation). */
+  inputAct?: BackwardEpilogue;
 }
 
 /** Where per-sample gradients go: g[offset + s·ldg + j] for the op's parameter j. */

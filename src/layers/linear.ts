@@ -80,7 +80,7 @@ class LinearOp implements ParameterOp {
       x: io.x,
       theta: this.env.theta,
       layer: this.#layer,
-      ...(io.act ? { z: io.act.z } : { scratch: this.env.kernels.scratch }),
+      ...(io.act?.z ? { z: io.act.z } : { scratch: this.env.kernels.scratch }),
       y: io.y,
       batch: io.n * positions(this.node),
       inputs: f.in,

@@ -95,6 +95,21 @@ describe('the batch a CPU adapter prefers', () => {
   });
 });
 
+// A hidden layer's pre-activation z is kept only where the activation's derivative needs it (GELU):
+// ReLU, tanh and sigmoid are differentiated from their output (derivativeCode), which is kept anyway.
+describe('the pre-activations a batch keeps', () => {
+  it('for GELU layers only: a ReLU network of the same widths holds one [batch, width] buffer less per hidden layer', async () => {
+    const perSample = async (activation: 'relu' | 'tanh' | 'sigmoid' | 'gelu') => {
+      const loaded = await new GpuEngine(gpu()).load(randomModel([30, 24, 16, 6], activation, { type: 'categorical' }, 3));
+      const bytes = loaded.memory('diag').shared.perSample;
+      loaded.release();
+      return bytes;
+    };
+    const gelu = await perSample('gelu');
+    for (const activation of ['relu', 'tanh', 'sigmoid'] as const) expect(gelu - (await perSample(activation)), activation).toBe(4 * (24 + 16));
+  });
+});
+
 describe('refusals, before any work', () => {
   const model = randomModel([30, 24, 6], 'relu', { type: 'categorical' }, 3);
   const data = randomData(model, 20, 5);
