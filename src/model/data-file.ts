@@ -8,7 +8,6 @@
  * (bench/RESULTS.md, issue 12's tenth part). Node only (files).
  */
 import { close, openSync, read } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { DTYPES, numel, type Tensor } from '../io/dtypes.js';
 import { readSafetensorsHeader, SafetensorsError, type TensorEntry } from '../io/safetensors.js';
 import { assertFinite } from '../layers/errors.js';
@@ -52,13 +51,8 @@ export class DataFile implements DataSource {
     const x = entry('x');
     const y = entry('y');
     const n = checkDataShapes(x, y, model, path);
-    const file = await open(path, 'r');
-    try {
-      const targets = dataTargets(await readTensor(file, y!, dataOffset, path), n, model, path);
-      return new DataFile(path, n, model, targets, { shape: x!.shape, position: dataOffset + x!.begin });
-    } finally {
-      await file.close();
-    }
+    const targets = dataTargets(await readTensor(path, y!, dataOffset), n, model, path);
+    return new DataFile(path, n, model, targets, { shape: x!.shape, position: dataOffset + x!.begin });
   }
 
   check(model: Network, source = this.path): void {
@@ -129,17 +123,6 @@ export class DataFile implements DataSource {
   }
 }
 
-type FileHandle = Awaited<ReturnType<typeof open>>;
-
-/** Fills `into` from the file at `position`; a file shorter than its header says is an error naming it. */
-async function readFully(file: FileHandle, into: Uint8Array, position: number, path: string): Promise<void> {
-  for (let done = 0; done < into.length; ) {
-    const { bytesRead } = await file.read(into, done, into.length - done, position + done);
-    if (bytesRead === 0) throw new SafetensorsError('FileLengthMismatch', `${path}: the file ended at byte ${position + done}, inside its data`);
-    done += bytesRead;
-  }
-}
-
 /**
  * Fills `into` from the file at `position`. The file is opened synchronously
  * (microseconds) and the read is with the operating system when this
@@ -164,8 +147,8 @@ function readAt(path: string, into: Uint8Array, position: number): Promise<void>
 }
 
 /** One tensor's values, read whole. */
-async function readTensor(file: FileHandle, e: TensorEntry, dataOffset: number, path: string): Promise<Tensor> {
+async function readTensor(path: string, e: TensorEntry, dataOffset: number): Promise<Tensor> {
   const bytes = new Uint8Array(e.end - e.begin);
-  await readFully(file, bytes, dataOffset + e.begin, path);
+  await readAt(path, bytes, dataOffset + e.begin);
   return { dtype: e.dtype, shape: e.shape, data: new DTYPES[e.dtype].array(bytes.buffer, 0, numel(e.shape)) };
 }
